@@ -1,0 +1,62 @@
+"""Connecting to Ray: the cluster at ``address`` / ``RAY_ADDRESS``, or a local one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import ray
+
+from actstore.config import RayConfig
+
+__all__ = ["cluster_cpus", "ensure_ray", "run_on_pool"]
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_ray(config: RayConfig | None = None) -> None:
+    """Initialise Ray once per process: join an existing cluster, or start a local one."""
+    if ray.is_initialized():
+        return
+    config = config or RayConfig()
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    # Ray workers started here inherit this process's environment (credentials included), so
+    # nothing secret needs to travel through task arguments.
+    if address:
+        logger.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_on_pool(
+    actors: list[Any], method: str, items: Iterable[Any], *, on_result: Callable[[Any], None] | None = None
+) -> Iterator[Any]:
+    """Call ``actor.method(item)`` for every item, keeping each actor busy with one call at a time.
+
+    Yields results in completion order. An actor's exception propagates (with Ray's traceback).
+    """
+    pending: dict[Any, Any] = {}
+    queue = iter(items)
+    idle = list(actors)
+    while True:
+        while idle:
+            item = next(queue, None)
+            if item is None:
+                break
+            actor = idle.pop()
+            pending[getattr(actor, method).remote(item)] = actor
+        if not pending:
+            return
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        idle.append(pending.pop(ready))
+        result = ray.get(ready)
+        if on_result is not None:
+            on_result(result)
+        yield result

@@ -1,0 +1,123 @@
+"""Readers that turn one corpus file into documents, with errors that name the file and line."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import zstandard
+
+from actstore.config import CorpusConfig
+from actstore.corpus.sources import SourceFile
+from actstore.errors import CorpusError, StorageAccessError
+
+__all__ = ["Document", "read_documents"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document of a file: its text, row (0-based line or row), optional key and metadata."""
+
+    text: str
+    row: int
+    key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    repaired: bool = False
+
+
+def read_documents(source: SourceFile, config: CorpusConfig) -> Iterator[Document]:
+    """Yield the documents of one file in file order."""
+    try:
+        with fsspec.open(source.url, "rb", **config.storage_options) as raw, _decompressed(raw, source.compression) as handle:
+            if source.format == "jsonl":
+                yield from _read_jsonl(handle, source.url, config)
+            elif source.format == "parquet":
+                yield from _read_parquet(handle, source.url, config)
+            else:
+                yield _read_text(handle.read(), source.url, config)
+    except PermissionError as exc:
+        raise StorageAccessError(f"cannot read corpus file {source.url!r}: access denied ({exc})") from None
+    except FileNotFoundError:
+        raise CorpusError(f"corpus file {source.url!r} disappeared or cannot be opened") from None
+    except (OSError, EOFError, zstandard.ZstdError) as exc:
+        raise CorpusError(f"cannot read corpus file {source.url!r}: {exc}") from None
+
+
+def _decompressed(raw: Any, compression: str | None) -> Any:
+    """A line-iterable binary reader over the (possibly compressed) file."""
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw)
+    if compression == "zstd":
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+    return contextlib.nullcontext(raw)
+
+
+def _decode(raw: bytes, url: str, line: int, config: CorpusConfig) -> tuple[str, bool]:
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError as exc:
+        if config.encoding_errors == "replace":
+            return raw.decode("utf-8", errors="replace"), True
+        line += raw[: exc.start].count(b"\n")
+        raise CorpusError(
+            f"{url}:{line}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+            "fix the file or set corpus.encoding_errors: replace"
+        ) from None
+
+
+def _fields(record: dict[str, Any], where: str, config: CorpusConfig) -> tuple[str, str | None, dict[str, Any]]:
+    if config.text_field not in record or record[config.text_field] is None:
+        raise CorpusError(
+            f"{where}: missing text field {config.text_field!r} (fields present: "
+            f"{sorted(record)[:10]}); set corpus.text_field"
+        )
+    text = record[config.text_field]
+    if not isinstance(text, str):
+        raise CorpusError(f"{where}: text field {config.text_field!r} holds {type(text).__name__}, not a string")
+    key = record.get(config.key_field) if config.key_field else None
+    metadata = {name: record.get(name) for name in config.metadata_fields}
+    return text, None if key is None else str(key), metadata
+
+
+def _read_jsonl(handle: Any, url: str, config: CorpusConfig) -> Iterator[Document]:
+    for row, raw in enumerate(handle):
+        line = row + 1
+        text_line, repaired = _decode(raw, url, line, config)
+        if not text_line.strip():
+            continue
+        try:
+            record = json.loads(text_line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{url}:{line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{url}:{line}: expected a JSON object, found {type(record).__name__}")
+        text, key, metadata = _fields(record, f"{url}:{line}", config)
+        yield Document(text, row, key, metadata, repaired)
+
+
+def _read_parquet(handle: Any, url: str, config: CorpusConfig) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(handle)
+    names = set(parquet.schema_arrow.names)
+    if config.text_field not in names:
+        raise CorpusError(f"{url}: missing text column {config.text_field!r} (columns: {sorted(names)[:10]})")
+    wanted = [config.text_field, *([config.key_field] if config.key_field else []), *config.metadata_fields]
+    columns = [c for c in dict.fromkeys(wanted) if c in names]
+    row = 0
+    for batch in parquet.iter_batches(columns=columns, batch_size=4096):
+        for record in batch.to_pylist():
+            text, key, metadata = _fields(record, f"{url}: row {row}", config)
+            yield Document(text, row, key, metadata)
+            row += 1
+
+
+def _read_text(raw: bytes, url: str, config: CorpusConfig) -> Document:
+    text, repaired = _decode(raw, url, 1, config)
+    return Document(text, 0, None, {}, repaired)

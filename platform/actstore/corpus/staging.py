@@ -1,0 +1,111 @@
+"""Staging of tokenized files: the first ingestion pass, one task per corpus file.
+
+A task reads one file, tokenizes its documents in batches and writes two objects next to the
+store: ``_staging/ingest/f<i>.tokens`` (the file's document tokens end to end, little-endian
+int32) and ``_staging/ingest/f<i>.docs.parquet`` (per document: row, key, length, metadata).
+Re-running a task rewrites the same bytes. Staging is removed when ingestion completes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actstore.config import CorpusConfig
+from actstore.corpus.readers import Document, read_documents
+from actstore.corpus.sources import SourceFile
+from actstore.store._fs import Location, SideFiles
+
+__all__ = ["FileSummary", "read_staged_docs", "read_staged_tokens", "stage_file"]
+
+STAGING = "_staging/ingest"
+BATCH_DOCS = 256
+TOKEN_DTYPE = np.dtype("<i4")
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """What tokenizing one file produced."""
+
+    index: int
+    url: str
+    n_documents: int
+    n_tokens: int
+    skipped_empty: int
+    repaired_utf8: int
+
+
+def _key(index: int, suffix: str) -> str:
+    return f"{STAGING}/f{index:06d}.{suffix}"
+
+
+def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: Any, location: Location) -> FileSummary:
+    """Tokenize one file into staging (documents that yield no tokens are skipped and counted)."""
+    token_parts: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    skipped = repaired = 0
+    batch: list[Document] = []
+
+    def flush() -> None:
+        nonlocal skipped
+        encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
+        for document, ids in zip(batch, encoded, strict=True):
+            if not ids:
+                skipped += 1
+                continue
+            token_parts.append(np.asarray(ids, dtype=TOKEN_DTYPE))
+            rows.append({"row": document.row, "key": document.key, "n_tokens": len(ids),
+                         "repaired": document.repaired, **document.metadata})
+        batch.clear()
+
+    for document in read_documents(source, corpus):
+        repaired += document.repaired
+        batch.append(document)
+        if len(batch) >= BATCH_DOCS:
+            flush()
+    if batch:
+        flush()
+    tokens = np.concatenate(token_parts) if token_parts else np.empty(0, TOKEN_DTYPE)
+    files = SideFiles(location)
+    files.write_bytes(_key(index, "tokens"), tokens.tobytes())
+    files.write_bytes(_key(index, "docs.parquet"), _docs_parquet(rows, corpus.metadata_fields))
+    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired)
+
+
+def _docs_parquet(rows: list[dict[str, Any]], metadata_fields: list[str]) -> bytes:
+    columns: dict[str, pa.Array] = {
+        "row": pa.array([r["row"] for r in rows], pa.int64()),
+        "key": pa.array([r["key"] for r in rows], pa.string()),
+        "n_tokens": pa.array([r["n_tokens"] for r in rows], pa.int64()),
+        "repaired": pa.array([r["repaired"] for r in rows], pa.bool_()),
+    }
+    for name in metadata_fields:
+        values = [r.get(name) for r in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them, as JSON text
+            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+def read_staged_docs(location: Location, index: int) -> pa.Table:
+    return pq.read_table(io.BytesIO(SideFiles(location).read_bytes(_key(index, "docs.parquet"))))
+
+
+def read_staged_tokens(files: SideFiles, index: int, start: int, stop: int) -> np.ndarray:
+    """Tokens ``[start, stop)`` of a staged file (a ranged read)."""
+    item = TOKEN_DTYPE.itemsize
+    raw = files.fs.cat_file(files.path(_key(index, "tokens")), start=start * item, end=stop * item)
+    return np.frombuffer(raw, dtype=TOKEN_DTYPE).astype(np.int32)
+
+
+def clear_staging(location: Location) -> None:
+    SideFiles(location).remove(STAGING.split("/")[0])

@@ -1,0 +1,168 @@
+"""Storage access: one place that turns a store URL into an fsspec filesystem and a Zarr store.
+
+Zarr arrays go through zarr's own stores (LocalStore for local paths, FsspecStore otherwise);
+the small side objects (unit manifests, documents tables, staging) go through the synchronous
+fsspec filesystem of the same location. Credentials stay in the storage options given at open
+time (or the environment's standard chain) and never reach metadata or log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import zarr.storage
+from fsspec.core import url_to_fs
+from zarr.abc.store import Store as StoreLike
+
+from actstore.errors import StorageAccessError
+
+__all__ = ["Location", "redact_storage_options"]
+
+_SAFE_OPTION_KEYS = frozenset(
+    {"endpoint_url", "anon", "use_ssl", "region_name", "client_kwargs", "config_kwargs",
+     "requester_pays", "auto_mkdir", "default_block_size"}
+)
+REDACTED = "<redacted>"
+
+
+def redact_storage_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return storage options with every value not known to be harmless replaced by a marker."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in _SAFE_OPTION_KEYS:
+            out[key] = REDACTED
+        elif isinstance(value, dict):
+            out[key] = redact_storage_options(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A storage location (the store root) with its options; picklable, so it travels to Ray tasks."""
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print credentials
+        return f"Location({self.url!r})"
+
+    @property
+    def is_local(self) -> bool:
+        return _is_local(self.url)
+
+    @property
+    def local_path(self) -> str:
+        return self.url.removeprefix("file://")
+
+    def fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        """A fresh synchronous filesystem and the root path inside it."""
+        if self.is_local:
+            return fsspec.filesystem("file", auto_mkdir=True), posixpath.abspath(self.local_path)
+        opts = {"skip_instance_cache": True, **self.storage_options}
+        fs, path = url_to_fs(self.url, **opts)
+        return fs, path.rstrip("/")
+
+    def zarr_store(self, *, read_only: bool = False) -> StoreLike:
+        """The Zarr store at this location."""
+        if self.is_local:
+            return zarr.storage.LocalStore(self.local_path, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            self.url, storage_options=dict(self.storage_options), read_only=read_only
+        )
+
+    def child(self, *parts: str) -> Location:
+        """The location of a path below this one."""
+        return Location(posixpath.join(self.url.rstrip("/"), *parts), self.storage_options)
+
+
+class SideFiles:
+    """Small objects next to the Zarr hierarchy (manifests, tables), addressed by relative key."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.fs, self.root = location.fs()
+
+    def path(self, key: str) -> str:
+        return posixpath.join(self.root, key)
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self.path(key)))
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a whole object: a single PUT on object stores, temp-and-rename locally."""
+        path = self.path(key)
+        if self.location.is_local:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp"
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, key: str) -> bytes:
+        return bytes(self.fs.cat_file(self.path(key)))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        self.write_bytes(key, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def list(self, prefix: str) -> list[str]:
+        """Names directly below ``prefix`` (empty when it does not exist)."""
+        path = self.path(prefix)
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+    def remove(self, prefix: str) -> None:
+        path = self.path(prefix)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def du(self) -> int:
+        """Total bytes below the root."""
+        try:
+            return int(self.fs.du(self.root, total=True))
+        except FileNotFoundError:
+            return 0
+
+
+def check_access(location: Location, *, write: bool) -> None:
+    """Fail fast with a clear message when the location cannot be listed (or written)."""
+    try:
+        fs, root = location.fs()
+        if location.is_local:
+            if write:
+                fs.makedirs(root, exist_ok=True)
+            return
+        bucket = root.split("/", 1)[0]
+        fs.ls(bucket, detail=False)
+        if write:
+            probe = posixpath.join(root, "_actstore_write_probe")
+            fs.pipe_file(probe, b"ok")
+            fs.rm(probe)
+    except FileNotFoundError as exc:
+        raise StorageAccessError(
+            f"storage location {location.url!r} does not exist (missing bucket?): {exc}"
+        ) from None
+    except PermissionError as exc:
+        raise StorageAccessError(
+            f"access denied to {location.url!r}: check the credentials in the environment "
+            f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or profile) and the bucket policy ({exc})"
+        ) from None
+    except OSError as exc:
+        raise StorageAccessError(f"cannot reach storage location {location.url!r}: {exc}") from None

@@ -1,0 +1,113 @@
+"""Where arrays live in the store and how they are shaped, chunked and sharded.
+
+Every per-token array has the token axis ``[n_ctx, ctx_len]`` first. Along ``n_ctx`` the shard
+size is ``contexts_per_unit``: unit ``u`` is exactly shard ``u`` of every array, so the worker
+that owns a unit is the only writer of those shards. Inner chunks (the unit of reading) split a
+shard along ``n_ctx`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from actstore.store.dtypes import storage_dtype
+
+__all__ = [
+    "FLAG_BOS",
+    "FLAG_EOS",
+    "FLAG_PAD",
+    "TOKEN_ARRAYS",
+    "UnitGrid",
+    "create_unit_array",
+    "token_array",
+]
+
+FLAG_BOS = 1
+FLAG_EOS = 2
+FLAG_PAD = 4
+
+# name -> (dtype, fill value)
+TOKEN_ARRAYS: dict[str, tuple[str, int]] = {
+    "ids": ("int32", 0),
+    "doc": ("int64", -1),
+    "pos": ("int32", -1),
+    "flags": ("uint8", FLAG_PAD),
+}
+
+TARGET_INNER_CHUNK_BYTES = 4 * 2**20
+
+
+def token_array(name: str) -> str:
+    """Path of a per-token array of the token group."""
+    return f"tokens/{name}"
+
+
+@dataclass(frozen=True)
+class UnitGrid:
+    """The token axis split into units."""
+
+    n_ctx: int
+    ctx_len: int
+    contexts_per_unit: int
+
+    @property
+    def n_units(self) -> int:
+        return math.ceil(self.n_ctx / self.contexts_per_unit)
+
+    def contexts(self, unit: int) -> range:
+        """Contexts of a unit (the last unit may be short)."""
+        if not 0 <= unit < self.n_units:
+            raise IndexError(f"unit {unit} out of range [0, {self.n_units})")
+        start = unit * self.contexts_per_unit
+        return range(start, min(start + self.contexts_per_unit, self.n_ctx))
+
+    def unit_of(self, ctx: int) -> int:
+        return ctx // self.contexts_per_unit
+
+
+def create_unit_array(
+    group: zarr.Group,
+    name: str,
+    grid: UnitGrid,
+    tail: tuple[int, ...],
+    logical_dtype: str,
+    *,
+    fill_value: int | float = 0,
+    per_token: bool = True,
+    attributes: dict[str, Any] | None = None,
+) -> zarr.Array:
+    """Create an array whose shard ``u`` holds unit ``u`` (overwriting any array of that name).
+
+    ``per_token`` arrays are ``[n_ctx, ctx_len, *tail]``; otherwise ``[n_units, *tail]`` with one
+    row per unit (per-unit statistics).
+    """
+    dtype = storage_dtype(logical_dtype)
+    if per_token:
+        shape = (grid.n_ctx, grid.ctx_len, *tail)
+        shard = (grid.contexts_per_unit, grid.ctx_len, *tail)
+        row_bytes = grid.ctx_len * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+        inner_ctx = max(1, min(grid.contexts_per_unit, TARGET_INNER_CHUNK_BYTES // max(row_bytes, 1)))
+        # inner chunks must tile the shard exactly
+        while grid.contexts_per_unit % inner_ctx:
+            inner_ctx -= 1
+        inner = (inner_ctx, grid.ctx_len, *tail)
+    else:
+        shape = (grid.n_units, *tail)
+        shard = inner = (1, *tail)
+    attrs: dict[str, Any] = {"logical_dtype": logical_dtype, "per_token": per_token, **(attributes or {})}
+    return zarr.create_array(
+        store=group.store,
+        name=f"{group.path}/{name}".strip("/"),
+        shape=shape,
+        chunks=inner,
+        shards=None if inner == shard else shard,
+        dtype=dtype,
+        fill_value=fill_value,
+        attributes=attrs,
+        overwrite=True,
+    )

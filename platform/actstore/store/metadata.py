@@ -1,0 +1,126 @@
+"""The store's root metadata (format v1): a pydantic model stored as the root group's
+``actstore`` attribute, parsed with an explicit format-version check first."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actstore.errors import UnsupportedFormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IngestSummary",
+    "RootMetadata",
+    "SaeInfo",
+    "SiteInfo",
+    "StageInfo",
+    "TokenizerInfo",
+    "parse_root_metadata",
+]
+
+FORMAT_NAME: Literal["actstore"] = "actstore"
+FORMAT_VERSION = 1
+ATTRIBUTE = "actstore"
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TokenizerInfo(_Meta):
+    """Which tokenizer made the token ids, and its special tokens."""
+
+    source: dict[str, Any] = Field(description="The tokenizer source as configured (HFSource).")
+    name_or_path: str = Field(description="What the tokenizer reports as its name or path.")
+    vocab_size: int = Field(description="Number of token ids, added tokens included.")
+    bos_token_id: int = Field(description="Id placed at position 0 of every context.")
+    eos_token_id: int | None = Field(description="Id of the document separator, if any.")
+    pad_token_id: int = Field(description="Id stored at padded positions.")
+
+
+class SiteInfo(_Meta):
+    """A captured activation site."""
+
+    name: str = Field(description="TransformerLens-style name, e.g. blocks.12.hook_resid_post.")
+    d: int = Field(description="Width of the site's vectors.")
+    dtype: str = Field(description="Logical dtype of stored activations.")
+    stored: bool = Field(description="Whether activations of this site are stored.")
+
+
+class SaeInfo(_Meta):
+    """An SAE whose codes the store holds."""
+
+    name: str
+    site: str = Field(description="Site the SAE reads.")
+    architecture: Literal["jumprelu", "topk", "relu"]
+    d_in: int
+    d_sae: int
+    k: int | None = Field(default=None, description="K of a TopK SAE.")
+    code_cap: int = Field(description="Latents kept per token (the width of the code arrays).")
+    value_dtype: str = Field(description="Logical dtype of stored code values.")
+    source: str = Field(description="Where the SAE was loaded from.")
+    sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
+    input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
+
+
+class StageInfo(_Meta):
+    """A stage of work done unit by unit (tokens, extract, ...)."""
+
+    units_total: int
+    complete: bool = Field(default=False, description="Set by the stage's finalize step.")
+    finalized_at: str | None = None
+
+
+class IngestSummary(_Meta):
+    """What ingestion read, kept and skipped."""
+
+    n_files: int
+    n_documents: int = Field(description="Documents stored (skipped ones not counted).")
+    n_tokens: int = Field(description="Document tokens stored (BOS, separators and padding not counted).")
+    skipped_empty: int = Field(description="Documents skipped because they produced no tokens.")
+    repaired_utf8: int = Field(description="Documents whose invalid UTF-8 was replaced (encoding_errors=replace).")
+    truncated_by_cap: bool = Field(description="Whether max_tokens cut the corpus short.")
+
+
+class RootMetadata(_Meta):
+    """Everything a reader needs to interpret the arrays below the root group."""
+
+    format: Literal["actstore"] = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    actstore_version: str
+    created: str = Field(description="ISO 8601 UTC time the store was created.")
+    tokenizer: TokenizerInfo
+    ctx_len: int
+    contexts_per_unit: int
+    n_ctx: int = Field(description="Contexts in the store (length of the token axis).")
+    n_units: int = Field(description="ceil(n_ctx / contexts_per_unit).")
+    packing: Literal["pack", "document"]
+    separator: Literal["eos", "none"]
+    ingest: IngestSummary
+    model: dict[str, Any] | None = Field(default=None, description="Model source and dtype, once extracted.")
+    sites: list[SiteInfo] = Field(default_factory=list)
+    saes: list[SaeInfo] = Field(default_factory=list)
+    stages: dict[str, StageInfo] = Field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Job configs by kind, with secrets redacted."
+    )
+
+    def with_changes(self, **changes: Any) -> RootMetadata:
+        """A validated copy with fields replaced."""
+        return RootMetadata.model_validate({**self.model_dump(), **changes})
+
+
+def parse_root_metadata(attrs: dict[str, Any], url: str) -> RootMetadata:
+    """Parse root attributes, refusing unknown formats before looking at any other field."""
+    raw = attrs.get(ATTRIBUTE)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise UnsupportedFormatError(f"{url!r} is a Zarr group but not an actstore store")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"store {url!r} has format version {version!r}; this actstore reads version "
+            f"{FORMAT_VERSION}. Upgrade actstore (or re-create the store)."
+        )
+    return RootMetadata.model_validate(raw)

@@ -1,0 +1,197 @@
+"""The :class:`Store`: open or create a run's Zarr group, read its metadata, units and arrays."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+import zarr.errors
+
+from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
+from actstore.store._fs import Location, SideFiles
+from actstore.store.dtypes import from_storage
+from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
+from actstore.store.manifests import ManifestBook
+from actstore.store.metadata import ATTRIBUTE, RootMetadata, parse_root_metadata
+
+__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "open_store", "utc_now"]
+
+logger = logging.getLogger(__name__)
+
+TOKENS_STAGE = "tokens"
+Mode = Literal["r", "r+"]
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """A summary of a store, as ``actstore info`` prints it."""
+
+    url: str
+    complete: bool
+    units_done: int
+    units_total: int
+    stage: str
+    stages: dict[str, dict[str, Any]]
+    n_tokens: int
+    n_token_slots: int
+    n_documents: int
+    n_ctx: int
+    ctx_len: int
+    tokenizer: str
+    model: str | None
+    sites: list[str]
+    saes: list[str]
+    bytes: int
+    format_version: int
+    actstore_version: str
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Store:
+    """One run's store. Open with :func:`actstore.open`; coordinators create with :meth:`create`."""
+
+    def __init__(self, location: Location, group: zarr.Group, meta: RootMetadata) -> None:
+        self.location = location
+        self.group = group
+        self.meta = meta
+        self.files = SideFiles(location)
+        self.manifests = ManifestBook(self.files)
+
+    def __repr__(self) -> str:
+        return f"<actstore.Store {self.location.url!r} n_ctx={self.meta.n_ctx} ctx_len={self.meta.ctx_len}>"
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r"
+    ) -> Store:
+        """Open an existing store (``mode`` "r" or "r+")."""
+        location = Location(url, dict(storage_options or {}))
+        try:
+            group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+            raise StoreNotFoundError(f"no actstore store at {url!r}") from None
+        if ATTRIBUTE not in group.attrs:
+            raise StoreNotFoundError(f"no actstore store at {url!r} (a Zarr group without actstore metadata)")
+        meta = parse_root_metadata(dict(group.attrs), url)
+        return cls(location, group, meta)
+
+    @classmethod
+    def create(cls, location: Location, meta: RootMetadata) -> Store:
+        """Create the root group with its metadata (coordinator only).
+
+        Opens with mode "a", never "w": other objects under the root (staging) must survive.
+        """
+        if cls.exists(location):
+            raise StoreExistsError(f"a store already exists at {location.url!r}")
+        group = zarr.open_group(location.zarr_store(), mode="a")
+        group.attrs[ATTRIBUTE] = meta.model_dump(mode="json")
+        return cls(location, group, meta)
+
+    @classmethod
+    def exists(cls, location: Location) -> bool:
+        try:
+            group = zarr.open_group(location.zarr_store(read_only=True), mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+            return False
+        return ATTRIBUTE in group.attrs
+
+    def reopen(self, *, mode: Mode = "r+") -> Store:
+        """The same store opened again (fresh metadata), e.g. inside a worker."""
+        return Store.open(self.location.url, storage_options=self.location.storage_options, mode=mode)
+
+    # -- metadata ---------------------------------------------------------------------------
+    def update_meta(self, **changes: Any) -> RootMetadata:
+        """Replace metadata fields (coordinator only)."""
+        self.meta = self.meta.with_changes(**changes)
+        self.group.attrs[ATTRIBUTE] = self.meta.model_dump(mode="json")
+        return self.meta
+
+    @property
+    def grid(self) -> UnitGrid:
+        return UnitGrid(self.meta.n_ctx, self.meta.ctx_len, self.meta.contexts_per_unit)
+
+    # -- units -------------------------------------------------------------------------------
+    def units_done(self, stage: str = TOKENS_STAGE) -> list[int]:
+        return self.manifests.done(stage)
+
+    def require_done(self, stage: str, units: Sequence[int]) -> None:
+        done = set(self.units_done(stage))
+        missing = [u for u in units if u not in done]
+        if missing:
+            raise UnitNotDoneError(
+                f"units {missing[:8]} of stage {stage!r} are not committed in {self.location.url!r}"
+            )
+
+    # -- arrays ------------------------------------------------------------------------------
+    def array(self, path: str) -> zarr.Array:
+        node = self.group[path]
+        if not isinstance(node, zarr.Array):
+            raise KeyError(f"{path!r} is a group, not an array")
+        return node
+
+    def read(self, path: str, contexts: slice) -> np.ndarray:
+        """Read rows of an array along the token axis, viewed as its logical dtype."""
+        arr = self.array(path)
+        return from_storage(np.asarray(arr[contexts]), str(arr.attrs.get("logical_dtype", arr.dtype)))
+
+    def tokens(self, contexts: slice, *, stage: str = TOKENS_STAGE) -> dict[str, np.ndarray]:
+        """Token ids, document index, position and flags of a context range (all units done)."""
+        grid = self.grid
+        start, stop, _ = contexts.indices(grid.n_ctx)
+        if stop > start:
+            self.require_done(stage, range(grid.unit_of(start), grid.unit_of(stop - 1) + 1))
+        return {name: self.read(token_array(name), slice(start, stop)) for name in TOKEN_ARRAYS}
+
+    def documents(self) -> Any:
+        """The documents table as a polars LazyFrame (index, source, row, key, lengths, metadata)."""
+        from actstore.store.documents import scan_documents
+
+        return scan_documents(self)
+
+    # -- summary -----------------------------------------------------------------------------
+    def info(self, *, with_bytes: bool = True) -> StoreInfo:
+        meta = self.meta
+        stage = "extract" if "extract" in meta.stages else TOKENS_STAGE
+        stages = {
+            name: {"units_done": len(self.units_done(name)), **s.model_dump()}
+            for name, s in meta.stages.items()
+        }
+        return StoreInfo(
+            url=self.location.url,
+            complete=bool(meta.stages) and all(s.complete for s in meta.stages.values()),
+            units_done=stages.get(stage, {}).get("units_done", 0),
+            units_total=meta.n_units,
+            stage=stage,
+            stages=stages,
+            n_tokens=meta.ingest.n_tokens,
+            n_token_slots=meta.n_ctx * meta.ctx_len,
+            n_documents=meta.ingest.n_documents,
+            n_ctx=meta.n_ctx,
+            ctx_len=meta.ctx_len,
+            tokenizer=meta.tokenizer.name_or_path,
+            model=None if meta.model is None else str(meta.model.get("name")),
+            sites=[s.name for s in meta.sites],
+            saes=[s.name for s in meta.saes],
+            bytes=self.files.du() if with_bytes else -1,
+            format_version=meta.format_version,
+            actstore_version=meta.actstore_version,
+            created=meta.created,
+        )
+
+
+def open_store(url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r") -> Store:
+    """Open an existing store. ``mode="r"`` (default) is read-only."""
+    return Store.open(url, storage_options=storage_options, mode=mode)
