@@ -52,3 +52,72 @@ def sample_records(n: int, *, seed: int = 0) -> list[dict]:
         {"text": " ".join(rng.choice(words) for _ in range(rng.randint(1, 60))), "id": f"d{i}", "lang": "en", "n": i}
         for i in range(n)
     ]
+
+
+TINY_GEMMA2 = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
+)
+
+
+def make_tiny_gemma2(folder: Path, tokenizer_dir: Path | None = None, *, seed: int = 0) -> Path:
+    """A random tiny Gemma 2 saved as a real HF folder, with randomised RMSNorm weights
+    (they start at zero in Gemma 2, which would hide a hook on the wrong side of a norm)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    model = Gemma2ForCausalLM(Gemma2Config(**TINY_GEMMA2, attn_implementation="eager")).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(folder)
+    if tokenizer_dir is not None:
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(folder)
+    return folder
+
+
+def make_gemma_scope_sae(path: Path, d_in: int, d_sae: int, *, seed: int = 0, lower_case: bool = False,
+                         threshold: float = 0.05) -> Path:
+    """A params.npz in the exact Gemma Scope layout (W_enc [d_in, d_sae], ..., threshold [d_sae])."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    params = {
+        "W_enc": rng.normal(0, 1 / np.sqrt(d_in), (d_in, d_sae)).astype(np.float32),
+        "W_dec": rng.normal(0, 1 / np.sqrt(d_sae), (d_sae, d_in)).astype(np.float32),
+        "b_enc": rng.normal(0, 0.05, d_sae).astype(np.float32),
+        "b_dec": rng.normal(0, 0.05, d_in).astype(np.float32),
+        "threshold": np.full(d_sae, threshold, np.float32) + rng.uniform(0, 0.05, d_sae).astype(np.float32),
+    }
+    if lower_case:
+        params = {k.replace("W_", "w_"): v for k, v in params.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **params)
+    return path
+
+
+def make_saelens_sae(folder: Path, d_in: int, d_sae: int, *, architecture: str, k: int | None = None,
+                     apply_b_dec_to_input: bool = True, hook_name: str | None = None, seed: int = 0) -> Path:
+    """A SAELens folder: cfg.json + sae_weights.safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {
+        "W_enc": rng.normal(0, 1 / np.sqrt(d_in), (d_in, d_sae)).astype(np.float32),
+        "W_dec": rng.normal(0, 1 / np.sqrt(d_sae), (d_sae, d_in)).astype(np.float32),
+        "b_enc": rng.normal(0, 0.05, d_sae).astype(np.float32),
+        "b_dec": rng.normal(0, 0.05, d_in).astype(np.float32),
+    }
+    if architecture == "jumprelu":
+        weights["threshold"] = rng.uniform(0.02, 0.1, d_sae).astype(np.float32)
+    save_file(weights, str(folder / "sae_weights.safetensors"))
+    cfg = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "hook_name": hook_name,
+           "apply_b_dec_to_input": apply_b_dec_to_input, "normalize_activations": "none", "dtype": "float32"}
+    if k is not None:
+        cfg["k"] = k
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from actstore.config import HFSource
 from actstore.errors import ConfigError
 
-__all__ = ["ResolvedSource", "resolve_source"]
+__all__ = ["ResolvedSource", "cache_dir", "resolve_source"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,63 @@ def _package_gguf(package: str) -> str:
 
 
 def resolve_source(source: HFSource) -> ResolvedSource:
-    """Turn a configured source into from_pretrained arguments (GGUF paths split in folder/file)."""
+    """Turn a configured source into from_pretrained arguments.
+
+    A local GGUF file is converted once into an HF folder in the cache (de-quantizing a GGUF
+    takes tens of seconds per load; every worker would pay it), and that folder is returned.
+    """
     if source.package is not None:
         path = _package_gguf(source.package)
-        return ResolvedSource(os.path.dirname(path), None, os.path.basename(path))
+        return _converted_gguf(ResolvedSource(os.path.dirname(path), None, os.path.basename(path)))
     if source.gguf_file is not None and os.path.isabs(source.gguf_file):
-        return ResolvedSource(os.path.dirname(source.gguf_file), None, os.path.basename(source.gguf_file))
+        return _converted_gguf(ResolvedSource(os.path.dirname(source.gguf_file), None, os.path.basename(source.gguf_file)))
     assert source.id is not None  # guaranteed by HFSource's validator
-    return ResolvedSource(source.id, source.revision, source.gguf_file)
+    resolved = ResolvedSource(source.id, source.revision, source.gguf_file)
+    if source.gguf_file is not None and os.path.isfile(os.path.join(source.id, source.gguf_file)):
+        return _converted_gguf(resolved)
+    return resolved
+
+
+def cache_dir() -> Path:
+    """actstore's cache folder: $ACTSTORE_CACHE, else ~/.cache/actstore."""
+    return Path(os.environ.get("ACTSTORE_CACHE") or Path.home() / ".cache" / "actstore")
+
+
+def _converted_gguf(resolved: ResolvedSource) -> ResolvedSource:
+    assert resolved.gguf_file is not None
+    path = Path(resolved.path_or_id) / resolved.gguf_file
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    target = cache_dir() / "gguf" / key
+    if not (target / _COMPLETE).exists():
+        _convert(resolved, target)
+    return ResolvedSource(str(target), None, None)
+
+
+_COMPLETE = "actstore-converted.json"
+
+
+def _convert(resolved: ResolvedSource, target: Path) -> None:
+    """De-quantize once and save model and tokenizer as an HF folder (atomic rename into place)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s into %s (once)", resolved.name, target)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    kwargs = resolved.kwargs()
+    AutoTokenizer.from_pretrained(resolved.path_or_id, **kwargs).save_pretrained(tmp)
+    gguf_model = AutoModelForCausalLM.from_pretrained(resolved.path_or_id, dtype=torch.float32, **kwargs)
+    # transformers refuses to save a model it loaded from GGUF; copy the de-quantized weights
+    # into a plain model of the same config.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.save_pretrained(tmp)
+    (tmp / _COMPLETE).write_text(json.dumps({"gguf": str(Path(resolved.path_or_id) / str(resolved.gguf_file))}))
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first; its folder is identical
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -31,6 +31,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return _print_info(store, as_json=False)
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from actstore.cluster.extract import run_extract
+    from actstore.config import ExtractConfig, load_config
+
+    config = load_config(args.config, ExtractConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    store = run_extract(config, progress=not args.quiet)
+    return _print_info(store, as_json=False)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from actstore.store.store import open_store
 
@@ -69,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ingest.set_defaults(run=_cmd_ingest)
+
+    extract = verbs.add_parser("extract", help="ingest if needed, capture sites, encode with SAEs, write the store")
+    extract.add_argument("config", help="extract config file, YAML or JSON")
+    extract.add_argument("--store", help="store URL, overriding store.url")
+    extract.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
+    extract.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    extract.set_defaults(run=_cmd_extract)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
     info.add_argument("store", help="store URL or path")

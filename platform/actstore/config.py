@@ -6,6 +6,9 @@ code that needs resolved values (file lists, token ids, plans) derives them into
 
 from __future__ import annotations
 
+import os
+import string
+import sysconfig
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -17,10 +20,16 @@ from actstore.errors import ConfigError
 __all__ = [
     "ContextConfig",
     "CorpusConfig",
+    "ExtractConfig",
     "HFSource",
     "IngestConfig",
+    "ModelConfig",
     "RayConfig",
+    "SaeConfig",
+    "SiteConfig",
+    "StatsConfig",
     "StoreConfig",
+    "WorkersConfig",
     "load_config",
 ]
 
@@ -151,14 +160,28 @@ class IngestConfig(_Frozen):
 C = TypeVar("C", bound=BaseModel)
 
 
+def _expand(node: Any) -> Any:
+    """Expand ${VAR} in strings; ${PYTHON_STDLIB} defaults to this interpreter's standard library."""
+    if isinstance(node, str):
+        env = {"PYTHON_STDLIB": sysconfig.get_paths()["stdlib"], **os.environ}
+        return string.Template(node).safe_substitute(env)
+    if isinstance(node, dict):
+        return {k: _expand(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v) for v in node]
+    return node
+
+
 def load_config(path: str | Path, cls: type[C], **overrides: Any) -> C:
     """Read a YAML or JSON config file into ``cls``; ``overrides`` are dotted keys to replace.
+
+    Strings may use ``${VAR}`` for environment variables (``${PYTHON_STDLIB}`` is predefined).
 
     >>> load_config("jobs/configs/demo.yaml", IngestConfig, **{"store.url": "/tmp/s"})  # doctest: +SKIP
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _expand(yaml.safe_load(path.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except yaml.YAMLError as exc:
@@ -177,3 +200,102 @@ def load_config(path: str | Path, cls: type[C], **overrides: Any) -> C:
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config file {str(path)!r} is invalid:\n{exc}") from None
+
+
+class ModelConfig(HFSource):
+    """The model to run: an HFSource plus how to run it."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Compute dtype; auto: bfloat16 on GPU workers, float32 on CPU."
+    )
+    attn_implementation: str | None = Field(
+        default=None, description="transformers attention implementation; Gemma 2 always uses eager."
+    )
+
+
+class SiteConfig(_Frozen):
+    """A site to capture."""
+
+    name: str = Field(description="TransformerLens-style site, e.g. blocks.12.hook_resid_post.")
+    store_activations: bool = Field(
+        default=True, description="Store this site's activations (false: only SAE codes of it)."
+    )
+    dtype: Literal["model", "float32", "bfloat16", "float16"] = Field(
+        default="model", description="Stored dtype; model keeps the model's dtype losslessly."
+    )
+
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class SaeConfig(_Frozen):
+    """An SAE to encode a site with."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Name of the SAE in the store (letters, digits, . _ -).")
+    site: str = Field(description="Site the SAE reads; must be listed in sites.")
+    path: str = Field(
+        description="params.npz, a folder with params.npz (Gemma Scope) or cfg.json + "
+        "sae_weights.safetensors (SAELens), or a Hub path such as "
+        "google/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82."
+    )
+    revision: str | None = Field(default=None, description="Hub revision for Hub paths.")
+    code_cap: int = Field(
+        default=256, ge=1, description="Latents stored per token; tokens with a larger L0 keep the largest and are counted."
+    )
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="Stored dtype of code values.")
+
+
+class WorkersConfig(_Frozen):
+    """The extraction workers (Ray actors)."""
+
+    num_workers: int | None = Field(
+        default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
+    )
+    num_gpus: float | None = Field(
+        default=None, ge=0, description="GPUs per worker (fractions share a GPU); default 1 when the cluster has GPUs."
+    )
+    num_cpus: float = Field(default=1, gt=0, description="CPUs reserved per worker.")
+    batch_size: int = Field(default=8, ge=1, description="Contexts per forward pass.")
+    torch_threads: int | None = Field(default=None, ge=1, description="torch threads per CPU worker (default: num_cpus).")
+
+
+class StatsConfig(_Frozen):
+    """Which tokens statistics leave out."""
+
+    exclude: list[Literal["bos", "eos", "pad"]] = Field(
+        default_factory=lambda: ["bos", "pad"],  # type: ignore[arg-type]
+        description="Token kinds left out of statistics (they are still stored, flagged).",
+    )
+
+
+class ExtractConfig(IngestConfig):
+    """Extraction: ingest if needed, capture sites, encode with SAEs, write, finalize."""
+
+    tokenizer: HFSource | None = Field(default=None, description="Tokenizer source; default: the model's.")  # type: ignore[assignment]
+    model: ModelConfig
+    sites: list[SiteConfig] = Field(min_length=1)
+    saes: list[SaeConfig] = Field(default_factory=list)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExtractConfig:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sites are listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        sae_names = [s.name for s in self.saes]
+        if len(set(sae_names)) != len(sae_names):
+            raise ValueError(f"SAE names must be unique: {sae_names}")
+        for sae in self.saes:
+            if sae.site not in names:
+                raise ValueError(
+                    f"SAE {sae.name!r} reads {sae.site!r}, which is not in sites; add it "
+                    "(with store_activations: false to keep only codes)"
+                )
+        return self
+
+    def ingest_config(self) -> IngestConfig:
+        """The ingestion part, with the tokenizer defaulting to the model's."""
+        source = HFSource(**self.model.model_dump(include={"id", "revision", "gguf_file", "package"}))
+        return IngestConfig(store=self.store, corpus=self.corpus, tokenizer=self.tokenizer or source,
+                            context=self.context, ray=self.ray)

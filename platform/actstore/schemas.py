@@ -12,13 +12,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from actstore.config import IngestConfig
+from actstore.config import ExtractConfig, IngestConfig
 from actstore.store.metadata import RootMetadata
 
 __all__ = ["SCHEMAS", "render_schemas", "write_schemas"]
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "ingest-config.schema.json": IngestConfig,
+    "extract-config.schema.json": ExtractConfig,
     "store-metadata.schema.json": RootMetadata,
 }
 

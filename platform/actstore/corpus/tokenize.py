@@ -42,7 +42,7 @@ def tokenizer_info(tokenizer: Any, source: HFSource) -> TokenizerInfo:
         pad = eos if eos is not None else bos
     return TokenizerInfo(
         source=source.model_dump(exclude_none=True),
-        name_or_path=str(tokenizer.name_or_path),
+        name_or_path=source.package or source.gguf_file or str(source.id),
         vocab_size=len(tokenizer),
         bos_token_id=int(bos),
         eos_token_id=None if eos is None else int(eos),

@@ -23,6 +23,8 @@ __all__ = [
     "FLAG_PAD",
     "TOKEN_ARRAYS",
     "UnitGrid",
+    "activation_array",
+    "code_array",
     "create_unit_array",
     "token_array",
 ]
@@ -111,3 +113,13 @@ def create_unit_array(
         attributes=attrs,
         overwrite=True,
     )
+
+
+def activation_array(site: str) -> str:
+    """Path of a site's activations ``[n_ctx, ctx_len, d]``."""
+    return f"activations/{site}"
+
+
+def code_array(sae: str, part: str) -> str:
+    """Path of an SAE's code arrays: ``idx`` and ``val`` ``[n_ctx, ctx_len, cap]``, ``l0`` ``[n_ctx, ctx_len]``."""
+    return f"codes/{sae}/{part}"

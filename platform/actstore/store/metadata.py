@@ -33,7 +33,7 @@ class TokenizerInfo(_Meta):
     """Which tokenizer made the token ids, and its special tokens."""
 
     source: dict[str, Any] = Field(description="The tokenizer source as configured (HFSource).")
-    name_or_path: str = Field(description="What the tokenizer reports as its name or path.")
+    name_or_path: str = Field(description="The configured Hub id, folder, GGUF file or package.")
     vocab_size: int = Field(description="Number of token ids, added tokens included.")
     bos_token_id: int = Field(description="Id placed at position 0 of every context.")
     eos_token_id: int | None = Field(description="Id of the document separator, if any.")

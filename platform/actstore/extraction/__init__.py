@@ -1,0 +1,1 @@
+"""actstore.extraction: the extraction plan and the work of one unit (forward, encode, write)."""

@@ -1,0 +1,85 @@
+"""Validating an extraction config against the model, the SAEs and the store, before any work.
+
+The result is an :class:`ExtractPlan`: the config plus everything resolved from it (dtypes,
+site widths, SAE descriptions). Configs are never mutated; plans are derived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actstore.config import ExtractConfig
+from actstore.errors import ConfigError
+from actstore.models.loading import load_model_config, resolve_attn_implementation
+from actstore.models.sites import parse_site, site_width
+from actstore.saes.formats import SAEWeights, load_sae
+from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD
+from actstore.store.metadata import SaeInfo, SiteInfo
+
+__all__ = ["ExtractPlan", "plan_extraction"]
+
+_FLAGS = {"bos": FLAG_BOS, "eos": FLAG_EOS, "pad": FLAG_PAD}
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    """A validated extraction: what every worker needs, and nothing it must recompute."""
+
+    config: ExtractConfig
+    model_type: str
+    model_dtype: str
+    device: str
+    attn_implementation: str | None
+    sites: tuple[SiteInfo, ...]
+    saes: tuple[SaeInfo, ...]
+    exclude_flags: int
+
+    @property
+    def capture(self) -> list[str]:
+        return [s.name for s in self.sites]
+
+    @property
+    def model_meta(self) -> dict[str, object]:
+        source = self.config.model.model_dump(exclude_none=True, include={"id", "revision", "gguf_file", "package"})
+        name = source.get("id") or source.get("package") or source.get("gguf_file")
+        return {"name": name, "source": source, "model_type": self.model_type, "dtype": self.model_dtype,
+                "attn_implementation": self.attn_implementation}
+
+
+def _site_dtype(configured: str, model_dtype: str) -> str:
+    return model_dtype if configured == "model" else configured
+
+
+def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[ExtractPlan, dict[str, SAEWeights]]:
+    """Check sites against the model, SAE shapes against their sites; resolve dtypes.
+
+    Returns the plan and the loaded SAE weights (so callers can hash or ship them).
+    """
+    model_config = load_model_config(config.model)
+    model_dtype = config.model.dtype if config.model.dtype != "auto" else ("bfloat16" if gpu_workers else "float32")
+    attn = resolve_attn_implementation(model_config.model_type, config.model.attn_implementation)
+    widths = {}
+    for site in config.sites:
+        widths[site.name] = site_width(model_config, parse_site(site.name))
+    sites = tuple(SiteInfo(name=s.name, d=widths[s.name], dtype=_site_dtype(s.dtype, model_dtype),
+                           stored=s.store_activations) for s in config.sites)
+    weights: dict[str, SAEWeights] = {}
+    saes = []
+    for sae in config.saes:
+        w = load_sae(sae.path, revision=sae.revision)
+        if w.d_in != widths[sae.site]:
+            raise ConfigError(
+                f"SAE {sae.name!r} ({sae.path}) has d_in={w.d_in} but site {sae.site!r} of this model is "
+                f"{widths[sae.site]} wide; pick the SAE trained on this site (attn.hook_z SAEs read n_heads*head_dim)"
+            )
+        if w.hook_name and w.hook_name != sae.site:
+            raise ConfigError(f"SAE {sae.name!r} was trained on {w.hook_name!r}, but is configured for {sae.site!r}")
+        weights[sae.name] = w
+        saes.append(SaeInfo(name=sae.name, site=sae.site, architecture=w.architecture, d_in=w.d_in, d_sae=w.d_sae,
+                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, source=sae.path, sha256=w.sha256))
+    exclude = 0
+    for kind in config.stats.exclude:
+        exclude |= _FLAGS[kind]
+    plan = ExtractPlan(config, model_config.model_type, model_dtype, "cuda" if gpu_workers else "cpu", attn,
+                       sites, tuple(saes), exclude)
+    return plan, weights

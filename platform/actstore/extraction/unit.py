@@ -1,0 +1,170 @@
+"""The work of one extraction unit: forward, encode, accumulate statistics, write, commit.
+
+A unit's outputs are whole shards (its activations, codes and statistics rows) followed by its
+manifest. Running a unit twice writes the same bytes, so Ray's at-least-once retries are safe.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from actstore.extraction.plan import ExtractPlan
+from actstore.models.capture import capture_sites
+from actstore.models.loading import torch_dtype
+from actstore.saes.encode import SAEEncoder, sparse_codes
+from actstore.store.dtypes import storage_dtype
+from actstore.store.layout import activation_array, code_array
+from actstore.store.metadata import SaeInfo
+from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
+from actstore.store.store import Store
+
+__all__ = ["EXTRACT_STAGE", "UnitReport", "extract_unit", "tensor_to_storage"]
+
+EXTRACT_STAGE = "extract"
+ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
+
+
+class UnitReport(NamedTuple):
+    """What a worker reports back for a committed unit."""
+
+    unit: int
+    n_tokens: int
+    seconds: float
+
+
+def tensor_to_storage(x: torch.Tensor, logical: str) -> np.ndarray:
+    """Cast to the logical dtype on the device, then to the numpy storage dtype (bf16 bits as uint16)."""
+    x = x.to(torch_dtype(logical))
+    if logical == "bfloat16":
+        return x.view(torch.int16).cpu().numpy().view(np.uint16)
+    return x.cpu().numpy()
+
+
+class _SiteStats:
+    def __init__(self, d: int, device: torch.device) -> None:
+        self.count = 0
+        self.sum = torch.zeros(d, dtype=torch.float64, device=device)
+        self.sumsq = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, x: torch.Tensor) -> None:
+        self.count += int(x.shape[0])
+        self.sum += x.sum(0, dtype=torch.float64)
+        self.sumsq += x.float().pow(2).sum(-1).sum(dtype=torch.float64)
+
+    def rows(self) -> dict[str, np.ndarray]:
+        return {"count": np.array(self.count, np.int64), "sum": self.sum.cpu().numpy(), "sumsq": self.sumsq.cpu().numpy()}
+
+
+class _SaeStats:
+    def __init__(self, d_sae: int, cap: int, device: torch.device) -> None:
+        self.d_sae, self.cap = d_sae, cap
+        self.tokens = 0
+        self.over_cap = 0
+        self.fired = torch.zeros(d_sae, dtype=torch.int64, device=device)
+        self.sum = torch.zeros(d_sae, dtype=torch.float64, device=device)
+        self.max = torch.zeros(d_sae, dtype=torch.float32, device=device)
+        self.hist = torch.zeros(d_sae * N_BINS, dtype=torch.int64, device=device)
+        self.l0_hist = torch.zeros(L0_BINS, dtype=torch.int64, device=device)
+        self.edges = torch.from_numpy(HIST_EDGES).to(device=device, dtype=torch.float32)
+
+    def update(self, f: torch.Tensor, l0: torch.Tensor) -> None:
+        self.tokens += int(f.shape[0])
+        self.over_cap += int((l0 > self.cap).sum())
+        self.fired += (f != 0).sum(0)
+        self.sum += f.sum(0, dtype=torch.float64)
+        if f.shape[0]:
+            self.max = torch.maximum(self.max, f.max(0).values)
+        rows, cols = f.nonzero(as_tuple=True)
+        bins = torch.bucketize(f[rows, cols], self.edges, right=True)
+        self.hist += torch.bincount(cols * N_BINS + bins, minlength=self.d_sae * N_BINS)
+        self.l0_hist += torch.bincount(l0.clamp(max=L0_BINS - 1).long(), minlength=L0_BINS)
+
+    def rows(self) -> dict[str, np.ndarray]:
+        return {
+            "tokens": np.array(self.tokens, np.int64), "over_cap": np.array(self.over_cap, np.int64),
+            "fired": self.fired.cpu().numpy(), "sum": self.sum.cpu().numpy(), "max": self.max.cpu().numpy(),
+            "hist": self.hist.view(self.d_sae, N_BINS).cpu().numpy().astype(np.int32),
+            "l0_hist": self.l0_hist.cpu().numpy(),
+        }
+
+
+class _UnitBuffers:
+    """Host buffers for one unit's outputs, filled batch by batch."""
+
+    def __init__(self, plan: ExtractPlan, n_ctx: int, ctx_len: int, device: torch.device) -> None:
+        self.acts = {s.name: np.empty((n_ctx, ctx_len, s.d), storage_dtype(s.dtype)) for s in plan.sites if s.stored}
+        self.idx = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), np.int32) for a in plan.saes}
+        self.val = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), storage_dtype(a.value_dtype)) for a in plan.saes}
+        self.l0 = {a.name: np.empty((n_ctx, ctx_len), np.int32) for a in plan.saes}
+        self.site_stats = {s.name: _SiteStats(s.d, device) for s in plan.sites}
+        self.sae_stats = {a.name: _SaeStats(a.d_sae, a.code_cap, device) for a in plan.saes}
+
+
+def _encode_site(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch.Tensor, buf: _UnitBuffers,
+                 rows: slice, shape: tuple[int, int]) -> None:
+    idx, val, l0 = [], [], []
+    for t0 in range(0, x.shape[0], ENCODE_TOKENS):
+        f = encoder.encode(x[t0 : t0 + ENCODE_TOKENS])
+        codes = sparse_codes(f, sae.code_cap)
+        idx.append(codes.idx)
+        val.append(codes.val)
+        l0.append(codes.l0)
+        m = mask[t0 : t0 + ENCODE_TOKENS]
+        buf.sae_stats[sae.name].update(f[m], codes.l0[m])
+    b, t = shape
+    buf.idx[sae.name][rows] = torch.cat(idx).view(b, t, -1).cpu().numpy()
+    buf.val[sae.name][rows] = tensor_to_storage(torch.cat(val), sae.value_dtype).reshape(b, t, -1)
+    buf.l0[sae.name][rows] = torch.cat(l0).view(b, t).cpu().numpy()
+
+
+def extract_unit(store: Store, plan: ExtractPlan, model: Any, encoders: dict[str, SAEEncoder], unit: int,
+                 *, device: torch.device) -> UnitReport:
+    """Run one unit end to end and commit it."""
+    start = time.perf_counter()
+    contexts = store.grid.contexts(unit)
+    rows_all = slice(contexts.start, contexts.stop)
+    tokens = store.tokens(rows_all)
+    ids = torch.from_numpy(tokens["ids"].astype(np.int64))
+    counted = torch.from_numpy((tokens["flags"] & plan.exclude_flags) == 0)
+    n, ctx_len = ids.shape
+    buf = _UnitBuffers(plan, n, ctx_len, device)
+    batch = plan.config.workers.batch_size
+    site_of = {s.name: s for s in plan.sites}
+    for b0 in range(0, n, batch):
+        rows = slice(b0, min(b0 + batch, n))
+        captured = capture_sites(model, ids[rows].to(device), plan.capture)
+        mask = counted[rows].reshape(-1).to(device)
+        for site in plan.sites:
+            x = captured[site.name]
+            if site.stored:
+                buf.acts[site.name][rows] = tensor_to_storage(x, site.dtype)
+            buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
+        for sae in plan.saes:
+            x = captured[sae.site].reshape(-1, site_of[sae.site].d)
+            _encode_site(sae, encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
+    _write_unit(store, plan, unit, rows_all, buf)
+    n_tokens = int(n * ctx_len)
+    store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [contexts.start, contexts.stop], "tokens": n_tokens,
+                                                 "counted": int(counted.sum())})
+    return UnitReport(unit, n_tokens, time.perf_counter() - start)
+
+
+def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: _UnitBuffers) -> None:
+    """Whole-shard writes of everything the unit owns (the manifest comes after, separately)."""
+    for site_name, data in buf.acts.items():
+        store.array(activation_array(site_name))[rows] = data
+    for sae in plan.saes:
+        store.array(code_array(sae.name, "idx"))[rows] = buf.idx[sae.name]
+        store.array(code_array(sae.name, "val"))[rows] = buf.val[sae.name]
+        store.array(code_array(sae.name, "l0"))[rows] = buf.l0[sae.name]
+        for name, value in buf.sae_stats[sae.name].rows().items():
+            store.array(sae_stats_path(sae.name, name))[unit] = value
+    for site in plan.sites:
+        for name, value in buf.site_stats[site.name].rows().items():
+            store.array(site_stats_path(site.name, name))[unit] = value
+
+

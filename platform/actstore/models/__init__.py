@@ -1,0 +1,1 @@
+"""actstore.models: loading causal LMs and capturing activation sites."""

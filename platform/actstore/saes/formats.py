@@ -1,0 +1,145 @@
+"""Reading SAE files: Gemma Scope ``params.npz`` and SAELens folders, local or on the Hub.
+
+Gemma Scope parameters take raw activations (the training normalisation is folded in), so
+there is no b_dec subtraction before encoding. Nothing is unpickled: ``np.load`` runs with
+``allow_pickle=False`` and SAELens weights come from safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from actstore.errors import ConfigError
+
+__all__ = ["Architecture", "SAEWeights", "load_sae"]
+
+Architecture = Literal["jumprelu", "topk", "relu"]
+_GEMMA_SCOPE_KEYS = {"w_enc": "W_enc", "w_dec": "W_dec", "b_enc": "b_enc", "b_dec": "b_dec", "threshold": "threshold"}
+
+
+@dataclass(frozen=True, eq=False)
+class SAEWeights:
+    """An SAE's parameters (float32 numpy) and what it needs to encode."""
+
+    architecture: Architecture
+    W_enc: np.ndarray  # [d_in, d_sae]
+    W_dec: np.ndarray  # [d_sae, d_in]
+    b_enc: np.ndarray  # [d_sae]
+    b_dec: np.ndarray  # [d_in]
+    threshold: np.ndarray | None  # [d_sae], jumprelu only
+    k: int | None  # topk only
+    apply_b_dec_to_input: bool
+    hook_name: str | None
+    source: str
+    sha256: str
+
+    @property
+    def d_in(self) -> int:
+        return int(self.W_enc.shape[0])
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    def __post_init__(self) -> None:
+        d_in, d_sae = self.W_enc.shape
+        shapes = {"W_dec": (self.W_dec.shape, (d_sae, d_in)), "b_enc": (self.b_enc.shape, (d_sae,)),
+                  "b_dec": (self.b_dec.shape, (d_in,))}
+        if self.threshold is not None:
+            shapes["threshold"] = (self.threshold.shape, (d_sae,))
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise ConfigError(f"SAE {self.source!r}: {name} has shape {got}, expected {want} from W_enc {self.W_enc.shape}")
+        if self.architecture == "jumprelu" and self.threshold is None:
+            raise ConfigError(f"SAE {self.source!r}: a JumpReLU SAE needs a threshold")
+        if self.architecture == "topk" and not self.k:
+            raise ConfigError(f"SAE {self.source!r}: a TopK SAE needs k")
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _f32(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def load_gemma_scope(path: Path, *, source: str) -> SAEWeights:
+    with np.load(path, allow_pickle=False) as npz:
+        params = {_GEMMA_SCOPE_KEYS.get(k.lower(), k): npz[k] for k in npz.files}
+    missing = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"} - set(params)
+    if missing:
+        raise ConfigError(f"{source}: params.npz lacks {sorted(missing)} (has {sorted(params)})")
+    return SAEWeights("jumprelu", _f32(params["W_enc"]), _f32(params["W_dec"]), _f32(params["b_enc"]),
+                      _f32(params["b_dec"]), _f32(params["threshold"]), None, False, None, source, _sha256([path]))
+
+
+def load_saelens(folder: Path, *, source: str) -> SAEWeights:
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((folder / "cfg.json").read_text())
+    weights_path = folder / "sae_weights.safetensors"
+    params = load_file(str(weights_path))
+    arch = str(cfg.get("architecture", "standard")).lower()
+    architecture: Architecture = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "topk": "topk"}.get(arch)  # type: ignore[assignment]
+    if architecture is None:
+        raise ConfigError(f"{source}: SAELens architecture {arch!r} is not supported (standard/relu, jumprelu, topk)")
+    normalize = cfg.get("normalize_activations") or "none"
+    if normalize != "none":
+        raise ConfigError(f"{source}: normalize_activations={normalize!r} is not supported; fold it into the weights")
+    threshold = params.get("threshold")
+    if threshold is None and "log_threshold" in params:
+        threshold = np.exp(params["log_threshold"])
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    weights = SAEWeights(architecture, _f32(params["W_enc"]), _f32(params["W_dec"]), _f32(params["b_enc"]),
+                         _f32(params["b_dec"]), None if threshold is None else _f32(threshold),
+                         None if k is None else int(k), bool(cfg.get("apply_b_dec_to_input", False)),
+                         cfg.get("hook_name"), source, _sha256([folder / "cfg.json", weights_path]))
+    for field, value in (("d_in", weights.d_in), ("d_sae", weights.d_sae)):
+        if field in cfg and int(cfg[field]) != value:
+            raise ConfigError(f"{source}: cfg.json says {field}={cfg[field]}, the weights have {value}")
+    return weights
+
+
+def _from_hub(path: str, revision: str | None) -> Path:
+    """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder'."""
+    from huggingface_hub import hf_hub_download
+
+    parts = path.strip("/").split("/")
+    if len(parts) < 3:
+        raise ConfigError(f"SAE path {path!r} is neither a local file/folder nor a Hub path owner/repo/folder")
+    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    errors = []
+    for names in (["params.npz"], ["cfg.json", "sae_weights.safetensors"]):
+        try:
+            files = [Path(hf_hub_download(repo, f"{sub}/{name}", revision=revision)) for name in names]
+            return files[0] if names == ["params.npz"] else files[0].parent
+        except Exception as exc:
+            errors.append(f"{names[0]}: {type(exc).__name__}")
+    raise ConfigError(f"cannot fetch SAE {path!r} from the Hub ({'; '.join(errors)})")
+
+
+def load_sae(path: str, *, revision: str | None = None) -> SAEWeights:
+    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub."""
+    local = Path(os.path.expanduser(path))
+    if not local.exists():
+        local = _from_hub(path, revision)
+    if local.is_file() and local.suffix == ".npz":
+        return load_gemma_scope(local, source=path)
+    if (local / "params.npz").exists():
+        return load_gemma_scope(local / "params.npz", source=path)
+    if (local / "cfg.json").exists() and (local / "sae_weights.safetensors").exists():
+        return load_saelens(local, source=path)
+    raise ConfigError(f"{path!r} holds neither params.npz (Gemma Scope) nor cfg.json + sae_weights.safetensors (SAELens)")
