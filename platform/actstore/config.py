@@ -223,6 +223,11 @@ class SiteConfig(_Frozen):
     dtype: Literal["model", "float32", "bfloat16", "float16"] = Field(
         default="model", description="Stored dtype; model keeps the model's dtype losslessly."
     )
+    compression: Literal["none", "zstd"] = Field(
+        default="none",
+        description="Codec of stored activations. zstd saved only 7-12% on real SmolLM2 residual "
+        "activations (float32 and bfloat16) for its CPU cost, so the default is none.",
+    )
 
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -257,6 +262,12 @@ class WorkersConfig(_Frozen):
     num_cpus: float = Field(default=1, gt=0, description="CPUs reserved per worker.")
     batch_size: int = Field(default=8, ge=1, description="Contexts per forward pass.")
     torch_threads: int | None = Field(default=None, ge=1, description="torch threads per CPU worker (default: num_cpus).")
+    units_in_flight: int | None = Field(
+        default=None, ge=1,
+        description="Units a worker holds at once; with 2, writing one unit overlaps computing the next. "
+        "Default: 2 on GPU workers; 1 on CPU workers, where the writer would compete with torch's "
+        "threads for the same cores (measured: 0.56 vs 0.85 of bare-forward throughput on 2 cores).",
+    )
 
 
 class StatsConfig(_Frozen):

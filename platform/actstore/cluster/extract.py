@@ -50,11 +50,13 @@ class _Worker:
         threads = plan.config.workers.torch_threads or max(1, int(plan.config.workers.num_cpus))
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
-        self.plan = plan
-        self.model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
-                                attn_implementation=plan.attn_implementation)
-        self.encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
-        self.store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+        from actstore.extraction.unit import UnitRunner
+
+        model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
+                           attn_implementation=plan.attn_implementation)
+        encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
+        store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+        self.runner = UnitRunner(store, plan, model, encoders, self.device)
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -63,9 +65,7 @@ class _Worker:
         return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "device_name": name}
 
     def run(self, unit: int) -> UnitReport:
-        from actstore.extraction.unit import extract_unit
-
-        return extract_unit(self.store, self.plan, self.model, self.encoders, unit, device=self.device)
+        return self.runner.run(unit)
 
 
 def _worker_layout(config: ExtractConfig) -> tuple[int, float, float, bool]:
@@ -115,7 +115,7 @@ def _prepare_store(store: Store, plan: ExtractPlan) -> None:
     for site in plan.sites:
         if site.stored:
             create_unit_array(store.group, activation_array(site.name), grid, (site.d,), site.dtype,
-                              attributes={"axes": ["ctx", "pos", "d"], "site": site.name})
+                              compression=site.compression, attributes={"axes": ["ctx", "pos", "d"], "site": site.name})
     for sae in plan.saes:
         create_unit_array(store.group, code_array(sae.name, "idx"), grid, (sae.code_cap,), "int32", fill_value=-1,
                           attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
@@ -137,7 +137,8 @@ def _keyed(d: dict[str, Any]) -> dict[str, Any]:
 def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],
                n_workers: int, num_gpus: float, num_cpus: float, progress: bool) -> None:
     weights_ref = ray.put(weights)  # a top-level argument, so each actor receives the dict itself
-    actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus)(_Worker)
+    # With 2 units in flight an actor computes one while writing the other (UnitRunner's lock).
+    actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=plan.units_in_flight)(_Worker)  # type: ignore[call-overload]
     n = min(n_workers, len(todo))
     actors = [actor_cls.remote(plan, store.location, weights_ref) for _ in range(n)]
     queue: deque[int] = deque(todo)
@@ -146,7 +147,7 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
     tokens, t0 = 0, time.perf_counter()
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)
     try:
-        idle = list(actors)
+        idle = [a for a in actors for _ in range(plan.units_in_flight)]  # one slot per unit in flight
         while queue or running:
             while idle and queue:
                 actor, unit = idle.pop(), queue.popleft()
@@ -163,7 +164,8 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
                 if attempts[unit] >= MAX_UNIT_ATTEMPTS:
                     raise ActstoreError(f"unit {unit} failed {attempts[unit]} times (workers died); giving up") from None
                 queue.appendleft(unit)
-                continue  # the dead actor is not returned to the idle list
+                idle = [a for a in idle if a is not actor]  # the dead actor gets no more units
+                continue
             idle.append(actor)
             tokens += report.n_tokens
             bar.update(1)

@@ -35,6 +35,11 @@ class ExtractPlan:
     exclude_flags: int
 
     @property
+    def units_in_flight(self) -> int:
+        configured = self.config.workers.units_in_flight
+        return configured if configured is not None else (2 if self.device == "cuda" else 1)
+
+    @property
     def capture(self) -> list[str]:
         return [s.name for s in self.sites]
 
@@ -62,7 +67,7 @@ def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[Extrac
     for site in config.sites:
         widths[site.name] = site_width(model_config, parse_site(site.name))
     sites = tuple(SiteInfo(name=s.name, d=widths[s.name], dtype=_site_dtype(s.dtype, model_dtype),
-                           stored=s.store_activations) for s in config.sites)
+                           stored=s.store_activations, compression=s.compression) for s in config.sites)
     weights: dict[str, SAEWeights] = {}
     saes = []
     for sae in config.saes:

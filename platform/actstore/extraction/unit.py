@@ -6,6 +6,7 @@ manifest. Running a unit twice writes the same bytes, so Ray's at-least-once ret
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -15,14 +16,14 @@ import torch
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
-from actstore.saes.encode import SAEEncoder, sparse_codes
+from actstore.saes.encode import Nonzeros, SAEEncoder, nonzeros, sparse_codes
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
 from actstore.store.metadata import SaeInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
 from actstore.store.store import Store
 
-__all__ = ["EXTRACT_STAGE", "UnitReport", "extract_unit", "tensor_to_storage"]
+__all__ = ["EXTRACT_STAGE", "UnitReport", "UnitRunner", "tensor_to_storage"]
 
 EXTRACT_STAGE = "extract"
 ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
@@ -71,15 +72,15 @@ class _SaeStats:
         self.l0_hist = torch.zeros(L0_BINS, dtype=torch.int64, device=device)
         self.edges = torch.from_numpy(HIST_EDGES).to(device=device, dtype=torch.float32)
 
-    def update(self, f: torch.Tensor, l0: torch.Tensor) -> None:
-        self.tokens += int(f.shape[0])
+    def update(self, nz: Nonzeros, l0: torch.Tensor) -> None:
+        """Add the counted tokens' non-zero latents (``nz``) and their L0s."""
+        self.tokens += int(l0.shape[0])
         self.over_cap += int((l0 > self.cap).sum())
-        self.fired += (f != 0).sum(0)
-        self.sum += f.sum(0, dtype=torch.float64)
-        if f.shape[0]:
-            self.max = torch.maximum(self.max, f.max(0).values)
-        rows, cols = f.nonzero(as_tuple=True)
-        bins = torch.bucketize(f[rows, cols], self.edges, right=True)
+        cols, values = nz.cols, nz.vals
+        self.fired += torch.bincount(cols, minlength=self.d_sae)
+        self.sum.index_add_(0, cols, values.double())
+        self.max.scatter_reduce_(0, cols, values, reduce="amax")
+        bins = torch.bucketize(values, self.edges, right=True)
         self.hist += torch.bincount(cols * N_BINS + bins, minlength=self.d_sae * N_BINS)
         self.l0_hist += torch.bincount(l0.clamp(max=L0_BINS - 1).long(), minlength=L0_BINS)
 
@@ -108,49 +109,64 @@ def _encode_site(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch
                  rows: slice, shape: tuple[int, int]) -> None:
     idx, val, l0 = [], [], []
     for t0 in range(0, x.shape[0], ENCODE_TOKENS):
-        f = encoder.encode(x[t0 : t0 + ENCODE_TOKENS])
-        codes = sparse_codes(f, sae.code_cap)
+        nz = nonzeros(encoder.encode(x[t0 : t0 + ENCODE_TOKENS]))
+        codes = sparse_codes(nz, sae.code_cap)
         idx.append(codes.idx)
         val.append(codes.val)
         l0.append(codes.l0)
         m = mask[t0 : t0 + ENCODE_TOKENS]
-        buf.sae_stats[sae.name].update(f[m], codes.l0[m])
+        buf.sae_stats[sae.name].update(nz.select(m), codes.l0[m])
     b, t = shape
     buf.idx[sae.name][rows] = torch.cat(idx).view(b, t, -1).cpu().numpy()
     buf.val[sae.name][rows] = tensor_to_storage(torch.cat(val), sae.value_dtype).reshape(b, t, -1)
     buf.l0[sae.name][rows] = torch.cat(l0).view(b, t).cpu().numpy()
 
 
-def extract_unit(store: Store, plan: ExtractPlan, model: Any, encoders: dict[str, SAEEncoder], unit: int,
-                 *, device: torch.device) -> UnitReport:
-    """Run one unit end to end and commit it."""
-    start = time.perf_counter()
-    contexts = store.grid.contexts(unit)
-    rows_all = slice(contexts.start, contexts.stop)
-    tokens = store.tokens(rows_all)
-    ids = torch.from_numpy(tokens["ids"].astype(np.int64))
-    counted = torch.from_numpy((tokens["flags"] & plan.exclude_flags) == 0)
-    n, ctx_len = ids.shape
-    buf = _UnitBuffers(plan, n, ctx_len, device)
-    batch = plan.config.workers.batch_size
-    site_of = {s.name: s for s in plan.sites}
-    for b0 in range(0, n, batch):
-        rows = slice(b0, min(b0 + batch, n))
-        captured = capture_sites(model, ids[rows].to(device), plan.capture)
-        mask = counted[rows].reshape(-1).to(device)
-        for site in plan.sites:
-            x = captured[site.name]
-            if site.stored:
-                buf.acts[site.name][rows] = tensor_to_storage(x, site.dtype)
-            buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
-        for sae in plan.saes:
-            x = captured[sae.site].reshape(-1, site_of[sae.site].d)
-            _encode_site(sae, encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
-    _write_unit(store, plan, unit, rows_all, buf)
-    n_tokens = int(n * ctx_len)
-    store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [contexts.start, contexts.stop], "tokens": n_tokens,
-                                                 "counted": int(counted.sum())})
-    return UnitReport(unit, n_tokens, time.perf_counter() - start)
+class UnitRunner:
+    """Runs units for one worker. Safe to call from two threads: the forward/encode part holds a
+    lock, the writes do not, so writing unit u overlaps computing unit u+1 while at most two
+    units' buffers exist (bounded memory, backpressure through the caller's in-flight limit)."""
+
+    def __init__(self, store: Store, plan: ExtractPlan, model: Any, encoders: dict[str, SAEEncoder],
+                 device: torch.device) -> None:
+        self.store, self.plan, self.model, self.encoders, self.device = store, plan, model, encoders, device
+        self._compute = threading.Lock()
+
+    def run(self, unit: int) -> UnitReport:
+        """Compute, write whole shards, then commit the manifest (last)."""
+        start = time.perf_counter()
+        contexts = self.store.grid.contexts(unit)
+        rows = slice(contexts.start, contexts.stop)
+        with self._compute:
+            buf, counted = self._compute_unit(rows)
+        _write_unit(self.store, self.plan, unit, rows, buf)
+        n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
+        self.store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
+                                                          "counted": counted})
+        return UnitReport(unit, n_tokens, time.perf_counter() - start)
+
+    def _compute_unit(self, rows_all: slice) -> tuple[_UnitBuffers, int]:
+        plan, device = self.plan, self.device
+        tokens = self.store.tokens(rows_all)
+        ids = torch.from_numpy(tokens["ids"].astype(np.int64))
+        counted = torch.from_numpy((tokens["flags"] & plan.exclude_flags) == 0)
+        n, ctx_len = ids.shape
+        buf = _UnitBuffers(plan, n, ctx_len, device)
+        batch = plan.config.workers.batch_size
+        site_of = {s.name: s for s in plan.sites}
+        for b0 in range(0, n, batch):
+            rows = slice(b0, min(b0 + batch, n))
+            captured = capture_sites(self.model, ids[rows].to(device), plan.capture)
+            mask = counted[rows].reshape(-1).to(device)
+            for site in plan.sites:
+                x = captured[site.name]
+                if site.stored:
+                    buf.acts[site.name][rows] = tensor_to_storage(x, site.dtype)
+                buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
+            for sae in plan.saes:
+                x = captured[sae.site].reshape(-1, site_of[sae.site].d)
+                _encode_site(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
+        return buf, int(counted.sum())
 
 
 def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: _UnitBuffers) -> None:

