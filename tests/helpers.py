@@ -121,3 +121,17 @@ def make_saelens_sae(folder: Path, d_in: int, d_sae: int, *, architecture: str, 
         cfg["k"] = k
     (folder / "cfg.json").write_text(json.dumps(cfg))
     return folder
+
+
+def store_hashes(store) -> dict[str, str]:
+    """sha256 of every array's full content (the comparison of two stores, array by array)."""
+    import hashlib
+
+    import numpy as np
+    import zarr
+
+    out = {}
+    for path, node in sorted(store.group.members(max_depth=None)):
+        if isinstance(node, zarr.Array):
+            out[path] = hashlib.sha256(np.ascontiguousarray(node[...]).tobytes()).hexdigest()
+    return out

@@ -11,23 +11,25 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from typing import Any
 
 import ray
 from tqdm.auto import tqdm
 
+from actstore._faults import test_environment
 from actstore.cluster.ingest import _unwrapped_errors, run_ingest
 from actstore.cluster.runtime import ensure_ray
+from actstore.cluster.scheduler import run_units, wait_for_actors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import ExtractConfig
-from actstore.errors import ActstoreError, StoreMismatchError
+from actstore.errors import StoreMismatchError
 from actstore.extraction.plan import ExtractPlan, plan_extraction
 from actstore.extraction.unit import EXTRACT_STAGE, UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
 from actstore.store.layout import activation_array, code_array, create_unit_array
 from actstore.store.metadata import StageInfo
+from actstore.store.runs import RunRecord, run_id
 from actstore.store.stats import create_stats_arrays, merge_stats
 from actstore.store.store import Store, utc_now
 
@@ -35,14 +37,17 @@ __all__ = ["run_extract"]
 
 logger = logging.getLogger(__name__)
 MAX_UNIT_ATTEMPTS = 3
+ACTOR_RESTARTS = 3
 
 
 class _Worker:
     """A Ray actor holding the model and the SAEs on its device."""
 
-    def __init__(self, plan: ExtractPlan, location: Location, weights: dict[str, SAEWeights]) -> None:
+    def __init__(self, plan: ExtractPlan, location: Location, weights: dict[str, SAEWeights],
+                 run: str, test_env: dict[str, str]) -> None:
         import torch
 
+        os.environ.update(test_env)  # the test-only fault switches travel from the driver
         from actstore.models.loading import load_model
         from actstore.saes.encode import SAEEncoder
 
@@ -56,7 +61,7 @@ class _Worker:
                            attn_implementation=plan.attn_implementation)
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
         store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
-        self.runner = UnitRunner(store, plan, model, encoders, self.device)
+        self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -68,8 +73,8 @@ class _Worker:
         return self.runner.run(unit)
 
 
-def _worker_layout(config: ExtractConfig) -> tuple[int, float, float, bool]:
-    """(workers, gpus per worker, cpus per worker, gpu?) from the config and the cluster."""
+def _worker_layout(config: ExtractConfig) -> tuple[int, float, float]:
+    """(workers, gpus per worker, cpus per worker) from the config and the cluster."""
     resources = ray.cluster_resources()
     gpus_total = float(resources.get("GPU", 0))
     num_gpus = config.workers.num_gpus if config.workers.num_gpus is not None else (1.0 if gpus_total else 0.0)
@@ -80,36 +85,73 @@ def _worker_layout(config: ExtractConfig) -> tuple[int, float, float, bool]:
         n = max(1, int(gpus_total // num_gpus))
     else:
         n = max(1, int(float(resources.get("CPU", 1)) // num_cpus))
-    return n, num_gpus, num_cpus, num_gpus > 0
+    return n, num_gpus, num_cpus
 
 
 def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
-    """Run (or resume) an extraction and return the finalized store."""
+    """Run (or resume) an extraction and return the finalized store.
+
+    Every check (sites, SAE widths, storage access, settings of an existing store) runs before
+    any work. Units already committed are skipped, so a killed job resubmitted with the same
+    config resumes and ends with the same arrays as an uninterrupted run.
+    """
     location = Location(config.store.url, dict(config.store.storage_options))
     check_access(location, write=True)
     ensure_ray(config.ray)
-    n_workers, num_gpus, num_cpus, gpu = _worker_layout(config)
-    plan, weights = plan_extraction(config, gpu_workers=gpu)  # every check before any work
+    layout = _worker_layout(config)
+    plan, weights = plan_extraction(config, gpu_workers=layout[1] > 0)
+    _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
     _prepare_store(store, plan)
-    todo = sorted(set(range(store.meta.n_units)) - set(store.units_done(EXTRACT_STAGE)))
-    if todo:
-        with _unwrapped_errors():
-            _run_units(store, plan, weights, todo, n_workers, num_gpus, num_cpus, progress)
-    return finalize_extract(store, plan)
+    done = set(store.units_done(EXTRACT_STAGE))
+    todo = sorted(set(range(store.meta.n_units)) - done)
+    record = RunRecord(run_id=run_id("extract", location.url, redacted_config(config)), kind="extract",
+                       started=utc_now(), units_total=store.meta.n_units, units_skipped=len(done))
+    try:
+        if todo:
+            with _unwrapped_errors():
+                _run_units(store, plan, weights, todo, layout, record, progress)
+        store = finalize_extract(store, plan)
+        record.status = "complete" if store.meta.stages[EXTRACT_STAGE].complete else "incomplete"
+    except BaseException as exc:
+        record.status = "failed"
+        record.failures.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    finally:
+        record.ended = utc_now()
+        record.save(store.files)
+    return store
+
+
+def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
+    """An existing store must have been made with the same tokenizer, context and extraction."""
+    if not Store.exists(location):
+        return
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r")
+    _check_extract_settings(store, plan)
+    from actstore.cluster.ingest import _existing_store
+
+    _existing_store(location, plan.config.ingest_config())
+
+
+def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
+    """Refuse a store extracted with a different model, dtype, site or SAE, naming the difference."""
+    if EXTRACT_STAGE not in store.meta.stages:
+        return
+    new = {"model": plan.model_meta, "sites": [s.model_dump() for s in plan.sites],
+           "saes": [s.model_dump() for s in plan.saes]}
+    old = {"model": store.meta.model, "sites": [s.model_dump() for s in store.meta.sites],
+           "saes": [s.model_dump() for s in store.meta.saes]}
+    differences = settings_differences(_keyed(old), _keyed(new), kind="extract")
+    if differences:
+        raise StoreMismatchError(f"the store at {store.location.url!r} was extracted differently: "
+                                 + "; ".join(differences) + ". Use a new store URL, or the original config to resume.")
 
 
 def _prepare_store(store: Store, plan: ExtractPlan) -> None:
-    """Create the extraction arrays once; on resume, refuse a different model, SAE or site set."""
-    new = {"model": plan.model_meta, "sites": [s.model_dump() for s in plan.sites],
-           "saes": [s.model_dump() for s in plan.saes]}
+    """Create the extraction arrays once (coordinator only); a resumed run finds them in place."""
     if EXTRACT_STAGE in store.meta.stages:
-        old = {"model": store.meta.model, "sites": [s.model_dump() for s in store.meta.sites],
-               "saes": [s.model_dump() for s in store.meta.saes]}
-        differences = settings_differences(_keyed(old), _keyed(new), kind="extract")
-        if differences:
-            raise StoreMismatchError(f"the store at {store.location.url!r} was extracted differently: "
-                                     + "; ".join(differences) + ". Use a new store URL.")
+        _check_extract_settings(store, plan)
         return
     grid = store.grid
     for site in plan.sites:
@@ -135,41 +177,30 @@ def _keyed(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],
-               n_workers: int, num_gpus: float, num_cpus: float, progress: bool) -> None:
+               layout: tuple[int, float, float], record: RunRecord, progress: bool) -> None:
+    n_workers, num_gpus, num_cpus = layout
     weights_ref = ray.put(weights)  # a top-level argument, so each actor receives the dict itself
     # With 2 units in flight an actor computes one while writing the other (UnitRunner's lock).
-    actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=plan.units_in_flight)(_Worker)  # type: ignore[call-overload]
-    n = min(n_workers, len(todo))
-    actors = [actor_cls.remote(plan, store.location, weights_ref) for _ in range(n)]
-    queue: deque[int] = deque(todo)
-    attempts: dict[int, int] = {}
-    running: dict[Any, tuple[Any, int]] = {}
-    tokens, t0 = 0, time.perf_counter()
+    actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=plan.units_in_flight,  # type: ignore[call-overload]
+                           max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
+    actors = [actor_cls.remote(plan, store.location, weights_ref, record.attempt, test_environment())
+              for _ in range(min(n_workers, len(todo)))]
+    t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)
+
+    def on_unit(report: UnitReport) -> None:
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{bar.n * report.n_tokens / max(time.perf_counter() - t0, 1e-9):,.0f}")
+
     try:
-        idle = [a for a in actors for _ in range(plan.units_in_flight)]  # one slot per unit in flight
-        while queue or running:
-            while idle and queue:
-                actor, unit = idle.pop(), queue.popleft()
-                running[actor.run.remote(unit)] = (actor, unit)  # type: ignore[attr-defined]
-            if not running:
-                raise ActstoreError("every extraction worker died; see the worker logs above")
-            [ready], _ = ray.wait(list(running), num_returns=1)
-            actor, unit = running.pop(ready)
-            try:
-                report: UnitReport = ray.get(ready)
-            except ray.exceptions.RayActorError:
-                logger.warning("a worker died while running unit %d; re-queueing it", unit)
-                attempts[unit] = attempts.get(unit, 0) + 1
-                if attempts[unit] >= MAX_UNIT_ATTEMPTS:
-                    raise ActstoreError(f"unit {unit} failed {attempts[unit]} times (workers died); giving up") from None
-                queue.appendleft(unit)
-                idle = [a for a in idle if a is not actor]  # the dead actor gets no more units
-                continue
-            idle.append(actor)
-            tokens += report.n_tokens
-            bar.update(1)
-            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}")
+        record.workers = wait_for_actors(actors)
+        record.save(store.files)
+        stats = run_units(actors, todo, in_flight=plan.units_in_flight,
+                          is_done=lambda u: store.manifests.is_done(EXTRACT_STAGE, u),
+                          max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
+        record.units_run, record.units_retried = stats.units_run, stats.units_retried
+        record.worker_deaths, record.failures, record.tokens = stats.worker_deaths, stats.failures, stats.tokens
+        record.tokens_per_s = stats.tokens / max(time.perf_counter() - t0, 1e-9)
     finally:
         bar.close()
         for actor in actors:

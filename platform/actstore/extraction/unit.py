@@ -6,6 +6,7 @@ manifest. Running a unit twice writes the same bytes, so Ray's at-least-once ret
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, NamedTuple
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from actstore._faults import DELAY_ENV, fault_point
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
@@ -128,9 +130,11 @@ class UnitRunner:
     units' buffers exist (bounded memory, backpressure through the caller's in-flight limit)."""
 
     def __init__(self, store: Store, plan: ExtractPlan, model: Any, encoders: dict[str, SAEEncoder],
-                 device: torch.device) -> None:
+                 device: torch.device, *, run: str = "") -> None:
         self.store, self.plan, self.model, self.encoders, self.device = store, plan, model, encoders, device
+        self.run_attempt = run  # the run record's attempt id, kept in each manifest
         self._compute = threading.Lock()
+        self._delay = float(os.environ.get(DELAY_ENV) or 0)
 
     def run(self, unit: int) -> UnitReport:
         """Compute, write whole shards, then commit the manifest (last)."""
@@ -138,14 +142,16 @@ class UnitRunner:
         contexts = self.store.grid.contexts(unit)
         rows = slice(contexts.start, contexts.stop)
         with self._compute:
-            buf, counted = self._compute_unit(rows)
+            buf, counted = self._compute_unit(unit, rows)
         _write_unit(self.store, self.plan, unit, rows, buf)
+        fault_point("before_manifest", unit)
+        time.sleep(self._delay)
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
         self.store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
-                                                          "counted": counted})
+                                                          "counted": counted, "run": self.run_attempt})
         return UnitReport(unit, n_tokens, time.perf_counter() - start)
 
-    def _compute_unit(self, rows_all: slice) -> tuple[_UnitBuffers, int]:
+    def _compute_unit(self, unit: int, rows_all: slice) -> tuple[_UnitBuffers, int]:
         plan, device = self.plan, self.device
         tokens = self.store.tokens(rows_all)
         ids = torch.from_numpy(tokens["ids"].astype(np.int64))
@@ -166,6 +172,7 @@ class UnitRunner:
             for sae in plan.saes:
                 x = captured[sae.site].reshape(-1, site_of[sae.site].d)
                 _encode_site(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
+            fault_point("mid_unit", unit)
         return buf, int(counted.sum())
 
 
@@ -173,6 +180,7 @@ def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: _U
     """Whole-shard writes of everything the unit owns (the manifest comes after, separately)."""
     for site_name, data in buf.acts.items():
         store.array(activation_array(site_name))[rows] = data
+        fault_point("between_shards", unit)
     for sae in plan.saes:
         store.array(code_array(sae.name, "idx"))[rows] = buf.idx[sae.name]
         store.array(code_array(sae.name, "val"))[rows] = buf.val[sae.name]
