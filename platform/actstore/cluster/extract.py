@@ -72,6 +72,11 @@ class _Worker:
     def run(self, unit: int) -> UnitReport:
         return self.runner.run(unit)
 
+    def storage_retries(self) -> int:
+        from actstore.store._retry import retries_so_far
+
+        return retries_so_far()
+
 
 def _worker_layout(config: ExtractConfig) -> tuple[int, float, float]:
     """(workers, gpus per worker, cpus per worker) from the config and the cluster."""
@@ -201,6 +206,7 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
         record.units_run, record.units_retried = stats.units_run, stats.units_retried
         record.worker_deaths, record.failures, record.tokens = stats.worker_deaths, stats.failures, stats.tokens
         record.tokens_per_s = stats.tokens / max(time.perf_counter() - t0, 1e-9)
+        record.storage_retries = sum(ray.get([a.storage_retries.remote() for a in actors]))
     finally:
         bar.close()
         for actor in actors:

@@ -70,7 +70,7 @@ def pack_unit(store: Store, plan: PackPlan, unit: int) -> int:
     arrays = fill_contexts(plan, contexts.start, contexts.stop,
                            lambda f, a, b: read_staged_tokens(files, f, a, b))
     for name, (dtype, _) in TOKEN_ARRAYS.items():
-        store.array(token_array(name))[contexts.start : contexts.stop] = to_storage(arrays[name], dtype)
+        store.write(token_array(name), slice(contexts.start, contexts.stop), to_storage(arrays[name], dtype))
     n_doc_tokens = int(np.count_nonzero(arrays["flags"] == 0))
     store.manifests.commit(TOKENS_STAGE, unit, {"contexts": [contexts.start, contexts.stop], "doc_tokens": n_doc_tokens})
     return n_doc_tokens

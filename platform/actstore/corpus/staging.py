@@ -103,7 +103,7 @@ def read_staged_docs(location: Location, index: int) -> pa.Table:
 def read_staged_tokens(files: SideFiles, index: int, start: int, stop: int) -> np.ndarray:
     """Tokens ``[start, stop)`` of a staged file (a ranged read)."""
     item = TOKEN_DTYPE.itemsize
-    raw = files.fs.cat_file(files.path(_key(index, "tokens")), start=start * item, end=stop * item)
+    raw = files.read_range(_key(index, "tokens"), start * item, stop * item)
     return np.frombuffer(raw, dtype=TOKEN_DTYPE).astype(np.int32)
 
 

@@ -179,16 +179,16 @@ class UnitRunner:
 def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: _UnitBuffers) -> None:
     """Whole-shard writes of everything the unit owns (the manifest comes after, separately)."""
     for site_name, data in buf.acts.items():
-        store.array(activation_array(site_name))[rows] = data
+        store.write(activation_array(site_name), rows, data)
         fault_point("between_shards", unit)
     for sae in plan.saes:
-        store.array(code_array(sae.name, "idx"))[rows] = buf.idx[sae.name]
-        store.array(code_array(sae.name, "val"))[rows] = buf.val[sae.name]
-        store.array(code_array(sae.name, "l0"))[rows] = buf.l0[sae.name]
+        store.write(code_array(sae.name, "idx"), rows, buf.idx[sae.name])
+        store.write(code_array(sae.name, "val"), rows, buf.val[sae.name])
+        store.write(code_array(sae.name, "l0"), rows, buf.l0[sae.name])
         for name, value in buf.sae_stats[sae.name].rows().items():
-            store.array(sae_stats_path(sae.name, name))[unit] = value
+            store.write(sae_stats_path(sae.name, name), unit, value)
     for site in plan.sites:
         for name, value in buf.site_stats[site.name].rows().items():
-            store.array(site_stats_path(site.name, name))[unit] = value
+            store.write(site_stats_path(site.name, name), unit, value)
 
 

@@ -19,6 +19,7 @@ from fsspec.core import url_to_fs
 from zarr.abc.store import Store as StoreLike
 
 from actstore.errors import StorageAccessError
+from actstore.store._retry import RetryingStore, retrying
 
 __all__ = ["Location", "redact_storage_options"]
 
@@ -76,9 +77,9 @@ class Location:
         """The Zarr store at this location."""
         if self.is_local:
             return zarr.storage.LocalStore(self.local_path, read_only=read_only)
-        return zarr.storage.FsspecStore.from_url(
+        return RetryingStore(zarr.storage.FsspecStore.from_url(
             self.url, storage_options=dict(self.storage_options), read_only=read_only
-        )
+        ))
 
     def child(self, *parts: str) -> Location:
         """The location of a path below this one."""
@@ -96,7 +97,7 @@ class SideFiles:
         return posixpath.join(self.root, key)
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self.path(key)))
+        return bool(retrying(lambda: self.fs.exists(self.path(key)), f"exists {key}"))
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write a whole object: a single PUT on object stores, temp-and-rename locally."""
@@ -107,10 +108,13 @@ class SideFiles:
             self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, path)
         else:
-            self.fs.pipe_file(path, data)
+            retrying(lambda: self.fs.pipe_file(path, data), f"write {key}")
 
     def read_bytes(self, key: str) -> bytes:
-        return bytes(self.fs.cat_file(self.path(key)))
+        return bytes(retrying(lambda: self.fs.cat_file(self.path(key)), f"read {key}"))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return bytes(retrying(lambda: self.fs.cat_file(self.path(key), start=start, end=end), f"read {key}"))
 
     def write_json(self, key: str, obj: Any) -> None:
         self.write_bytes(key, json.dumps(obj, indent=1, sort_keys=True).encode())
@@ -123,7 +127,7 @@ class SideFiles:
         path = self.path(prefix)
         self.fs.invalidate_cache(path)
         try:
-            entries = self.fs.ls(path, detail=False)
+            entries = retrying(lambda: self.fs.ls(path, detail=False), f"list {prefix}")
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)

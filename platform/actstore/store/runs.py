@@ -45,6 +45,7 @@ class RunRecord:
     worker_deaths: int = 0
     tokens: int = 0
     tokens_per_s: float = 0.0
+    storage_retries: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property

@@ -142,10 +142,14 @@ class Store:
             raise KeyError(f"{path!r} is a group, not an array")
         return node
 
-    def read(self, path: str, contexts: slice) -> np.ndarray:
-        """Read rows of an array along the token axis, viewed as its logical dtype."""
+    def read(self, path: str, contexts: slice | int) -> np.ndarray:
+        """Read rows of an array along its first axis, viewed as its logical dtype."""
         arr = self.array(path)
         return from_storage(np.asarray(arr[contexts]), str(arr.attrs.get("logical_dtype", arr.dtype)))
+
+    def write(self, path: str, rows: slice | int, values: np.ndarray) -> None:
+        """Write whole shards (a unit's rows). Object-store calls retry transient errors underneath."""
+        self.array(path)[rows] = values
 
     def tokens(self, contexts: slice, *, stage: str = TOKENS_STAGE) -> dict[str, np.ndarray]:
         """Token ids, document index, position and flags of a context range (all units done)."""

@@ -1,0 +1,81 @@
+"""A loopback HTTP proxy in front of the S3 API server that fails a set share of requests.
+
+Every ``every``-th request is answered ``500 InternalError`` (an S3 error body) without reaching
+the server, and every ``reset_every``-th has its connection closed with no answer at all. Both
+are transient faults a real object store produces.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+              b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+
+
+class FlakyProxy:
+    def __init__(self, upstream: str, *, every: int = 10, reset_every: int = 37) -> None:
+        self.upstream = urlparse(upstream)
+        self.every, self.reset_every = every, reset_every
+        self.requests = self.failed = self.resets = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    proxy.requests += 1
+                    n = proxy.requests
+                if n % proxy.reset_every == 0:
+                    with proxy._lock:
+                        proxy.resets += 1
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if n % proxy.every == 0:
+                    with proxy._lock:
+                        proxy.failed += 1
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(ERROR_BODY)))
+                    self.end_headers()
+                    self.wfile.write(ERROR_BODY)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = f"{proxy.upstream.hostname}:{proxy.upstream.port}"
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
