@@ -17,7 +17,7 @@ ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError
 
 
 class FlakyProxy:
-    def __init__(self, upstream: str, *, every: int = 10, reset_every: int = 37) -> None:
+    def __init__(self, upstream: str, *, every: int = 12, reset_every: int = 41) -> None:
         self.upstream = urlparse(upstream)
         self.every, self.reset_every = every, reset_every
         self.requests = self.failed = self.resets = 0

@@ -40,6 +40,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return _print_info(store, as_json=False)
 
 
+def _cmd_run_id(args: argparse.Namespace) -> int:
+    from actstore.cluster.settings import redacted_config
+    from actstore.config import ExtractConfig, load_config
+    from actstore.store.runs import run_id
+
+    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    print(run_id("extract", config.store.url, redacted_config(config)))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from actstore.store.store import open_store
 
@@ -85,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     extract.set_defaults(run=_cmd_extract)
+
+    rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
+    rid.add_argument("config", help="extract config file")
+    rid.add_argument("--store", help="store URL, overriding store.url")
+    rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
     info.add_argument("store", help="store URL or path")

@@ -74,3 +74,15 @@ def test_secrets_are_redacted() -> None:
     assert red["endpoint_url"] == "http://x" and red["client_kwargs"] == {"region_name": "r"}
     assert "AKIA" not in str(red) and "s3cr3t" not in str(red)
     assert "s3cr3t" not in repr(Location("s3://b/p", {"secret": "s3cr3t"}))
+
+
+def test_activation_reads_respect_the_extract_stage(store: Store) -> None:
+    from actstore.store.layout import activation_array
+
+    create_unit_array(store.group, activation_array("blocks.0.hook_resid_post"), UnitGrid(5, 4, 2), (3,), "bfloat16")
+    with pytest.raises(actstore.UnitNotDoneError):
+        store.read(activation_array("blocks.0.hook_resid_post"), slice(0, 2))
+    store.manifests.commit("extract", 0, {})
+    assert store.read(activation_array("blocks.0.hook_resid_post"), slice(0, 2)).shape == (2, 4, 3)
+    with pytest.raises(actstore.UnitNotDoneError):
+        store.read(activation_array("blocks.0.hook_resid_post"), 4)  # context 4 is in unit 2

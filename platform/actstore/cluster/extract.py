@@ -24,14 +24,14 @@ from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import ExtractConfig
 from actstore.errors import StoreMismatchError
 from actstore.extraction.plan import ExtractPlan, plan_extraction
-from actstore.extraction.unit import EXTRACT_STAGE, UnitReport
+from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
 from actstore.store.layout import activation_array, code_array, create_unit_array
 from actstore.store.metadata import StageInfo
 from actstore.store.runs import RunRecord, run_id
 from actstore.store.stats import create_stats_arrays, merge_stats
-from actstore.store.store import Store, utc_now
+from actstore.store.store import EXTRACT_STAGE, Store, utc_now
 
 __all__ = ["run_extract"]
 
@@ -71,11 +71,6 @@ class _Worker:
 
     def run(self, unit: int) -> UnitReport:
         return self.runner.run(unit)
-
-    def storage_retries(self) -> int:
-        from actstore.store._retry import retries_so_far
-
-        return retries_so_far()
 
 
 def _worker_layout(config: ExtractConfig) -> tuple[int, float, float]:
@@ -206,7 +201,7 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
         record.units_run, record.units_retried = stats.units_run, stats.units_retried
         record.worker_deaths, record.failures, record.tokens = stats.worker_deaths, stats.failures, stats.tokens
         record.tokens_per_s = stats.tokens / max(time.perf_counter() - t0, 1e-9)
-        record.storage_retries = sum(ray.get([a.storage_retries.remote() for a in actors]))
+        record.storage_retries = stats.storage_retries
     finally:
         bar.close()
         for actor in actors:

@@ -31,6 +31,7 @@ class ScheduleStats:
     units_retried: int = 0
     worker_deaths: int = 0
     tokens: int = 0
+    storage_retries: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -91,6 +92,7 @@ def run_units(
         slots.append(actor)
         stats.units_run += 1
         stats.tokens += int(getattr(report, "n_tokens", 0))
+        stats.storage_retries += int(getattr(report, "storage_retries", 0))
         if on_unit is not None:
             on_unit(report)
     return stats

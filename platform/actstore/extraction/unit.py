@@ -19,15 +19,15 @@ from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
 from actstore.saes.encode import Nonzeros, SAEEncoder, nonzeros, sparse_codes
+from actstore.store._retry import retries_so_far
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
 from actstore.store.metadata import SaeInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
-from actstore.store.store import Store
+from actstore.store.store import EXTRACT_STAGE, Store
 
-__all__ = ["EXTRACT_STAGE", "UnitReport", "UnitRunner", "tensor_to_storage"]
+__all__ = ["UnitReport", "UnitRunner", "tensor_to_storage"]
 
-EXTRACT_STAGE = "extract"
 ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
 
 
@@ -37,6 +37,7 @@ class UnitReport(NamedTuple):
     unit: int
     n_tokens: int
     seconds: float
+    storage_retries: int = 0  # retries this worker process made while the unit ran
 
 
 def tensor_to_storage(x: torch.Tensor, logical: str) -> np.ndarray:
@@ -138,7 +139,7 @@ class UnitRunner:
 
     def run(self, unit: int) -> UnitReport:
         """Compute, write whole shards, then commit the manifest (last)."""
-        start = time.perf_counter()
+        start, retries_before = time.perf_counter(), retries_so_far()
         contexts = self.store.grid.contexts(unit)
         rows = slice(contexts.start, contexts.stop)
         with self._compute:
@@ -149,7 +150,7 @@ class UnitRunner:
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
         self.store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
                                                           "counted": counted, "run": self.run_attempt})
-        return UnitReport(unit, n_tokens, time.perf_counter() - start)
+        return UnitReport(unit, n_tokens, time.perf_counter() - start, retries_so_far() - retries_before)
 
     def _compute_unit(self, unit: int, rows_all: slice) -> tuple[_UnitBuffers, int]:
         plan, device = self.plan, self.device

@@ -24,6 +24,8 @@ __all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "open_store", "utc_now"]
 logger = logging.getLogger(__name__)
 
 TOKENS_STAGE = "tokens"
+EXTRACT_STAGE = "extract"
+_STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE, "codes": EXTRACT_STAGE}
 Mode = Literal["r", "r+"]
 
 
@@ -142,10 +144,23 @@ class Store:
             raise KeyError(f"{path!r} is a group, not an array")
         return node
 
-    def read(self, path: str, contexts: slice | int) -> np.ndarray:
-        """Read rows of an array along its first axis, viewed as its logical dtype."""
+    def read(self, path: str, rows: slice | int) -> np.ndarray:
+        """Rows of an array along its first axis (contexts, or units for per-unit statistics),
+        viewed as its logical dtype. Only committed units can be read: a store being written,
+        or one whose run was killed, raises :class:`UnitNotDoneError` for the rest."""
         arr = self.array(path)
-        return from_storage(np.asarray(arr[contexts]), str(arr.attrs.get("logical_dtype", arr.dtype)))
+        stage = _STAGE_OF.get(path.split("/", 1)[0], EXTRACT_STAGE if path.startswith("stats/") and "/units/" in path else None)
+        if stage is not None:
+            start, stop, _ = (slice(rows, rows + 1) if isinstance(rows, int) else rows).indices(arr.shape[0])
+            if stop > start:
+                per_token = bool(arr.attrs.get("per_token", True))
+                first, last = (self.grid.unit_of(start), self.grid.unit_of(stop - 1)) if per_token else (start, stop - 1)
+                self.require_done(stage, range(first, last + 1))
+        return self._read(arr, rows)
+
+    @staticmethod
+    def _read(arr: zarr.Array, rows: slice | int) -> np.ndarray:
+        return from_storage(np.asarray(arr[rows]), str(arr.attrs.get("logical_dtype", arr.dtype)))
 
     def write(self, path: str, rows: slice | int, values: np.ndarray) -> None:
         """Write whole shards (a unit's rows). Object-store calls retry transient errors underneath."""
@@ -157,7 +172,7 @@ class Store:
         start, stop, _ = contexts.indices(grid.n_ctx)
         if stop > start:
             self.require_done(stage, range(grid.unit_of(start), grid.unit_of(stop - 1) + 1))
-        return {name: self.read(token_array(name), slice(start, stop)) for name in TOKEN_ARRAYS}
+        return {name: self._read(self.array(token_array(name)), slice(start, stop)) for name in TOKEN_ARRAYS}
 
     def documents(self) -> Any:
         """The documents table as a polars LazyFrame (index, source, row, key, lengths, metadata)."""
@@ -168,7 +183,7 @@ class Store:
     # -- summary -----------------------------------------------------------------------------
     def info(self, *, with_bytes: bool = True) -> StoreInfo:
         meta = self.meta
-        stage = "extract" if "extract" in meta.stages else TOKENS_STAGE
+        stage = EXTRACT_STAGE if EXTRACT_STAGE in meta.stages else TOKENS_STAGE
         stages = {
             name: {"units_done": len(self.units_done(name)), **s.model_dump()}
             for name, s in meta.stages.items()
