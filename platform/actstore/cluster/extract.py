@@ -17,8 +17,8 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._faults import test_environment
-from actstore.cluster.ingest import _unwrapped_errors, run_ingest
-from actstore.cluster.runtime import ensure_ray
+from actstore.cluster.ingest import open_existing, run_ingest
+from actstore.cluster.runtime import ensure_ray, unwrapped_errors
 from actstore.cluster.scheduler import run_units, wait_for_actors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import ExtractConfig
@@ -109,7 +109,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
                        started=utc_now(), units_total=store.meta.n_units, units_skipped=len(done))
     try:
         if todo:
-            with _unwrapped_errors():
+            with unwrapped_errors():
                 _run_units(store, plan, weights, todo, layout, record, progress)
         store = finalize_extract(store, plan)
         record.status = "complete" if store.meta.stages[EXTRACT_STAGE].complete else "incomplete"
@@ -129,9 +129,7 @@ def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
         return
     store = Store.open(location.url, storage_options=location.storage_options, mode="r")
     _check_extract_settings(store, plan)
-    from actstore.cluster.ingest import _existing_store
-
-    _existing_store(location, plan.config.ingest_config())
+    open_existing(location, plan.config.ingest_config())
 
 
 def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:

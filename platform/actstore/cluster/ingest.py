@@ -8,8 +8,6 @@ sorted file URL and row, and the packing plan is computed once, on the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -17,7 +15,7 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._version import __version__
-from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool
+from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool, unwrapped_errors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import IngestConfig
 from actstore.corpus.ingest import build_plan, pack_unit, write_documents_part
@@ -25,13 +23,13 @@ from actstore.corpus.packing import PackPlan
 from actstore.corpus.sources import SourceFile, expand_sources
 from actstore.corpus.staging import FileSummary, clear_staging, stage_file
 from actstore.corpus.tokenize import load_tokenizer, tokenizer_info
-from actstore.errors import ActstoreError, CorpusError, StoreMismatchError
+from actstore.errors import CorpusError, StoreMismatchError
 from actstore.store._fs import Location, check_access
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, create_unit_array, token_array
 from actstore.store.metadata import IngestSummary, RootMetadata, StageInfo, TokenizerInfo
 from actstore.store.store import TOKENS_STAGE, Store, utc_now
 
-__all__ = ["run_ingest"]
+__all__ = ["open_existing", "run_ingest"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +51,6 @@ def _pack(location: Location, plan: PackPlan, unit: int) -> int:
     return pack_unit(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, unit)
 
 
-@contextmanager
-def _unwrapped_errors() -> Iterator[None]:
-    """Re-raise actstore errors from remote tasks as themselves, without Ray's wrapping."""
-    try:
-        yield
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, ActstoreError):
-            raise exc.cause from None
-        raise
-
-
 def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bool = False) -> Store:
     """Ingest the configured corpus into the configured store and return the store.
 
@@ -73,14 +60,14 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     location = Location(config.store.url, dict(config.store.storage_options))
     check_access(location, write=True)
     sources = expand_sources(config.corpus.paths, fmt=config.corpus.format, storage_options=config.corpus.storage_options)
-    existing = _existing_store(location, config)
+    existing = open_existing(location, config)
     if existing is not None and existing.meta.stages[TOKENS_STAGE].complete:
         logger.info("%s: tokens already ingested; nothing to do", location.url)
         return existing
     tokenizer = load_tokenizer(config.tokenizer)
     tok = tokenizer_info(tokenizer, config.tokenizer)
     ensure_ray(config.ray)
-    with _unwrapped_errors():
+    with unwrapped_errors():
         summaries = _stage_all(sources, tokenizer, config, location, workers, progress)
         plan, truncated = build_plan(location, summaries, config.context, tok)
         store = existing or _create_store(location, config, tok, plan, summaries, truncated)
@@ -98,7 +85,8 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     return store
 
 
-def _existing_store(location: Location, config: IngestConfig) -> Store | None:
+def open_existing(location: Location, config: IngestConfig) -> Store | None:
+    """The store at ``location`` if there is one, refusing it when its ingest settings differ."""
     if not Store.exists(location):
         return None
     store = Store.open(location.url, storage_options=location.storage_options, mode="r+")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
 
 from actstore.config import RayConfig
+from actstore.errors import ActstoreError
 
-__all__ = ["cluster_cpus", "ensure_ray", "run_on_pool"]
+__all__ = ["cluster_cpus", "ensure_ray", "run_on_pool", "unwrapped_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,17 @@ def ensure_ray(config: RayConfig | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
         ray.init(num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+@contextmanager
+def unwrapped_errors() -> Iterator[None]:
+    """Re-raise actstore errors from remote tasks as themselves, without Ray's wrapping."""
+    try:
+        yield
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, ActstoreError):
+            raise exc.cause from None
+        raise
 
 
 def cluster_cpus() -> int:
