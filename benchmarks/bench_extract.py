@@ -81,10 +81,14 @@ def main() -> None:
 
     runner = UnitRunner(store, plan, model, encoders, torch.device("cpu"))
 
-    def pipeline() -> float:  # units in flight as a worker actor runs them (1 on CPU)
+    def pipeline() -> float:  # as a worker actor runs units: in its thread, or 2 threads when 2 are in flight
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=plan.units_in_flight) as pool:
-            list(pool.map(runner.run, units))
+        if plan.units_in_flight == 1:
+            for u in units:
+                runner.run(u)
+        else:
+            with ThreadPoolExecutor(max_workers=plan.units_in_flight) as pool:
+                list(pool.map(runner.run, units))
         return n_tokens / (time.perf_counter() - start)
 
     bare(SITE)  # warm-up

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from actstore.errors import ActstoreError
 
@@ -76,25 +77,24 @@ def _print_info(store: object, *, as_json: bool) -> int:
     return 0
 
 
+def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
+    parser.add_argument("config", help=f"{verb} config file, YAML or JSON")
+    parser.add_argument("--store", help="store URL, overriding store.url")
+    parser.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actstore", description="Corpus-scale activation and SAE-code stores.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    ingest = verbs.add_parser("ingest", help="tokenize a corpus into a store's token arrays")
-    ingest.add_argument("config", help="ingest (or extract) config file, YAML or JSON")
-    ingest.add_argument("--store", help="store URL, overriding store.url")
-    ingest.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
+    ingest = _job_parser(verbs, "ingest", "tokenize a corpus into a store's token arrays", _cmd_ingest)
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
-    ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    ingest.set_defaults(run=_cmd_ingest)
-
-    extract = verbs.add_parser("extract", help="ingest if needed, capture sites, encode with SAEs, write the store")
-    extract.add_argument("config", help="extract config file, YAML or JSON")
-    extract.add_argument("--store", help="store URL, overriding store.url")
-    extract.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
-    extract.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    extract.set_defaults(run=_cmd_extract)
+    _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
 
     rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
     rid.add_argument("config", help="extract config file")

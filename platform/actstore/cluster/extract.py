@@ -183,12 +183,13 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
                            max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
     actors = [actor_cls.remote(plan, store.location, weights_ref, record.attempt, test_environment())
               for _ in range(min(n_workers, len(todo)))]
-    t0 = time.perf_counter()
+    t0, tokens = time.perf_counter(), [0]
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)
 
     def on_unit(report: UnitReport) -> None:
+        tokens[0] += report.n_tokens
         bar.update(1)
-        bar.set_postfix(tok_s=f"{bar.n * report.n_tokens / max(time.perf_counter() - t0, 1e-9):,.0f}")
+        bar.set_postfix(tok_s=f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
     try:
         record.workers = wait_for_actors(actors)

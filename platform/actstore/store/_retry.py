@@ -46,38 +46,36 @@ def retries_so_far() -> int:
     return _count
 
 
+def _delay_or_raise(exc: Exception, attempt: int, attempts: int, what: str, base: float, cap: float) -> float:
+    """The backoff before the next attempt, or ``exc`` raised when it is permanent or the last."""
+    global _count
+    if attempt >= attempts or not is_transient(exc):
+        raise exc
+    delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random())
+    with _lock:
+        _count += 1
+    logger.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(exc).__name__, exc, attempt, attempts - 1, delay)
+    return delay
+
+
 def retrying(call: Callable[[], T], what: str, *, attempts: int = RETRY_ATTEMPTS, base: float = 0.1, cap: float = 5.0) -> T:
     """``call()``, retried on transient errors; the last error propagates."""
-    global _count
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
-                raise
-            delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random())
-            with _lock:
-                _count += 1
-            logger.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(exc).__name__, exc, attempt, attempts - 1, delay)
-            time.sleep(delay)
+            time.sleep(_delay_or_raise(exc, attempt, attempts, what, base, cap))
     raise AssertionError("unreachable")
 
 
 async def retrying_async(call: Callable[[], Awaitable[T]], what: str, *, attempts: int = RETRY_ATTEMPTS,
                          base: float = 0.1, cap: float = 5.0) -> T:
-    """The asynchronous twin of :func:`retrying`, for the Zarr store wrapper."""
-    global _count
+    """The asynchronous form of :func:`retrying`, for the Zarr store wrapper."""
     for attempt in range(1, attempts + 1):
         try:
             return await call()
         except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
-                raise
-            delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random())
-            with _lock:
-                _count += 1
-            logger.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(exc).__name__, exc, attempt, attempts - 1, delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_delay_or_raise(exc, attempt, attempts, what, base, cap))
     raise AssertionError("unreachable")
 
 
