@@ -9,6 +9,7 @@ time (or the environment's standard chain) and never reach metadata or log lines
 from __future__ import annotations
 
 import json
+import uuid
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ class SideFiles:
         path = self.path(key)
         if self.location.is_local:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp"
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"  # unique: a retried unit may rewrite the same key
             self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, path)
         else:
