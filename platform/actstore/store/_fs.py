@@ -9,8 +9,8 @@ time (or the environment's standard chain) and never reach metadata or log lines
 from __future__ import annotations
 
 import json
-import uuid
 import posixpath
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
