@@ -17,7 +17,7 @@ ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError
 
 
 class FlakyProxy:
-    def __init__(self, upstream: str, *, every: int = 12, reset_every: int = 41) -> None:
+    def __init__(self, upstream: str, *, every: int = 25, reset_every: int = 83) -> None:
         self.upstream = urlparse(upstream)
         self.every, self.reset_every = every, reset_every
         self.requests = self.failed = self.resets = 0
@@ -50,7 +50,7 @@ class FlakyProxy:
                     self.end_headers()
                     self.wfile.write(ERROR_BODY)
                     return
-                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                conn = proxy._upstream_connection()
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = f"{proxy.upstream.hostname}:{proxy.upstream.port}"
                 conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -64,13 +64,20 @@ class FlakyProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
+        self._local = threading.local()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _upstream_connection(self) -> http.client.HTTPConnection:
+        """One kept-alive connection to the server per proxy thread."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        return conn
 
     def __enter__(self) -> FlakyProxy:
         self.thread.start()
