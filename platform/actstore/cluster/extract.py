@@ -194,13 +194,10 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
     try:
         record.workers = wait_for_actors(actors)
         record.save(store.files)
-        stats = run_units(actors, todo, in_flight=plan.units_in_flight,
-                          is_done=lambda u: store.manifests.is_done(EXTRACT_STAGE, u),
-                          max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
-        record.units_run, record.units_retried = stats.units_run, stats.units_retried
-        record.worker_deaths, record.failures, record.tokens = stats.worker_deaths, stats.failures, stats.tokens
-        record.tokens_per_s = stats.tokens / max(time.perf_counter() - t0, 1e-9)
-        record.storage_retries = stats.storage_retries
+        run_units(actors, todo, record, in_flight=plan.units_in_flight,
+                  is_done=lambda u: store.manifests.is_done(EXTRACT_STAGE, u),
+                  max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
+        record.tokens_per_s = record.tokens / max(time.perf_counter() - t0, 1e-9)
     finally:
         bar.close()
         for actor in actors:

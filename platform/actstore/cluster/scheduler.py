@@ -11,48 +11,37 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from actstore.errors import ActstoreError
+from actstore.store.runs import UnitCounts
 
-__all__ = ["ScheduleStats", "run_units", "wait_for_actors"]
+__all__ = ["run_units", "wait_for_actors"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ScheduleStats:
-    """What happened while scheduling, for the run record."""
-
-    units_run: int = 0
-    units_retried: int = 0
-    worker_deaths: int = 0
-    tokens: int = 0
-    storage_retries: int = 0
-    failures: list[str] = field(default_factory=list)
 
 
 def run_units(
     actors: list[Any],
     todo: list[int],
+    stats: UnitCounts,
     *,
     in_flight: int,
     is_done: Callable[[int], bool],
     max_attempts: int,
     max_actor_failures: int,
     on_unit: Callable[[Any], None] | None = None,
-) -> ScheduleStats:
-    """Run ``actor.run(unit)`` for every unit of ``todo``, ``in_flight`` calls per actor at a time.
+) -> None:
+    """Run ``actor.run(unit)`` for every unit of ``todo``, ``in_flight`` calls per actor at a time,
+    counting what happens in ``stats`` (a run record).
 
     A call that fails because its actor died (``RayActorError``) is re-queued, unless the unit's
     manifest exists by now. A unit failing ``max_attempts`` times, or every actor failing more
     than ``max_actor_failures`` times, ends the run with an error. An exception raised inside a
     unit (bad data, a permanent storage error) ends the run at once.
     """
-    stats = ScheduleStats()
     queue: deque[int] = deque(todo)
     attempts: dict[int, int] = {}
     actor_failures: dict[int, int] = {}
@@ -95,7 +84,6 @@ def run_units(
         stats.storage_retries += int(getattr(report, "storage_retries", 0))
         if on_unit is not None:
             on_unit(report)
-    return stats
 
 
 PING_TRIES = 600  # x 0.2 s: how long a restarting worker may take to load its model again
@@ -116,6 +104,4 @@ def _answer_ping(ref: Any, pings: dict[Any, tuple[Any, int]], slots: list[Any]) 
 
 def wait_for_actors(actors: list[Any], timeout_s: float = 600.0) -> list[dict[str, Any]]:
     """Each actor's description once it has started (model loaded); surfaces load errors early."""
-    start = time.perf_counter()
-    refs = [a.describe.remote() for a in actors]
-    return list(ray.get(refs, timeout=max(1.0, timeout_s - (time.perf_counter() - start))))
+    return list(ray.get([a.describe.remote() for a in actors], timeout=timeout_s))

@@ -16,7 +16,7 @@ from typing import Any
 
 from actstore.store._fs import SideFiles
 
-__all__ = ["RunRecord", "read_run_records", "run_id"]
+__all__ = ["RunRecord", "UnitCounts", "read_run_records", "run_id"]
 
 PREFIX = "_runs"
 
@@ -27,8 +27,20 @@ def run_id(kind: str, store_url: str, config: dict[str, Any]) -> str:
     return f"actstore-{kind}-{digest}"
 
 
-@dataclass
-class RunRecord:
+@dataclass(kw_only=True)
+class UnitCounts:
+    """What happened to units while a job ran; the scheduler updates these in place."""
+
+    units_run: int = 0
+    units_retried: int = 0
+    worker_deaths: int = 0
+    tokens: int = 0
+    storage_retries: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class RunRecord(UnitCounts):
     """One job's record."""
 
     run_id: str
@@ -40,13 +52,7 @@ class RunRecord:
     workers: list[dict[str, Any]] = field(default_factory=list)
     units_total: int = 0
     units_skipped: int = 0
-    units_run: int = 0
-    units_retried: int = 0
-    worker_deaths: int = 0
-    tokens: int = 0
     tokens_per_s: float = 0.0
-    storage_retries: int = 0
-    failures: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
