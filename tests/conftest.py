@@ -78,3 +78,11 @@ def ray_cluster() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def coded_store(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path, ray_cluster: None) -> Path:
+    """A local store with codes of one SAE and its index (see tests/coded_store.py)."""
+    from tests.coded_store import build_coded_store
+
+    return build_coded_store(tmp_path_factory.mktemp("coded"), tiny_tokenizer)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from actstore.config import IndexConfig
 from actstore.errors import ActstoreError
 
 __all__ = ["main"]
@@ -77,6 +79,105 @@ def _print_info(store: object, *, as_json: bool) -> int:
     return 0
 
 
+def _latents(args: argparse.Namespace) -> Any:
+    from actstore.store.store import open_store
+
+    return open_store(args.store).sae(args.sae)
+
+
+def _emit(frame: Any, args: argparse.Namespace, text: Any) -> int:
+    """``--json``: records, one JSON document; otherwise the verb's readable text."""
+    if args.json:
+        print(json.dumps(frame.to_dicts(), indent=1))
+    else:
+        print(text() if callable(text) else text)
+    return 0
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from actstore.cluster.index import run_index
+    from actstore.store.store import open_store
+
+    saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
+    for sae in saes:
+        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz, progress=not args.quiet)
+        print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
+              f"{plan.n_buckets} buckets")
+    return 0
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_examples
+
+    latents = _latents(args)
+    if args.quantiles:
+        frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window)
+        return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("bin",)))
+    frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None)
+    return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)))
+
+
+def _cmd_density(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).density(args.latent)
+    if args.latent is None:
+        frame = frame.sort("count", descending=True).head(args.top)
+    return _emit(frame, args, lambda: render_frame(frame.drop("hist")))
+
+
+def _cmd_at(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    span = tuple(int(x) for x in args.span.split(":")) if args.span else None
+    frame = _latents(args).features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
+                                       max_density=args.max_density)
+    return _emit(frame, args, lambda: render_frame(frame))
+
+
+def _cmd_cofiring(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).cofiring(args.latent, top=args.top)
+    return _emit(frame, args, lambda: render_frame(frame))
+
+
+def _cmd_find(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_examples
+    from actstore.store.store import open_store
+
+    ids = [int(x) for x in args.text.split(",")] if args.ids else args.text
+    frame = open_store(args.store).find_tokens(ids, limit=args.limit, window=args.window)
+    return _emit(frame, args, lambda: render_examples(frame, color=_color()))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from actstore.query.export import export_neuronpedia
+
+    features = [int(x) for x in args.latents.split(",")]
+    summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,
+                                 k=args.k)
+    print(f"wrote {summary.n_features} features to {summary.features} and {summary.n_activations} activations to {summary.activations}")
+    return 0
+
+
+def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
+                  json_flag: bool = True) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
+    parser.add_argument("store", help="store URL or path")
+    parser.add_argument("--sae", required=True, help="SAE name in the store")
+    if latent is not None:
+        parser.add_argument("--latent", type=int, required=latent, help="latent id")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON records")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("config", help=f"{verb} config file, YAML or JSON")
@@ -105,6 +206,54 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("store", help="store URL or path")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_cmd_info)
+
+    index = verbs.add_parser("index", help="build the feature-major index of SAEs (all by default), with Ray tasks")
+    index.add_argument("store", help="store URL or path")
+    index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
+    index.add_argument("--bucket-nnz", type=int, default=IndexConfig.model_fields["bucket_nnz"].default,
+                       help="occurrences per latent bucket at most (memory of one reduce task)")
+    index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    index.set_defaults(run=_cmd_index)
+
+    top = _query_parser(verbs, "top", "top contexts of a latent, firing token highlighted", _cmd_top)
+    top.add_argument("--k", type=int, default=20, help="examples (per bin with --quantiles)")
+    top.add_argument("--window", type=int, default=12, help="tokens either side")
+    top.add_argument("--per-doc", type=int, default=1, help="examples per document at most (0: no limit)")
+    top.add_argument("--quantiles", type=int, metavar="BINS", help="sample from this many activation bins instead")
+    top.add_argument("--kind", choices=["count", "width"], default="count", help="equal-count or equal-width bins")
+
+    density = _query_parser(verbs, "density", "fraction of tokens each latent fires on, mean, max, histogram",
+                            _cmd_density, latent=False)
+    density.add_argument("--top", type=int, default=20, help="densest latents shown (without --latent)")
+
+    at = _query_parser(verbs, "at", "latents firing on a stored context or document span", _cmd_at, latent=None)
+    where = at.add_mutually_exclusive_group(required=True)
+    where.add_argument("--ctx", type=int, help="context index")
+    where.add_argument("--doc", type=int, help="document index")
+    at.add_argument("--span", help="START:STOP positions (in the context, or token offsets in the document)")
+    at.add_argument("--agg", choices=["max", "sum"], default="max")
+    at.add_argument("--top", type=int, default=20)
+    at.add_argument("--max-density", type=float, help="leave out latents denser than this")
+
+    cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
+    cof.add_argument("--top", type=int, default=20)
+
+    find = verbs.add_parser("find", help="stored contexts containing a token sequence")
+    find.add_argument("store", help="store URL or path")
+    find.add_argument("text", help="text (encoded with the store's tokenizer), or comma-separated ids with --ids")
+    find.add_argument("--ids", action="store_true", help="TEXT is token ids")
+    find.add_argument("--limit", type=int, default=20)
+    find.add_argument("--window", type=int, default=12)
+    find.add_argument("--json", action="store_true", help="print JSON records")
+    find.set_defaults(run=_cmd_find)
+
+    export = _query_parser(verbs, "export", "write latents in Neuronpedia's bulk-import format (gzipped JSONL)",
+                           _cmd_export, latent=None, json_flag=False)
+    export.add_argument("--latents", required=True, help="comma-separated latent ids")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--model-id", required=True, help="Neuronpedia model id, e.g. gemma-2-2b")
+    export.add_argument("--source-id", required=True, help="Neuronpedia source (layer) id, e.g. 12-gemmascope-res-16k")
+    export.add_argument("--k", type=int, default=20, help="top examples per latent")
     return parser
 
 

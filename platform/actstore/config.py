@@ -279,6 +279,16 @@ class StatsConfig(_Frozen):
     )
 
 
+class IndexConfig(_Frozen):
+    """The feature-major index built after extraction (also ``actstore index``)."""
+
+    build: bool = Field(default=False, description="Build every SAE's index once extraction is finalized.")
+    bucket_nnz: int = Field(
+        default=8_000_000, ge=1,
+        description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~32 bytes each).",
+    )
+
+
 class ExtractConfig(IngestConfig):
     """Extraction: ingest if needed, capture sites, encode with SAEs, write, finalize."""
 
@@ -288,6 +298,7 @@ class ExtractConfig(IngestConfig):
     saes: list[SaeConfig] = Field(default_factory=list)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExtractConfig:

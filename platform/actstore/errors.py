@@ -59,3 +59,7 @@ class StorageAccessError(ActstoreError, PermissionError):
 
 class UnitNotDoneError(ActstoreError, LookupError):
     """A unit was read that has not been committed (its manifest does not exist)."""
+
+
+class IndexNotFoundError(ActstoreError, LookupError):
+    """A query needs an SAE's feature-major index, and it has not been built (or is incomplete)."""

@@ -17,6 +17,7 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._faults import test_environment
+from actstore.cluster.index import run_index
 from actstore.cluster.ingest import open_existing, run_ingest
 from actstore.cluster.runtime import ensure_ray, unwrapped_errors
 from actstore.cluster.scheduler import run_units, wait_for_actors
@@ -112,6 +113,10 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
             with unwrapped_errors():
                 _run_units(store, plan, weights, todo, layout, record, progress)
         store = finalize_extract(store, plan)
+        if config.index.build and store.meta.stages[EXTRACT_STAGE].complete:
+            for sae in plan.saes:
+                run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
+                          bucket_nnz=config.index.bucket_nnz, progress=progress)
         record.status = "complete" if store.meta.stages[EXTRACT_STAGE].complete else "incomplete"
     except BaseException as exc:
         record.status = "failed"

@@ -70,6 +70,7 @@ class Store:
         self.meta = meta
         self.files = SideFiles(location)
         self.manifests = ManifestBook(self.files)
+        self._done: dict[str, set[int]] = {}
 
     def __repr__(self) -> str:
         return f"<actstore.Store {self.location.url!r} n_ctx={self.meta.n_ctx} ctx_len={self.meta.ctx_len}>"
@@ -130,7 +131,11 @@ class Store:
         return self.manifests.done(stage)
 
     def require_done(self, stage: str, units: Sequence[int]) -> None:
-        done = set(self.units_done(stage))
+        """Raise :class:`UnitNotDoneError` unless every unit is committed. Committed units stay
+        committed, so the listing is cached and refreshed only when a unit is not in it."""
+        done = self._done.get(stage, set())
+        if any(u not in done for u in units):
+            done = self._done[stage] = set(self.units_done(stage))
         missing = [u for u in units if u not in done]
         if missing:
             raise UnitNotDoneError(
@@ -158,6 +163,14 @@ class Store:
                 self.require_done(stage, range(first, last + 1))
         return self._read(arr, rows)
 
+    def read_contexts(self, path: str, contexts: np.ndarray) -> np.ndarray:
+        """Rows of a per-token array at scattered contexts (sorted or not), committed units only."""
+        contexts = np.asarray(contexts, dtype=np.int64)
+        stage = _STAGE_OF.get(path.split("/", 1)[0], EXTRACT_STAGE)
+        self.require_done(stage, sorted({self.grid.unit_of(int(c)) for c in contexts}))
+        arr = self.array(path)
+        return from_storage(np.asarray(arr.get_orthogonal_selection((contexts,))), str(arr.attrs.get("logical_dtype", arr.dtype)))
+
     @staticmethod
     def _read(arr: zarr.Array, rows: slice | int) -> np.ndarray:
         return from_storage(np.asarray(arr[rows]), str(arr.attrs.get("logical_dtype", arr.dtype)))
@@ -173,6 +186,18 @@ class Store:
         if stop > start:
             self.require_done(stage, range(grid.unit_of(start), grid.unit_of(stop - 1) + 1))
         return {name: self._read(self.array(token_array(name)), slice(start, stop)) for name in TOKEN_ARRAYS}
+
+    def sae(self, name: str) -> Any:
+        """The latents of SAE ``name``: top-k contexts, occurrences, density, co-firing... (polars)."""
+        from actstore.query.latents import SaeLatents
+
+        return SaeLatents(self, name)
+
+    def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> Any:
+        """Stored places of a token sequence (text or ids), with token windows (polars)."""
+        from actstore.query.tokens import find_tokens
+
+        return find_tokens(self, sequence, limit=limit, window=window)
 
     def documents(self) -> Any:
         """The documents table as a polars LazyFrame (index, source, row, key, lengths, metadata)."""

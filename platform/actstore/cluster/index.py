@@ -1,0 +1,119 @@
+"""Building an SAE's feature-major index with Ray tasks: map per unit, reduce per bucket.
+
+Every task owns its outputs (a staging object per unit, a group of arrays per bucket) and
+commits a manifest last, so a retried task rewrites the same bytes and a rerun skips what is
+done. The plan (units covered, buckets, completion) is kept in the index group's attributes, not
+in the root metadata, which only the extraction coordinator writes: a rerun with the same plan
+resumes; once more units are committed, a rerun starts a new build covering them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+from tqdm.auto import tqdm
+
+from actstore.cluster.runtime import cluster_cpus, ensure_ray, unwrapped_errors
+from actstore.config import RayConfig
+from actstore.index.build import BUCKET_NNZ, map_unit, plan_index, reduce_bucket
+from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
+from actstore.store._fs import Location
+from actstore.store.store import Store
+
+__all__ = ["run_index"]
+
+logger = logging.getLogger(__name__)
+TASK_RETRIES = 3
+
+
+def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]]:
+    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
+
+
+def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
+    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, counts)
+
+
+def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
+              ray_config: RayConfig | None = None, progress: bool = False) -> IndexPlan:
+    """Build (or resume, or bring up to date) the index of ``sae`` and return its plan.
+
+    Indexes the extraction units committed when it starts, so it also runs on a store that is
+    still being written; run it again later to cover the new units.
+    """
+    store = Store.open(url, storage_options=storage_options, mode="r+")
+    fresh = plan_index(store, sae, bucket_nnz=bucket_nnz)
+    plan = _current_plan(store, sae)
+    if plan is not None and plan.complete and plan.units == fresh.units:
+        return plan
+    if plan is None or plan.units != fresh.units:
+        plan = _start_build(store, fresh)
+    ensure_ray(ray_config)
+    location = store.location
+    with unwrapped_errors():
+        counts = _run_maps(store, plan, progress)
+        todo = [b for b in range(plan.n_buckets) if b not in set(store.manifests.done(index_stage(sae)))]
+        counts_ref = ray.put(counts)
+        reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
+        _drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress)
+    nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
+    return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
+
+
+def _current_plan(store: Store, sae: str) -> IndexPlan | None:
+    try:
+        group = store.group[index_group(sae)]
+    except KeyError:
+        return None
+    raw = group.attrs.get(INDEX_ATTRIBUTE)
+    return None if raw is None else IndexPlan.model_validate(raw)
+
+
+def _start_build(store: Store, plan: IndexPlan) -> IndexPlan:
+    """Forget an older build (its manifests and staging) and record the new plan."""
+    for stage in (map_stage(plan.sae), index_stage(plan.sae)):
+        store.manifests.clear(stage)
+    store.files.remove(f"_staging/index/{plan.sae}")
+    if index_group(plan.sae) in store.group:
+        del store.group[index_group(plan.sae)]  # buckets of the older build
+    group = store.group.require_group(index_group(plan.sae))
+    group.attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
+    return plan
+
+
+def _run_maps(store: Store, plan: IndexPlan, progress: bool) -> dict[int, list[int]]:
+    """Per-bucket counts of every unit: from manifests of mapped units, from new map tasks otherwise."""
+    stage = map_stage(plan.sae)
+    done = set(store.manifests.done(stage))
+    counts = {u: store.manifests.read(stage, u)["counts"] for u in plan.units if u in done}
+    todo = [u for u in plan.units if u not in done]
+    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_map)
+    for unit, unit_counts in _drain((task.remote(store.location, plan, u) for u in todo), len(todo), "index map", progress):
+        counts[unit] = unit_counts
+    return counts
+
+
+def _drain(refs: Iterable[Any], total: int, desc: str, progress: bool) -> list[Any]:
+    """Submit lazily with a bounded number in flight; results in completion order."""
+    limit, pending, results = 2 * cluster_cpus(), [], []
+    with tqdm(total=total, desc=desc, unit="task", disable=not progress) as bar:
+        for ref in refs:
+            pending.append(ref)
+            if len(pending) >= limit:
+                ready, pending = ray.wait(pending, num_returns=1)
+                results += ray.get(ready)
+                bar.update(len(ready))
+        for ref in pending:
+            results.append(ray.get(ref))
+            bar.update(1)
+    return results
+
+
+def _finish(store: Store, plan: IndexPlan) -> IndexPlan:
+    store.group[index_group(plan.sae)].attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
+    store.files.remove(f"_staging/index/{plan.sae}")
+    return plan
+

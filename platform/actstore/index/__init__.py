@@ -1,0 +1,1 @@
+"""The feature-major index: every occurrence of every latent, sorted by value (see ``schemas/STORE.md``)."""

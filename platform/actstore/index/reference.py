@@ -1,0 +1,29 @@
+"""The index computed the obvious way, for tests: scan every token's codes, sort in Python."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.store import EXTRACT_STAGE, Store
+
+__all__ = ["occurrences_reference"]
+
+
+def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = FLAG_BOS | FLAG_PAD) -> dict[int, list[tuple[int, float]]]:
+    """For every latent that fires: its (flat token, value) pairs, value descending, token ascending."""
+    found: dict[int, list[tuple[int, float]]] = {}
+    ctx_len = store.meta.ctx_len
+    for unit in store.units_done(EXTRACT_STAGE):
+        rows = store.grid.contexts(unit)
+        sl = slice(rows.start, rows.stop)
+        idx, val = store.read(code_array(sae, "idx"), sl), store.read(code_array(sae, "val"), sl)
+        flags = store.read(token_array("flags"), sl)
+        for c in range(idx.shape[0]):
+            for p in range(ctx_len):
+                if flags[c, p] & exclude_flags:
+                    continue
+                for latent, value in zip(idx[c, p].tolist(), val[c, p].astype(np.float32).tolist(), strict=True):
+                    if latent >= 0:
+                        found.setdefault(latent, []).append(((rows.start + c) * ctx_len + p, value))
+    return {latent: sorted(pairs, key=lambda t: (-t[1], t[0])) for latent, pairs in found.items()}

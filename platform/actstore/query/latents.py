@@ -1,0 +1,310 @@
+"""``store.sae(name)``: the latents of one SAE, queried through its feature-major index, its
+token-major codes and its statistics. Results are polars DataFrames with fixed columns.
+
+Every query leaves out BOS and padding (the index never holds them; span and window reads
+filter them by flag) and reads only committed units, so it also runs on a store being written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import polars as pl
+
+from actstore.errors import ConfigError, IndexNotFoundError
+from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
+from actstore.query.windows import WINDOW_SCHEMA, windows
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.stats import HIST_EDGES, SAE_STATS, sae_stats_path
+from actstore.store.store import EXTRACT_STAGE
+
+if TYPE_CHECKING:
+    from actstore.store.store import Store
+
+__all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
+
+OCCURRENCE_SCHEMA = pl.Schema({"latent": pl.Int64(), "rank": pl.Int64(), "token": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(),
+                     "value": pl.Float32()})
+DENSITY_SCHEMA = pl.Schema({"latent": pl.Int64(), "count": pl.Int64(), "density": pl.Float64(), "mean": pl.Float64(),
+                  "max": pl.Float32(), "hist": pl.List(pl.Int64())})
+SPAN_SCHEMA = pl.Schema({"latent": pl.Int64(), "value": pl.Float64(), "tokens_fired": pl.Int64(), "density": pl.Float64()})
+COFIRING_SCHEMA = pl.Schema({"latent": pl.Int64(), "together": pl.Int64(), "count": pl.Int64(), "jaccard": pl.Float64()})
+
+
+class SaeLatents:
+    """The latents of one SAE in a store. Get it with ``store.sae(name)``."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        info = next((s for s in store.meta.saes if s.name == name), None)
+        if info is None:
+            raise ConfigError(f"the store at {store.location.url!r} has no SAE {name!r}; it has "
+                              f"{[s.name for s in store.meta.saes] or 'none'}")
+        self.store, self.name, self.info = store, name, info
+        self._plan: IndexPlan | None = None
+        self._offsets: dict[int, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"<actstore.SaeLatents {self.name!r} d_sae={self.info.d_sae} site={self.info.site!r}>"
+
+    # -- the index ---------------------------------------------------------------------------
+    @property
+    def index(self) -> IndexPlan:
+        """The plan of the complete index; :class:`IndexNotFoundError` when there is none."""
+        if self._plan is None:
+            try:
+                raw = self.store.group[index_group(self.name)].attrs.get(INDEX_ATTRIBUTE)
+            except KeyError:
+                raw = None
+            plan = None if raw is None else IndexPlan.model_validate(raw)
+            if plan is None or not plan.complete:
+                raise IndexNotFoundError(
+                    f"SAE {self.name!r} of {self.store.location.url!r} has no complete index: "
+                    f"run `actstore index {self.store.location.url} --sae {self.name}`")
+            self._plan = plan
+        return self._plan
+
+    def _check_latent(self, latent: int) -> int:
+        if not 0 <= latent < self.info.d_sae:
+            raise ConfigError(f"latent {latent} is out of range for SAE {self.name!r} (d_sae={self.info.d_sae})")
+        return int(latent)
+
+    def _bounds(self, latent: int) -> tuple[int, int, int]:
+        """(bucket, start, stop) of a latent's run in its bucket's arrays."""
+        plan = self.index
+        bucket = self._check_latent(latent) // plan.latents_per_bucket
+        if bucket not in self._offsets:
+            self._offsets[bucket] = np.asarray(self.store.array(bucket_array(self.name, bucket, "offsets"))[...])
+        off = self._offsets[bucket]
+        i = latent - bucket * plan.latents_per_bucket
+        return bucket, int(off[i]), int(off[i + 1])
+
+    def counts(self) -> np.ndarray:
+        """Occurrences of every latent in the index ([d_sae] int64)."""
+        plan = self.index
+        for b in range(plan.n_buckets):
+            if b not in self._offsets:
+                self._offsets[b] = np.asarray(self.store.array(bucket_array(self.name, b, "offsets"))[...])
+        return np.concatenate([np.diff(self._offsets[b]) for b in range(plan.n_buckets)])
+
+    def postings(self, latent: int, *, limit: int | None = None, min_value: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(flat token index, value as float32) of a latent's occurrences, value descending."""
+        bucket, start, stop = self._bounds(latent)
+        if limit is not None:
+            stop = min(stop, start + max(int(limit), 0))
+        value_arr = self.store.array(bucket_array(self.name, bucket, "value"))
+        logical = str(value_arr.attrs.get("logical_dtype", value_arr.dtype))
+        from actstore.store.dtypes import from_storage
+
+        values = from_storage(np.asarray(value_arr[start:stop]), logical).astype(np.float32)
+        if min_value is not None:  # values descend: the cut is a binary search
+            stop = start + int(np.searchsorted(-values, -np.float32(min_value), side="right"))
+            values = values[: stop - start]
+        tokens = np.asarray(self.store.array(bucket_array(self.name, bucket, "token"))[start:stop])
+        return tokens, values
+
+    # -- occurrences and examples ------------------------------------------------------------
+    def occurrences(self, latent: int, *, min_value: float | None = None, limit: int | None = None) -> pl.DataFrame:
+        """Every occurrence of ``latent`` (at least ``min_value``, at most ``limit``), value descending."""
+        tokens, values = self.postings(latent, limit=limit, min_value=min_value)
+        return _occurrence_frame(latent, tokens, values, self.store.meta.ctx_len)
+
+    def top_k(self, latent: int, *, k: int = 20, window: int = 16, per_doc: int | None = 1) -> pl.DataFrame:
+        """The ``k`` highest occurrences with their token windows, at most ``per_doc`` per document
+        (``None``: no limit). Columns: rank, doc, ctx, pos, value, tokens, token_ids, values
+        (this latent on every window token), focus (index of the firing token in ``tokens``)."""
+        if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
+            raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
+        chosen_t, chosen_v = self._spread(latent, k, per_doc)
+        frame = windows(self.store, chosen_t, window=window, sae=self.name, latent=latent, values=chosen_v)
+        return frame.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(["rank", *WINDOW_SCHEMA])
+
+    def _spread(self, latent: int, k: int, per_doc: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``k`` occurrences keeping at most ``per_doc`` per document, reading the
+        postings in growing blocks (a dense latent is never read whole for a top 20)."""
+        _, start, stop = self._bounds(latent)
+        if per_doc is None:
+            return self.postings(latent, limit=k)
+        taken_t: list[int] = []
+        taken_v: list[float] = []
+        per: dict[int, int] = {}
+        read, block = 0, 4 * k
+        while len(taken_t) < k and read < stop - start:
+            tokens, values = self.postings(latent, limit=read + block)
+            tokens, values = tokens[read:], values[read:]
+            docs = self._docs_of(tokens)
+            for t, v, d in zip(tokens.tolist(), values.tolist(), docs.tolist(), strict=True):
+                if per.get(d, 0) < per_doc:
+                    per[d] = per.get(d, 0) + 1
+                    taken_t.append(t)
+                    taken_v.append(v)
+                    if len(taken_t) == k:
+                        break
+            read += tokens.size
+            block *= 4
+        return np.asarray(taken_t, np.int64), np.asarray(taken_v, np.float32)
+
+    def _docs_of(self, tokens: np.ndarray) -> np.ndarray:
+        ctx_len = self.store.meta.ctx_len
+        ctxs, inverse = np.unique(tokens // ctx_len, return_inverse=True)
+        doc = self.store.read_contexts(token_array("doc"), ctxs)
+        return np.asarray(doc[inverse, tokens % ctx_len])
+
+    def quantile_examples(self, latent: int, *, bins: int = 10, per_bin: int = 5, kind: Literal["count", "width"] = "count",
+                          window: int = 16, seed: int = 0) -> pl.DataFrame:
+        """Examples sampled from activation bins, lowest bin first.
+
+        ``kind="count"``: equal-count bins (each holds the same number of occurrences, up to
+        one); ``kind="width"``: equal-width bins over [min, max] of the latent's values.
+        Columns: bin, bin_min, bin_max, bin_count, then the window columns of :meth:`top_k`.
+        """
+        if kind not in ("count", "width"):
+            raise ConfigError(f"kind must be 'count' or 'width', got {kind!r}")
+        if bins < 1 or per_bin < 1:
+            raise ConfigError(f"bins and per_bin must be >= 1, got {bins}, {per_bin}")
+        tokens, values = self.postings(latent)
+        tokens, values = tokens[::-1], values[::-1]  # ascending value
+        n = values.size
+        if kind == "count":
+            which = (np.arange(n) * bins) // max(n, 1)
+        else:
+            edges = np.linspace(values[0], values[-1], bins + 1) if n else np.zeros(bins + 1)
+            which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+        rng = np.random.default_rng(seed)
+        picks, meta = [], []
+        for b in range(bins):
+            members = np.flatnonzero(which == b)
+            if members.size == 0:
+                continue
+            chosen = np.sort(rng.choice(members, size=min(per_bin, members.size), replace=False))
+            picks.append(chosen)
+            meta += [(b, float(values[members[0]]), float(values[members[-1]]), int(members.size))] * chosen.size
+        chosen = np.concatenate(picks) if picks else np.zeros(0, np.int64)
+        frame = windows(self.store, tokens[chosen], window=window, sae=self.name, latent=latent, values=values[chosen])
+        bin_cols = pl.DataFrame(meta, schema={"bin": pl.Int32, "bin_min": pl.Float32, "bin_max": pl.Float32,
+                                              "bin_count": pl.Int64}, orient="row")
+        return pl.concat([bin_cols, frame], how="horizontal")
+
+    # -- statistics --------------------------------------------------------------------------
+    def density(self, latent: int | None = None) -> pl.DataFrame:
+        """Per latent: count (tokens fired), density (fraction of counted tokens), mean and max of
+        its non-zero values, and ``hist``: counts on the bins of ``actstore.store.stats.HIST_EDGES``.
+        From the merged statistics once extraction is finalized, else summed over committed units."""
+        stats = self._stats(("tokens", "fired", "sum", "max", "hist"))
+        tokens = max(int(stats["tokens"].reshape(-1)[0]), 1)
+        fired = stats["fired"].astype(np.int64)
+        rows = slice(None) if latent is None else slice(self._check_latent(latent), latent + 1)
+        return pl.DataFrame({
+            "latent": np.arange(self.info.d_sae)[rows], "count": fired[rows],
+            "density": fired[rows] / tokens, "mean": stats["sum"][rows] / np.maximum(fired[rows], 1),
+            "max": stats["max"][rows].astype(np.float32), "hist": stats["hist"][rows].astype(np.int64),
+        }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
+
+    def _stats(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        store = self.store
+        stage = store.meta.stages.get(EXTRACT_STAGE)
+        if stage is not None and stage.complete:
+            return {n: np.asarray(store.array(sae_stats_path(self.name, n, unit=False))[...]) for n in names}
+        units = np.asarray(store.units_done(EXTRACT_STAGE), dtype=np.int64)
+        out = {}
+        for n in names:
+            rows = np.asarray(store.array(sae_stats_path(self.name, n)).get_orthogonal_selection((units,)))
+            out[n] = rows.max(axis=0) if SAE_STATS[n][1] == "max" else rows.sum(axis=0, dtype=np.float64 if rows.dtype.kind == "f" else np.int64)
+        return out
+
+    hist_edges = HIST_EDGES
+
+    # -- what fires where --------------------------------------------------------------------
+    def features_at(self, *, ctx: int | None = None, doc: int | None = None, span: tuple[int, int] | None = None,
+                    agg: Literal["max", "sum"] = "max", top: int = 20, max_density: float | None = None) -> pl.DataFrame:
+        """Latents firing on a stored span, ranked by ``agg`` of their values over its tokens.
+
+        Give ``ctx`` (span = positions in the context) or ``doc`` (span = token offsets in the
+        document as stored). ``max_density`` drops latents firing on more than that fraction
+        of tokens (the always-on ones). Columns: latent, value, tokens_fired, density.
+        """
+        if agg not in ("max", "sum"):
+            raise ConfigError(f"agg must be 'max' or 'sum', got {agg!r}")
+        if (ctx is None) == (doc is None):
+            raise ConfigError("give exactly one of ctx= or doc=")
+        flat = _doc_tokens(self.store, doc) if doc is not None else _ctx_tokens(self.store, int(ctx or 0))
+        if span is not None:
+            flat = flat[span[0] : span[1]]
+        idx, val = self._codes_at(flat)
+        keep = idx >= 0
+        frame = pl.DataFrame({"latent": idx[keep].astype(np.int64), "v": val[keep].astype(np.float64)})
+        ranked = frame.group_by("latent").agg(value=getattr(pl.col("v"), agg)(), tokens_fired=pl.len().cast(pl.Int64))
+        density = self.density().select("latent", "density")
+        out = ranked.join(density, on="latent", how="left")
+        if max_density is not None:
+            out = out.filter(pl.col("density") <= max_density)
+        return out.sort(["value", "latent"], descending=[True, False]).head(top).cast(SPAN_SCHEMA)
+
+    def _codes_at(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes ([n, cap] idx and float32 val) of flat token indices."""
+        ctx_len = self.store.meta.ctx_len
+        ctxs, inverse = np.unique(flat // ctx_len, return_inverse=True)
+        idx = self.store.read_contexts(code_array(self.name, "idx"), ctxs)[inverse, flat % ctx_len]
+        val = self.store.read_contexts(code_array(self.name, "val"), ctxs)[inverse, flat % ctx_len]
+        return idx, val.astype(np.float32)
+
+    def cofiring(self, latent: int, *, top: int = 20, block: int = 4096) -> pl.DataFrame:
+        """Latents that fire on the same tokens as ``latent``, ranked by Jaccard then count.
+
+        The intersection with every other posting list is counted from the token-major codes of
+        ``latent``'s own tokens (its posting list, read in blocks), so cost grows with its
+        occurrences, never with d_sae squared. Columns: latent, together (|A and B|), count (|B|),
+        jaccard (|A and B| / |A or B|).
+        """
+        tokens, _ = self.postings(latent)
+        together = np.zeros(self.info.d_sae, np.int64)
+        for i in range(0, tokens.size, block):
+            part = np.sort(tokens[i : i + block])
+            idx, _ = self._codes_at(part)
+            together += np.bincount(idx[idx >= 0], minlength=self.info.d_sae)
+        together[latent] = 0
+        counts = self.counts()
+        union = tokens.size + counts - together
+        frame = pl.DataFrame({"latent": np.arange(self.info.d_sae), "together": together, "count": counts,
+                              "jaccard": together / np.maximum(union, 1)})
+        return (frame.filter(pl.col("together") > 0).sort(["jaccard", "together", "latent"], descending=[True, True, False])
+                .head(top).cast(COFIRING_SCHEMA))
+
+
+def _occurrence_frame(latent: int, tokens: np.ndarray, values: np.ndarray, ctx_len: int) -> pl.DataFrame:
+    return pl.DataFrame({"latent": np.full(tokens.size, latent, np.int64), "rank": np.arange(tokens.size), "token": tokens,
+                         "ctx": tokens // ctx_len, "pos": (tokens % ctx_len).astype(np.int32), "value": values}).cast(OCCURRENCE_SCHEMA)
+
+
+def _ctx_tokens(store: Store, ctx: int) -> np.ndarray:
+    """Flat indices of a context's counted tokens (BOS and padding left out)."""
+    if not 0 <= ctx < store.meta.n_ctx:
+        raise ConfigError(f"context {ctx} is out of range [0, {store.meta.n_ctx})")
+    flags = store.read(token_array("flags"), slice(ctx, ctx + 1))[0]
+    return ctx * store.meta.ctx_len + np.flatnonzero((flags & (FLAG_BOS | FLAG_PAD)) == 0)
+
+
+def _doc_tokens(store: Store, doc: int) -> np.ndarray:
+    """Flat indices of a document's stored tokens, in order (a document may span contexts).
+
+    Contexts hold documents in increasing order, so a binary search over contexts finds the first.
+    """
+    n_ctx, ctx_len = store.meta.n_ctx, store.meta.ctx_len
+    if not 0 <= doc < store.meta.ingest.n_documents:
+        raise ConfigError(f"document {doc} is out of range [0, {store.meta.ingest.n_documents})")
+    lo, hi = 0, n_ctx
+    while lo < hi:  # first context whose largest doc id is >= doc
+        mid = (lo + hi) // 2
+        if store.read(token_array("doc"), mid).max() >= doc:
+            hi = mid
+        else:
+            lo = mid + 1
+    out = []
+    for ctx in range(lo, n_ctx):
+        docs = store.read(token_array("doc"), slice(ctx, ctx + 1))[0]
+        flags = store.read(token_array("flags"), slice(ctx, ctx + 1))[0]
+        at = np.flatnonzero((docs == doc) & ((flags & (FLAG_BOS | FLAG_PAD)) == 0))
+        if at.size == 0:
+            break
+        out.append(ctx * ctx_len + at)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)

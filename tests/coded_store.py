@@ -1,0 +1,33 @@
+"""A small extracted store with SAE codes and an index, shared by the index and query tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actstore.cluster.extract import run_extract
+from actstore.config import ExtractConfig
+from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
+
+SITE = "blocks.1.hook_resid_post"
+SAE = "res1"
+D_SAE = 96
+BUCKET_NNZ = 1500  # a few buckets on a tiny store
+
+
+def build_coded_store(root: Path, tokenizer: Path) -> Path:
+    """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path."""
+    write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5))
+    model = make_tiny_gemma2(root / "model", tokenizer)
+    sae = make_gemma_scope_sae(root / "sae/params.npz", 64, D_SAE, seed=2, threshold=3.3)
+    url = str(root / "store")
+    run_extract(ExtractConfig.model_validate({
+        "store": {"url": url},
+        "corpus": {"paths": [str(root / "corpus.jsonl")]},
+        "model": {"id": str(model)},
+        "context": {"ctx_len": 16, "contexts_per_unit": 4},
+        "sites": [{"name": SITE}],
+        "saes": [{"name": SAE, "site": SITE, "path": str(sae), "code_cap": 20}],
+        "workers": {"num_workers": 1, "batch_size": 4},
+        "index": {"build": True, "bucket_nnz": BUCKET_NNZ},
+    }))
+    return Path(url)

@@ -1,0 +1,102 @@
+"""The feature-major index equals a brute-force computation from the token-major codes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import actstore
+from actstore.cluster.index import run_index
+from actstore.index.build import descending_key
+from actstore.index.layout import bucket_array, index_stage, map_stage
+from actstore.index.reference import occurrences_reference
+from actstore.store.layout import FLAG_BOS
+from tests.coded_store import BUCKET_NNZ, SAE
+from tests.helpers import store_hashes
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _index_as_lists(store, latents_: range | None = None) -> dict[int, list[tuple[int, float]]]:
+    latents = store.sae(SAE)
+    out = {}
+    for latent in latents_ or range(latents.info.d_sae):
+        tokens, values = latents.postings(latent)
+        if tokens.size:
+            out[latent] = list(zip(tokens.tolist(), values.tolist(), strict=True))
+    return out
+
+
+def _index_hashes(path: Path) -> dict[str, str]:
+    return {k: v for k, v in store_hashes(actstore.open(str(path))).items() if k.startswith("index/")}
+
+
+def test_index_equals_brute_force(coded_store: Path) -> None:
+    store = actstore.open(str(coded_store))
+    plan = store.sae(SAE).index
+    assert plan.complete and plan.n_buckets > 2 and plan.units == list(range(store.meta.n_units))
+    reference = occurrences_reference(store, SAE)
+    assert _index_as_lists(store) == reference  # every occurrence, same order
+    assert plan.nnz == sum(len(v) for v in reference.values())
+    # BOS (position 0 of every context) is never indexed, and the codes do hold BOS latents
+    flags = store.read("tokens/flags", slice(None)).reshape(-1)
+    bos = np.flatnonzero(flags & FLAG_BOS)
+    indexed = np.concatenate([store.sae(SAE).postings(lat)[0] for lat in reference])
+    assert not np.isin(indexed, bos).any()
+    assert (store.read(f"codes/{SAE}/l0", slice(None)).reshape(-1)[bos] > 0).any()
+    # staging is gone once the build completes
+    assert not (coded_store / f"_staging/index/{SAE}").exists()
+
+
+def test_descending_key_orders_any_float() -> None:
+    values = np.array([0.5, -1.0, 3.0, 0.0, -0.0, 1e-30, -7.5, np.inf], np.float32)
+    order = np.argsort(descending_key(values), kind="stable")
+    assert values[order].tolist() == sorted(values.tolist(), reverse=True)
+
+
+def test_interrupted_build_resumes_to_the_same_bytes(coded_store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(coded_store, copy)
+    before = _index_hashes(coded_store)
+    store = actstore.open(str(copy), mode="r+")
+    plan = store.sae(SAE).index
+    # as if killed mid-reduce: two buckets unwritten, the plan not yet complete, staging back
+    group = store.group[f"index/{SAE}"]
+    group.attrs["actstore_index"] = {**dict(group.attrs["actstore_index"]), "complete": False, "nnz": None}
+    for unit in plan.units:
+        store.files.remove(f"_manifests/{map_stage(SAE)}/{unit:08d}.json")
+    for bucket in (0, plan.n_buckets - 1):
+        store.files.remove(f"_manifests/{index_stage(SAE)}/{bucket:08d}.json")
+        shutil.rmtree(copy / bucket_array(SAE, bucket, ""))
+    store.files.remove(f"_manifests/{index_stage(SAE)}/{1:08d}.json")  # a bucket written but not committed
+    resumed = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ)
+    assert resumed.complete and _index_hashes(copy) == before
+
+
+def test_index_on_a_store_being_written_covers_committed_units(coded_store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(coded_store, copy)
+    last = actstore.open(str(copy)).meta.n_units - 1
+    (copy / f"_manifests/extract/{last:08d}.json").unlink()  # the last unit is not committed yet
+    plan = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ)
+    store = actstore.open(str(copy))
+    assert plan.units == list(range(last))
+    assert _index_as_lists(store) == occurrences_reference(store, SAE)
+
+
+def test_index_on_s3(coded_store: Path, s3_endpoint: str, s3_bucket: str) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    for part in ("zarr.json", "tokens", "codes", "stats", "_manifests"):  # what indexing and queries read
+        fs.put(str(coded_store / part), f"{s3_bucket}/store/{part}", recursive=True)
+    url, opts = f"s3://{s3_bucket}/store", {"endpoint_url": s3_endpoint}
+    run_index(url, SAE, storage_options=opts, bucket_nnz=BUCKET_NNZ)
+    remote, local = actstore.open(url, storage_options=opts), actstore.open(str(coded_store))
+    some = range(0, local.sae(SAE).info.d_sae, 9)
+    assert _index_as_lists(remote, some) == _index_as_lists(local, some)
+    latent = int(local.sae(SAE).density().sort("count")["latent"][-1])
+    assert remote.sae(SAE).top_k(latent, k=5).equals(local.sae(SAE).top_k(latent, k=5))
