@@ -1,0 +1,1 @@
+"""Streaming stored activations into training: shuffled, rank-sharded, resumable batches."""

@@ -1,0 +1,81 @@
+"""The training loader over the coded store's stored activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import actstore
+from actstore.store.layout import FLAG_BOS, FLAG_PAD
+from tests.coded_store import SITE
+
+
+@pytest.fixture(scope="module")
+def store(coded_store: Path):
+    return actstore.open(str(coded_store))
+
+
+def _counted(store) -> np.ndarray:
+    flags = store.read("tokens/flags", slice(None)).reshape(-1)
+    return np.flatnonzero((flags & (FLAG_BOS | FLAG_PAD)) == 0)
+
+
+def _epoch(loader) -> tuple[list[torch.Tensor], np.ndarray]:
+    batches = list(loader)
+    return [b[0] for b in batches], np.concatenate([b[1].numpy() for b in batches])
+
+
+def test_shuffle_covers_every_token_once_and_mixes(store) -> None:
+    loader = store.loader(SITE, batch_size=50, seed=1, mix_chunks=4, with_index=True)
+    xs, order = _epoch(loader)
+    assert sorted(order.tolist()) == _counted(store).tolist()  # every counted token exactly once
+    acts = store.read(f"activations/{SITE}", slice(None)).reshape(-1, 64)
+    assert torch.equal(torch.cat(xs), torch.from_numpy(acts[order]))  # each row is its token's vector
+    units = {int(t) // (16 * store.meta.contexts_per_unit) for t in order[:50]}
+    assert len(units) >= 3  # the first batch already draws from several units
+    _, again = _epoch(loader)  # the next epoch: another order
+    assert not np.array_equal(order, again)
+    _, same = _epoch(store.loader(SITE, batch_size=50, seed=1, mix_chunks=4, with_index=True))
+    assert np.array_equal(order, same)  # same seed, same order
+    _, plain = _epoch(store.loader(SITE, batch_size=50, shuffle=False, with_index=True))
+    assert plain.tolist() == _counted(store).tolist()
+
+
+def test_resume_mid_epoch_is_exact(store) -> None:
+    full = store.loader(SITE, batch_size=37, seed=3, mix_chunks=2, with_index=True)
+    _, expected = _epoch(full)
+    first = store.loader(SITE, batch_size=37, seed=3, mix_chunks=2, with_index=True)
+    seen = []
+    for i, (_, idx) in enumerate(first):
+        seen.append(idx.numpy())
+        if i == 6:
+            state = first.state_dict()
+            break
+    resumed = store.loader(SITE, batch_size=37, seed=3, mix_chunks=2, with_index=True)
+    resumed.load_state_dict(state)
+    rest = [idx.numpy() for _, idx in resumed]
+    assert np.array_equal(np.concatenate(seen + rest), expected)
+
+
+def test_ranks_are_disjoint_and_cover(store) -> None:
+    parts = [_epoch(store.loader(SITE, batch_size=20, seed=0, rank=r, world_size=3, with_index=True))[1] for r in range(3)]
+    together = np.concatenate(parts)
+    assert len(set(together.tolist())) == together.size and sorted(together.tolist()) == _counted(store).tolist()
+
+
+def test_dtype_round_trip_and_special_tokens(store) -> None:
+    stored = store.read(f"activations/{SITE}", slice(None)).reshape(-1, 64)
+    x, idx = next(iter(store.loader(SITE, batch_size=64, dtype=torch.bfloat16, with_index=True)))
+    assert x.dtype == torch.bfloat16 and torch.equal(x, torch.from_numpy(stored[idx.numpy()]).to(torch.bfloat16))
+    every = _epoch(store.loader(SITE, batch_size=500, drop_special=False, with_index=True))[1]
+    assert every.size == store.meta.n_ctx * store.meta.ctx_len
+
+
+def test_inside_a_dataloader_with_workers(store) -> None:
+    loader = store.loader(SITE, batch_size=40, seed=2, with_index=True)
+    dl = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    order = np.concatenate([idx.numpy() for _, idx in dl])
+    assert sorted(order.tolist()) == _counted(store).tolist()
