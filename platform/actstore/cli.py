@@ -110,6 +110,29 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from actstore.cluster.encode import run_encode
+    from actstore.cluster.index import run_index
+
+    store = run_encode(args.store, args.sae, name=args.name, site=args.site, code_cap=args.code_cap,
+                       value_dtype=args.value_dtype, progress=not args.quiet)
+    sae = store.meta.saes[-1] if args.name is None else next(s for s in store.meta.saes if s.name == args.name)
+    if args.index:
+        run_index(args.store, sae.name, progress=not args.quiet)
+    return _print_info(store, as_json=False)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from actstore.config import TrainConfig, load_config
+    from actstore.training.trainer import train_sae
+
+    config = load_config(args.config, TrainConfig, **{"store.url": args.store, "out": args.out, "max_tokens": args.max_tokens})
+    result = train_sae(config, progress=not args.quiet)
+    print(f"saved {result.path}: {result.steps} steps, {result.tokens:,} tokens, explained variance "
+          f"{result.explained_variance:.4f}, L0 {result.l0:.1f}, dead latents {result.dead}, input scale {result.input_scale:.4g}")
+    return 0
+
+
 def _cmd_top(args: argparse.Namespace) -> int:
     from actstore.query.render import render_examples
 
@@ -214,6 +237,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="occurrences per latent bucket at most (memory of one reduce task)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
+
+    enc = verbs.add_parser("encode", help="add an SAE's codes from stored activations (no model run), unit by unit")
+    enc.add_argument("store", help="store URL or path")
+    enc.add_argument("--sae", required=True, help="SAE: SAELens folder, Gemma Scope params.npz or Hub path")
+    enc.add_argument("--name", help="name in the store (default: the SAE folder's name)")
+    enc.add_argument("--site", help="stored site it reads (default: the SAE's hook_name)")
+    enc.add_argument("--code-cap", type=int, default=256, help="latents stored per token")
+    enc.add_argument("--value-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    enc.add_argument("--index", action="store_true", help="build its feature-major index afterwards")
+    enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    enc.set_defaults(run=_cmd_encode)
+
+    train = verbs.add_parser("train-sae", help="train a TopK or JumpReLU SAE on a stored site; saves a SAELens folder")
+    train.add_argument("config", help="train config file, YAML or JSON")
+    train.add_argument("--store", help="store URL, overriding store.url")
+    train.add_argument("--out", help="output folder, overriding out")
+    train.add_argument("--max-tokens", type=int, help="stop after this many tokens, overriding max_tokens")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_cmd_train)
 
     top = _query_parser(verbs, "top", "top contexts of a latent, firing token highlighted", _cmd_top)
     top.add_argument("--k", type=int, default=20, help="examples (per bin with --quantiles)")

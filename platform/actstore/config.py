@@ -321,3 +321,31 @@ class ExtractConfig(IngestConfig):
         source = HFSource(**self.model.model_dump(include={"id", "revision", "gguf_file", "package"}))
         return IngestConfig(store=self.store, corpus=self.corpus, tokenizer=self.tokenizer or source,
                             context=self.context, ray=self.ray)
+
+
+class TrainConfig(_Frozen):
+    """Training an SAE on a stored site (``actstore train-sae``)."""
+
+    store: StoreConfig
+    site: str = Field(description="Site whose stored activations are the training data.")
+    out: str = Field(description="Folder for the trained SAE (SAELens format: cfg.json + sae_weights.safetensors).")
+    architecture: Literal["topk", "jumprelu"] = Field(default="topk", description="SAE family.")
+    d_sae: int = Field(default=4096, ge=1, description="Number of latents.")
+    k: int = Field(default=32, ge=1, description="Latents kept per token (topk).")
+    l0_coefficient: float = Field(default=1e-3, ge=0, description="Weight of the L0 penalty (jumprelu).")
+    bandwidth: float = Field(default=1e-3, gt=0, description="Width of the straight-through kernel (jumprelu).")
+    initial_threshold: float = Field(default=1e-3, gt=0, description="Initial threshold of every latent (jumprelu).")
+    lr: float = Field(default=5e-4, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(default=1024, ge=1, description="Tokens per step.")
+    epochs: int = Field(default=1, ge=1, description="Passes over the stored tokens (each in a new order).")
+    max_tokens: int | None = Field(default=None, ge=1, description="Stop after this many training tokens.")
+    seed: int = Field(default=0, description="Seeds the initialisation and the loader's order.")
+    normalize: bool = Field(
+        default=True,
+        description="Scale inputs to unit mean squared norm using the stored statistics; the factor is folded "
+        "into the saved weights (which then read raw activations) and recorded in cfg.json.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present.")
+    dead_tokens: int = Field(default=1_000_000, ge=1, description="A latent that fired on none of the last this many tokens is dead.")
+    log_every: int = Field(default=50, ge=1, description="Steps between metric records.")
+    mix_chunks: int = Field(default=8, ge=1, description="Chunks mixed together by the loader's shuffle buffer.")

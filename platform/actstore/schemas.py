@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from actstore.config import ExtractConfig, IngestConfig
+from actstore.config import ExtractConfig, IngestConfig, TrainConfig
 from actstore.store.metadata import RootMetadata
 
 __all__ = ["SCHEMAS", "render_schemas", "write_schemas"]
@@ -21,6 +21,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "ingest-config.schema.json": IngestConfig,
     "extract-config.schema.json": ExtractConfig,
     "store-metadata.schema.json": RootMetadata,
+    "train-config.schema.json": TrainConfig,
 }
 
 

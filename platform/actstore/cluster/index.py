@@ -10,13 +10,11 @@ resumes; once more units are committed, a rerun starts a new build covering them
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import ray
-from tqdm.auto import tqdm
 
-from actstore.cluster.runtime import cluster_cpus, ensure_ray, unwrapped_errors
+from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
 from actstore.index.build import BUCKET_NNZ, map_unit, plan_index, reduce_bucket
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
@@ -58,7 +56,7 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
         todo = [b for b in range(plan.n_buckets) if b not in set(store.manifests.done(index_stage(sae)))]
         counts_ref = ray.put(counts)
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
-        _drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress)
+        drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
 
@@ -91,25 +89,9 @@ def _run_maps(store: Store, plan: IndexPlan, progress: bool) -> dict[int, list[i
     counts = {u: store.manifests.read(stage, u)["counts"] for u in plan.units if u in done}
     todo = [u for u in plan.units if u not in done]
     task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_map)
-    for unit, unit_counts in _drain((task.remote(store.location, plan, u) for u in todo), len(todo), "index map", progress):
+    for unit, unit_counts in drain((task.remote(store.location, plan, u) for u in todo), len(todo), "index map", progress=progress):
         counts[unit] = unit_counts
     return counts
-
-
-def _drain(refs: Iterable[Any], total: int, desc: str, progress: bool) -> list[Any]:
-    """Submit lazily with a bounded number in flight; results in completion order."""
-    limit, pending, results = 2 * cluster_cpus(), [], []
-    with tqdm(total=total, desc=desc, unit="task", disable=not progress) as bar:
-        for ref in refs:
-            pending.append(ref)
-            if len(pending) >= limit:
-                ready, pending = ray.wait(pending, num_returns=1)
-                results += ray.get(ready)
-                bar.update(len(ready))
-        for ref in pending:
-            results.append(ray.get(ref))
-            bar.update(1)
-    return results
 
 
 def _finish(store: Store, plan: IndexPlan) -> IndexPlan:

@@ -13,7 +13,7 @@ import ray
 from actstore.config import RayConfig
 from actstore.errors import ActstoreError
 
-__all__ = ["cluster_cpus", "ensure_ray", "run_on_pool", "unwrapped_errors"]
+__all__ = ["cluster_cpus", "drain", "ensure_ray", "run_on_pool", "unwrapped_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +73,22 @@ def run_on_pool(
         if on_result is not None:
             on_result(result)
         yield result
+
+
+def drain(refs: Iterable[Any], total: int, desc: str, *, progress: bool = False) -> list[Any]:
+    """Submit tasks lazily (``refs`` is a generator of ``f.remote(...)``) with twice the
+    cluster's CPUs in flight at most; their results in completion order."""
+    from tqdm.auto import tqdm
+
+    limit, pending, results = 2 * cluster_cpus(), [], []
+    with tqdm(total=total, desc=desc, unit="task", disable=not progress) as bar:
+        for ref in refs:
+            pending.append(ref)
+            if len(pending) >= limit:
+                ready, pending = ray.wait(pending, num_returns=1)
+                results += ray.get(ready)
+                bar.update(len(ready))
+        for ref in pending:
+            results.append(ray.get(ref))
+            bar.update(1)
+    return results

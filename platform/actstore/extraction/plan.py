@@ -16,9 +16,9 @@ from actstore.saes.formats import SAEWeights, load_sae
 from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD
 from actstore.store.metadata import SaeInfo, SiteInfo
 
-__all__ = ["ExtractPlan", "plan_extraction"]
+__all__ = ["EXCLUDE_FLAGS", "ExtractPlan", "plan_extraction"]
 
-_FLAGS = {"bos": FLAG_BOS, "eos": FLAG_EOS, "pad": FLAG_PAD}
+EXCLUDE_FLAGS = {"bos": FLAG_BOS, "eos": FLAG_EOS, "pad": FLAG_PAD}
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[Extrac
                             k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, source=sae.path, sha256=w.sha256))
     exclude = 0
     for kind in config.stats.exclude:
-        exclude |= _FLAGS[kind]
+        exclude |= EXCLUDE_FLAGS[kind]
     plan = ExtractPlan(config, model_config.model_type, model_dtype, "cuda" if gpu_workers else "cpu", attn,
                        sites, tuple(saes), exclude)
     return plan, weights

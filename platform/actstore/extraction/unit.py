@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,11 +23,11 @@ from actstore.saes.encode import Nonzeros, SAEEncoder, nonzeros, sparse_codes
 from actstore.store._retry import retries_so_far
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
-from actstore.store.metadata import SaeInfo
+from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
 from actstore.store.store import EXTRACT_STAGE, Store
 
-__all__ = ["UnitReport", "UnitRunner", "tensor_to_storage"]
+__all__ = ["UnitReport", "UnitRunner", "encode_codes", "tensor_to_storage", "write_codes"]
 
 ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
 
@@ -96,20 +97,21 @@ class _SaeStats:
         }
 
 
-class _UnitBuffers:
+class UnitBuffers:
     """Host buffers for one unit's outputs, filled batch by batch."""
 
-    def __init__(self, plan: ExtractPlan, n_ctx: int, ctx_len: int, device: torch.device) -> None:
-        self.acts = {s.name: np.empty((n_ctx, ctx_len, s.d), storage_dtype(s.dtype)) for s in plan.sites if s.stored}
-        self.idx = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), np.int32) for a in plan.saes}
-        self.val = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), storage_dtype(a.value_dtype)) for a in plan.saes}
-        self.l0 = {a.name: np.empty((n_ctx, ctx_len), np.int32) for a in plan.saes}
-        self.site_stats = {s.name: _SiteStats(s.d, device) for s in plan.sites}
-        self.sae_stats = {a.name: _SaeStats(a.d_sae, a.code_cap, device) for a in plan.saes}
+    def __init__(self, sites: Sequence[SiteInfo], saes: Sequence[SaeInfo], n_ctx: int, ctx_len: int, device: torch.device) -> None:
+        self.acts = {s.name: np.empty((n_ctx, ctx_len, s.d), storage_dtype(s.dtype)) for s in sites if s.stored}
+        self.idx = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), np.int32) for a in saes}
+        self.val = {a.name: np.empty((n_ctx, ctx_len, a.code_cap), storage_dtype(a.value_dtype)) for a in saes}
+        self.l0 = {a.name: np.empty((n_ctx, ctx_len), np.int32) for a in saes}
+        self.site_stats = {s.name: _SiteStats(s.d, device) for s in sites}
+        self.sae_stats = {a.name: _SaeStats(a.d_sae, a.code_cap, device) for a in saes}
 
 
-def _encode_site(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch.Tensor, buf: _UnitBuffers,
+def encode_codes(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch.Tensor, buf: UnitBuffers,
                  rows: slice, shape: tuple[int, int]) -> None:
+    """Encode activations [tokens, d] of ``rows`` into ``buf``'s codes, counting the ``mask``ed tokens' statistics."""
     idx, val, l0 = [], [], []
     for t0 in range(0, x.shape[0], ENCODE_TOKENS):
         nz = nonzeros(encoder.encode(x[t0 : t0 + ENCODE_TOKENS]))
@@ -152,13 +154,13 @@ class UnitRunner:
                                                           "counted": counted, "run": self.run_attempt})
         return UnitReport(unit, n_tokens, time.perf_counter() - start, retries_so_far() - retries_before)
 
-    def _compute_unit(self, unit: int, rows_all: slice) -> tuple[_UnitBuffers, int]:
+    def _compute_unit(self, unit: int, rows_all: slice) -> tuple[UnitBuffers, int]:
         plan, device = self.plan, self.device
         tokens = self.store.tokens(rows_all)
         ids = torch.from_numpy(tokens["ids"].astype(np.int64))
         counted = torch.from_numpy((tokens["flags"] & plan.exclude_flags) == 0)
         n, ctx_len = ids.shape
-        buf = _UnitBuffers(plan, n, ctx_len, device)
+        buf = UnitBuffers(plan.sites, plan.saes, n, ctx_len, device)
         batch = plan.config.workers.batch_size
         site_of = {s.name: s for s in plan.sites}
         for b0 in range(0, n, batch):
@@ -172,24 +174,29 @@ class UnitRunner:
                 buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
             for sae in plan.saes:
                 x = captured[sae.site].reshape(-1, site_of[sae.site].d)
-                _encode_site(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
+                encode_codes(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
             fault_point("mid_unit", unit)
         return buf, int(counted.sum())
 
 
-def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: _UnitBuffers) -> None:
+def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: UnitBuffers) -> None:
     """Whole-shard writes of everything the unit owns (the manifest comes after, separately)."""
     for site_name, data in buf.acts.items():
         store.write(activation_array(site_name), rows, data)
         fault_point("between_shards", unit)
     for sae in plan.saes:
-        store.write(code_array(sae.name, "idx"), rows, buf.idx[sae.name])
-        store.write(code_array(sae.name, "val"), rows, buf.val[sae.name])
-        store.write(code_array(sae.name, "l0"), rows, buf.l0[sae.name])
-        for name, value in buf.sae_stats[sae.name].rows().items():
-            store.write(sae_stats_path(sae.name, name), unit, value)
+        write_codes(store, sae, unit, rows, buf)
     for site in plan.sites:
         for name, value in buf.site_stats[site.name].rows().items():
             store.write(site_stats_path(site.name, name), unit, value)
 
 
+
+
+def write_codes(store: Store, sae: SaeInfo, unit: int, rows: slice, buf: UnitBuffers) -> None:
+    """Whole-shard writes of one SAE's codes and statistics rows for a unit."""
+    store.write(code_array(sae.name, "idx"), rows, buf.idx[sae.name])
+    store.write(code_array(sae.name, "val"), rows, buf.val[sae.name])
+    store.write(code_array(sae.name, "l0"), rows, buf.l0[sae.name])
+    for name, value in buf.sae_stats[sae.name].rows().items():
+        store.write(sae_stats_path(sae.name, name), unit, value)

@@ -21,7 +21,7 @@ from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stag
 from actstore.store.dtypes import numpy_dtype, storage_dtype
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import sae_stats_path
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import Store
 
 __all__ = ["BUCKET_NNZ", "CHUNK", "descending_key", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket"]
 
@@ -42,9 +42,9 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
         raise ConfigError(f"the store at {store.location.url!r} has no SAE {sae!r}; it has {known or 'none'}")
     if bucket_nnz < 1:
         raise ConfigError(f"bucket_nnz must be positive, got {bucket_nnz}")
-    units = store.units_done(EXTRACT_STAGE)
+    units = store.units_done(info.stage)
     if not units:
-        raise UnitNotDoneError(f"no extraction unit of {store.location.url!r} is committed yet; nothing to index")
+        raise UnitNotDoneError(f"no unit of stage {info.stage!r} of {store.location.url!r} is committed yet; nothing to index")
     fired = store.array(sae_stats_path(sae, "fired"))
     expected = sum(int(np.asarray(fired.get_orthogonal_selection((np.asarray(units[i : i + 256]),))).sum())
                    for i in range(0, len(units), 256))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import Store
 
 __all__ = ["occurrences_reference"]
 
@@ -14,7 +14,7 @@ def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = FLAG_B
     """For every latent that fires: its (flat token, value) pairs, value descending, token ascending."""
     found: dict[int, list[tuple[int, float]]] = {}
     ctx_len = store.meta.ctx_len
-    for unit in store.units_done(EXTRACT_STAGE):
+    for unit in store.units_done(store.sae_stage(sae)):
         rows = store.grid.contexts(unit)
         sl = slice(rows.start, rows.stop)
         idx, val = store.read(code_array(sae, "idx"), sl), store.read(code_array(sae, "val"), sl)

@@ -17,7 +17,6 @@ from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, inde
 from actstore.query.windows import WINDOW_SCHEMA, windows
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import HIST_EDGES, SAE_STATS, sae_stats_path
-from actstore.store.store import EXTRACT_STAGE
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -202,10 +201,10 @@ class SaeLatents:
 
     def _stats(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         store = self.store
-        stage = store.meta.stages.get(EXTRACT_STAGE)
+        stage = store.meta.stages.get(self.info.stage)
         if stage is not None and stage.complete:
             return {n: np.asarray(store.array(sae_stats_path(self.name, n, unit=False))[...]) for n in names}
-        units = np.asarray(store.units_done(EXTRACT_STAGE), dtype=np.int64)
+        units = np.asarray(store.units_done(self.info.stage), dtype=np.int64)
         out = {}
         for n in names:
             rows = np.asarray(store.array(sae_stats_path(self.name, n)).get_orthogonal_selection((units,)))

@@ -64,6 +64,8 @@ class SaeInfo(_Meta):
     source: str = Field(description="Where the SAE was loaded from.")
     sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
     input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
+    stage: str = Field(default="extract", description="Manifest stage whose units commit this SAE's codes and statistics: "
+                       "extract, or encode-<name> for an SAE added later from stored activations.")
 
 
 class StageInfo(_Meta):

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 TOKENS_STAGE = "tokens"
 EXTRACT_STAGE = "extract"
-_STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE, "codes": EXTRACT_STAGE}
+_STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE}
 Mode = Literal["r", "r+"]
 
 
@@ -154,7 +154,7 @@ class Store:
         viewed as its logical dtype. Only committed units can be read: a store being written,
         or one whose run was killed, raises :class:`UnitNotDoneError` for the rest."""
         arr = self.array(path)
-        stage = _STAGE_OF.get(path.split("/", 1)[0], EXTRACT_STAGE if path.startswith("stats/") and "/units/" in path else None)
+        stage = self._stage_of(path)
         if stage is not None:
             start, stop, _ = (slice(rows, rows + 1) if isinstance(rows, int) else rows).indices(arr.shape[0])
             if stop > start:
@@ -166,10 +166,23 @@ class Store:
     def read_contexts(self, path: str, contexts: np.ndarray) -> np.ndarray:
         """Rows of a per-token array at scattered contexts (sorted or not), committed units only."""
         contexts = np.asarray(contexts, dtype=np.int64)
-        stage = _STAGE_OF.get(path.split("/", 1)[0], EXTRACT_STAGE)
+        stage = self._stage_of(path) or EXTRACT_STAGE
         self.require_done(stage, sorted({self.grid.unit_of(int(c)) for c in contexts}))
         arr = self.array(path)
         return from_storage(np.asarray(arr.get_orthogonal_selection((contexts,))), str(arr.attrs.get("logical_dtype", arr.dtype)))
+
+    def sae_stage(self, sae: str) -> str:
+        """The manifest stage that commits an SAE's codes (extract, or encode-<name>)."""
+        return next((s.stage for s in self.meta.saes if s.name == sae), EXTRACT_STAGE)
+
+    def _stage_of(self, path: str) -> str | None:
+        """Which stage's manifests vouch for the rows of an array (None: not unit-committed)."""
+        parts = path.split("/")
+        if parts[0] == "codes" or (parts[:2] == ["stats", "saes"] and "units" in parts):
+            return self.sae_stage(parts[1 if parts[0] == "codes" else 2])
+        if parts[0] == "stats":
+            return EXTRACT_STAGE if "units" in parts else None
+        return _STAGE_OF.get(parts[0])
 
     @staticmethod
     def _read(arr: zarr.Array, rows: slice | int) -> np.ndarray:

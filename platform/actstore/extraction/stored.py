@@ -1,0 +1,41 @@
+"""Encoding stored activations with another SAE, one unit at a time (no model forward).
+
+The unit's activations are read back in their stored dtype, cast to float32 exactly as the
+extraction worker casts the captured tensor, and go through the same encoding and statistics
+code, so the codes equal those extraction writes for the same SAE on the same activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actstore.extraction.unit import UnitBuffers, encode_codes, write_codes
+from actstore.saes.encode import SAEEncoder
+from actstore.store.layout import activation_array, token_array
+from actstore.store.metadata import SaeInfo, SiteInfo
+from actstore.store.store import Store
+
+__all__ = ["encode_stage", "encode_stored_unit"]
+
+
+def encode_stage(sae: str) -> str:
+    return f"encode-{sae}"
+
+
+def encode_stored_unit(store: Store, sae: SaeInfo, site: SiteInfo, encoder: SAEEncoder, unit: int, exclude_flags: int) -> int:
+    """Encode, write whole shards, commit the unit's manifest (last); returns the unit's tokens."""
+    contexts = store.grid.contexts(unit)
+    rows = slice(contexts.start, contexts.stop)
+    stored = np.asarray(store.array(activation_array(site.name))[rows])
+    x = torch.from_numpy(stored)
+    if site.dtype == "bfloat16":
+        x = x.view(torch.bfloat16)
+    n, ctx_len = x.shape[:2]
+    flags = torch.from_numpy(store.read(token_array("flags"), rows).reshape(-1))
+    mask = ((flags & exclude_flags) == 0).to(encoder.device)
+    buf = UnitBuffers([], [sae], n, ctx_len, encoder.device)
+    encode_codes(sae, encoder, x.reshape(-1, site.d).to(encoder.device), mask, buf, slice(0, n), (n, ctx_len))
+    write_codes(store, sae, unit, rows, buf)
+    store.manifests.commit(sae.stage, unit, {"contexts": [rows.start, rows.stop], "counted": int(mask.sum())})
+    return n * ctx_len

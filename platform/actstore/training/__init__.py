@@ -1,0 +1,1 @@
+"""Training SAEs from a stored site: the SAE modules, the loop, the SAELens folder they save."""
