@@ -79,3 +79,15 @@ def test_inside_a_dataloader_with_workers(store) -> None:
     dl = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     order = np.concatenate([idx.numpy() for _, idx in dl])
     assert sorted(order.tolist()) == _counted(store).tolist()
+
+
+def test_ray_data_adapter_reads_every_token_once(store, ray_cluster) -> None:
+    from actstore.cluster.data import site_dataset
+
+    ds = site_dataset(store.location.url, SITE, seed=0)
+    rows = ds.take_all()
+    tokens = sorted(int(r["token"]) for r in rows)
+    assert tokens == _counted(store).tolist()
+    acts = store.read(f"activations/{SITE}", slice(None)).reshape(-1, 64)
+    r = rows[0]
+    assert np.array_equal(r["x"], acts[int(r["token"])])
