@@ -1,7 +1,12 @@
-"""``make demo``: extraction with SmolLM2 over part of the standard library, then what it made.
+"""``make demo``: the whole loop on the real SmolLM2-135M over part of the standard library.
 
-Runs on the embedded default: a local Ray cluster and a local store under runs/demo. Running it
-again resumes (a complete store is left as it is).
+1. ingest and extract the layer-15 residual stream into a local store (runs/demo);
+2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
+3. encode the stored activations with it and build its feature-major index;
+4. print the top contexts of a frequent and two mid-density latents, firing token marked.
+
+Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
+finished steps are kept (delete runs/ to start over).
 """
 
 from __future__ import annotations
@@ -13,30 +18,58 @@ from pathlib import Path
 import numpy as np
 
 from actstore.cli import main as cli
-from actstore.store.stats import site_stats_path
+from actstore.config import TrainConfig, load_config
+from actstore.query.render import render_examples
 from actstore.store.store import open_store
 
-CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+CONFIGS = Path(__file__).parent / "configs"
+SAE_NAME = "topk-2048"
+
+
+def _step(title: str, start: float) -> None:
+    print(f"\n== {title} ({time.perf_counter() - start:.0f} s so far) ==", flush=True)
 
 
 def main() -> int:
     start = time.perf_counter()
-    status = cli(["extract", str(CONFIG)])
-    if status:
-        return status
-    store = open_store("runs/demo")
-    print(f"\n== statistics (BOS and padding excluded), {time.perf_counter() - start:.0f} s in all ==")
-    for site in store.meta.sites:
-        count = int(store.array(site_stats_path(site.name, "count", unit=False))[0])
-        total = np.asarray(store.array(site_stats_path(site.name, "sum", unit=False))[:])
-        sumsq = float(store.array(site_stats_path(site.name, "sumsq", unit=False))[0])
-        acts = store.read(f"activations/{site.name}", slice(0, 1))[0].astype(np.float32)
-        norms = np.linalg.norm(acts, axis=-1)
-        print(f"{site.name}: {count:,} tokens, d={site.d}, mean squared norm {sumsq / count:,.1f}, "
-              f"norm of the mean {np.linalg.norm(total / count):,.1f}")
-        print(f"  context 0 norms: BOS {norms[0]:,.1f}, other tokens median {np.median(norms[1:]):,.1f} "
-              "(BOS carries a massive norm, which is why statistics leave it out)")
+    _step("1. extract: SmolLM2-135M, blocks.15.hook_resid_post", start)
+    if cli(["extract", str(CONFIGS / "demo.yaml"), "-q"]):
+        return 1
+    train = load_config(CONFIGS / "demo-sae.yaml", TrainConfig)
+    _step("2. train a TopK SAE from the store", start)
+    if not (Path(train.out) / "sae_weights.safetensors").exists():
+        if cli(["train-sae", str(CONFIGS / "demo-sae.yaml"), "-q"]):
+            return 1
+    else:
+        print(f"{train.out} exists; kept")
+    _step("3. encode the stored activations with it, build the index", start)
+    if SAE_NAME not in {s.name for s in open_store(train.store.url).meta.saes} or not _indexed(train.store.url):
+        if cli(["encode", train.store.url, "--sae", train.out, "--code-cap", "32", "--index", "-q"]):
+            return 1
+    latents = open_store(train.store.url).sae(SAE_NAME)
+    density = latents.density()
+    alive = density.filter(density["count"] > 0).sort("density", descending=True)
+    print(f"{len(alive)} of {latents.info.d_sae} latents fire; densest {alive['density'][0]:.3f}, "
+          f"median {float(np.median(alive['density'].to_numpy())):.4f}")
+    chosen = [("most frequent", int(alive["latent"][0])),
+              ("mid-density", int(alive["latent"][len(alive) // 2])),
+              ("mid-density", int(alive["latent"][len(alive) // 2 + 1]))]
+    for kind, latent in chosen:
+        row = density.row(latent, named=True)
+        _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
+              "top 5 contexts, one per document, [[firing token]]", start)
+        print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
+    print(f"\ndone in {time.perf_counter() - start:.0f} s. Try: actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
+
+
+def _indexed(url: str) -> bool:
+    from actstore.errors import IndexNotFoundError
+
+    try:
+        return open_store(url).sae(SAE_NAME).index.complete
+    except IndexNotFoundError:
+        return False
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from actstore.errors import ConfigError
+from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, activation_array, token_array
 from actstore.store.store import EXTRACT_STAGE
 
@@ -41,7 +42,8 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
 
     def __init__(self, store: Store, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
                  world_size: int = 1, dtype: torch.dtype = torch.float32, drop_special: bool = True,
-                 mix_chunks: int = 8, scale: float = 1.0, with_index: bool = False) -> None:
+                 mix_chunks: int = 8, chunk_contexts: int | None = None, scale: float = 1.0,
+                 with_index: bool = False) -> None:
         if site not in {s.name for s in store.meta.sites if s.stored}:
             raise ConfigError(f"the store at {store.location.url!r} holds no activations of {site!r}; it has "
                               f"{[s.name for s in store.meta.sites if s.stored] or 'none'}")
@@ -54,7 +56,10 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         self.drop_flags = (FLAG_BOS | FLAG_PAD) if drop_special else 0
         self.mix_chunks, self.scale, self.with_index = mix_chunks, scale, with_index
         self._store: Store | None = store
-        self.chunk_contexts = int(store.array(activation_array(site)).chunks[0])
+        # the unit of reading: the array's inner chunk by default; whole shards (units) suit object
+        # stores that serve ranges of large objects slowly
+        self.chunk_contexts = int(chunk_contexts or store.array(activation_array(site)).chunks[0])
+        self.logical = next(s.dtype for s in store.meta.sites if s.name == site)
         self.epoch, self._group, self._offset = 0, 0, 0
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the store themselves
@@ -97,18 +102,14 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
     def _read_group(self, epoch: int, g: int, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (flat index, activations in storage form) of a group, mixed."""
         store, per, ctx_len = self.store, self.chunk_contexts, self.store.meta.ctx_len
-        xs, ids = [], []
-        for first in np.sort(chunks).tolist():
-            rows = slice(first, min(first + per, store.meta.n_ctx))
-            keep = (store.read(token_array("flags"), rows).reshape(-1) & self.drop_flags) == 0
-            x = np.asarray(store.array(activation_array(self.site))[rows])
-            xs.append(x.reshape(-1, x.shape[-1])[keep])
-            ids.append(first * ctx_len + np.flatnonzero(keep))
-        x, idx = np.concatenate(xs), np.concatenate(ids)
+        ctx = np.concatenate([np.arange(f, min(f + per, store.meta.n_ctx)) for f in np.sort(chunks).tolist()])
+        keep = (store.read_contexts(token_array("flags"), ctx).reshape(-1) & self.drop_flags) == 0
+        x = store.read_contexts(activation_array(self.site), ctx).view(storage_dtype(self.logical))
+        rows = np.flatnonzero(keep)
         if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch, self.rank, g]).permutation(idx.size)
-            x, idx = x[order], idx[order]
-        return x, idx
+            rows = rows[np.random.default_rng([self.seed, epoch, self.rank, g]).permutation(rows.size)]
+        idx = (ctx[:, None] * ctx_len + np.arange(ctx_len)).reshape(-1)[rows]
+        return x.reshape(-1, x.shape[-1])[rows], idx  # one copy: selection and mixing together
 
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -118,7 +119,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         worker = torch.utils.data.get_worker_info()
         if worker is not None:
             mine = mine[worker.id :: worker.num_workers]
-        logical = next(s.dtype for s in self.store.meta.sites if s.name == self.site)
+        logical = self.logical
         pending: deque[tuple[int, np.ndarray, np.ndarray, int]] = deque()  # (group, x, idx, offset of x[0])
         have = 0
         for g, (x, idx) in zip(mine, self._prefetch(epoch, groups, mine), strict=True):
@@ -146,7 +147,8 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
                 pending[0] = (g, x[k:], idx[k:], at + k)
             n -= k
         self._group, self._offset = (pending[0][0], pending[0][3]) if pending else (last + 1, 0)
-        return self._batch(np.concatenate(xs), np.concatenate(ids), logical)
+        one = len(xs) == 1  # most batches lie inside one group: no concatenation copy
+        return self._batch(xs[0] if one else np.concatenate(xs), ids[0] if one else np.concatenate(ids), logical)
 
     def _prefetch(self, epoch: int, groups: list[np.ndarray], mine: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Groups in order, the next one read on a thread while the current one is consumed."""

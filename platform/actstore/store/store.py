@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ TOKENS_STAGE = "tokens"
 EXTRACT_STAGE = "extract"
 _STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE}
 Mode = Literal["r", "r+"]
+READ_THREADS = 8
 
 
 def utc_now() -> str:
@@ -169,7 +171,19 @@ class Store:
         stage = self._stage_of(path) or EXTRACT_STAGE
         self.require_done(stage, sorted({self.grid.unit_of(int(c)) for c in contexts}))
         arr = self.array(path)
-        return from_storage(np.asarray(arr.get_orthogonal_selection((contexts,))), str(arr.attrs.get("logical_dtype", arr.dtype)))
+        # Slices over runs of consecutive contexts: zarr's orthogonal selection on a sharded array
+        # measured ~15x slower than the same rows read as slices.
+        wanted, inverse = np.unique(contexts, return_inverse=True)
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks)] if wanted.size else []
+        if len(runs) > 1:  # concurrent reads: on object storage each run is its own requests
+            with ThreadPoolExecutor(min(len(runs), READ_THREADS)) as pool:
+                parts = list(pool.map(lambda r: np.asarray(arr[r[0] : r[1]]), runs))
+        else:
+            parts = [np.asarray(arr[a:b]) for a, b in runs]
+        rows = np.concatenate(parts) if parts else np.zeros((0, *arr.shape[1:]), arr.dtype)
+        in_order = contexts.size == wanted.size and bool((np.diff(contexts) > 0).all())
+        return from_storage(rows if in_order else rows[inverse], str(arr.attrs.get("logical_dtype", arr.dtype)))
 
     def sae_stage(self, sae: str) -> str:
         """The manifest stage that commits an SAE's codes (extract, or encode-<name>)."""
@@ -208,7 +222,7 @@ class Store:
 
     def loader(self, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
                world_size: int = 1, dtype: Any = None, drop_special: bool = True, mix_chunks: int = 8,
-               scale: float = 1.0, with_index: bool = False) -> Any:
+               chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False) -> Any:
         """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors);
         see :class:`actstore.loader.activations.ActivationLoader`. ``dtype`` defaults to float32."""
         import torch
@@ -217,7 +231,7 @@ class Store:
 
         return ActivationLoader(self, site, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                 world_size=world_size, dtype=dtype or torch.float32, drop_special=drop_special,
-                                mix_chunks=mix_chunks, scale=scale, with_index=with_index)
+                                mix_chunks=mix_chunks, chunk_contexts=chunk_contexts, scale=scale, with_index=with_index)
 
     def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> Any:
         """Stored places of a token sequence (text or ids), with token windows (polars)."""
