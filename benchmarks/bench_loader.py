@@ -24,10 +24,11 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from tests.conftest import start_moto
+
 from actstore.store.layout import activation_array
 from actstore.store.store import Store
 from benchmarks.synthetic import make_store
-from tests.conftest import start_moto
 
 SITE = "blocks.12.hook_resid_post"
 

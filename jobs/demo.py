@@ -43,9 +43,8 @@ def main() -> int:
     else:
         print(f"{train.out} exists; kept")
     _step("3. encode the stored activations with it, build the index", start)
-    if SAE_NAME not in {s.name for s in open_store(train.store.url).meta.saes} or not _indexed(train.store.url):
-        if cli(["encode", train.store.url, "--sae", train.out, "--code-cap", "32", "--index", "-q"]):
-            return 1
+    if not _indexed(train.store.url) and cli(["encode", train.store.url, "--sae", train.out, "--code-cap", "32", "--index", "-q"]):
+        return 1
     latents = open_store(train.store.url).sae(SAE_NAME)
     density = latents.density()
     alive = density.filter(density["count"] > 0).sort("density", descending=True)
@@ -64,11 +63,11 @@ def main() -> int:
 
 
 def _indexed(url: str) -> bool:
-    from actstore.errors import IndexNotFoundError
+    from actstore.errors import ConfigError, IndexNotFoundError
 
     try:
         return open_store(url).sae(SAE_NAME).index.complete
-    except IndexNotFoundError:
+    except (ConfigError, IndexNotFoundError):  # not encoded yet, or not indexed yet
         return False
 
 
