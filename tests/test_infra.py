@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from actstore.config import ExtractConfig, load_config
+from actstore.config import ExtractConfig, TrainConfig, load_config
 
 INFRA = Path(__file__).parents[1] / "infra"
 REPO = INFRA.parent
@@ -70,4 +70,4 @@ def _all_containers(manifest: dict) -> list[dict]:
 
 def test_example_configs_are_valid() -> None:
     for path in sorted((REPO / "jobs" / "configs").glob("*.yaml")):
-        load_config(path, ExtractConfig)
+        load_config(path, TrainConfig if "out" in yaml.safe_load(path.read_text()) else ExtractConfig)

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,8 +28,10 @@ from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
 from actstore.store.store import EXTRACT_STAGE, Store
 
-__all__ = ["UnitReport", "UnitRunner", "encode_codes", "tensor_to_storage", "write_codes"]
+__all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage", "write_all"]
 
+WRITE_THREADS = 8  # concurrent whole-shard writes of one unit
+Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values)
 ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
 
 
@@ -180,23 +183,31 @@ class UnitRunner:
 
 
 def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: UnitBuffers) -> None:
-    """Whole-shard writes of everything the unit owns (the manifest comes after, separately)."""
-    for site_name, data in buf.acts.items():
-        store.write(activation_array(site_name), rows, data)
-        fault_point("between_shards", unit)
+    """Whole-shard writes of everything the unit owns (the manifest comes after, separately).
+
+    The writes touch distinct objects, so they run concurrently: on object storage a unit is
+    dozens of small PUTs whose latency would otherwise add up."""
+    writes: list[Write] = [(activation_array(name), rows, data) for name, data in buf.acts.items()]
     for sae in plan.saes:
-        write_codes(store, sae, unit, rows, buf)
-    for site in plan.sites:
-        for name, value in buf.site_stats[site.name].rows().items():
-            store.write(site_stats_path(site.name, name), unit, value)
+        writes += code_writes(sae, unit, rows, buf)
+    writes += [(site_stats_path(site.name, name), unit, value)
+               for site in plan.sites for name, value in buf.site_stats[site.name].rows().items()]
+    if writes and buf.acts:  # the fault point sits after one whole shard, before the others
+        store.write(*writes[0])
+        fault_point("between_shards", unit)
+        writes = writes[1:]
+    write_all(store, writes)
 
 
+def write_all(store: Store, writes: list[Write]) -> None:
+    """Write each (array, rows, values) on a small thread pool; the first error is raised."""
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        for done in [pool.submit(store.write, *w) for w in writes]:
+            done.result()
 
 
-def write_codes(store: Store, sae: SaeInfo, unit: int, rows: slice, buf: UnitBuffers) -> None:
-    """Whole-shard writes of one SAE's codes and statistics rows for a unit."""
-    store.write(code_array(sae.name, "idx"), rows, buf.idx[sae.name])
-    store.write(code_array(sae.name, "val"), rows, buf.val[sae.name])
-    store.write(code_array(sae.name, "l0"), rows, buf.l0[sae.name])
-    for name, value in buf.sae_stats[sae.name].rows().items():
-        store.write(sae_stats_path(sae.name, name), unit, value)
+def code_writes(sae: SaeInfo, unit: int, rows: slice, buf: UnitBuffers) -> list[Write]:
+    """One SAE's codes and statistics rows for a unit, as (array, rows, values)."""
+    return [(code_array(sae.name, "idx"), rows, buf.idx[sae.name]), (code_array(sae.name, "val"), rows, buf.val[sae.name]),
+            (code_array(sae.name, "l0"), rows, buf.l0[sae.name]),
+            *((sae_stats_path(sae.name, name), unit, value) for name, value in buf.sae_stats[sae.name].rows().items())]

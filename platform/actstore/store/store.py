@@ -73,6 +73,7 @@ class Store:
         self.files = SideFiles(location)
         self.manifests = ManifestBook(self.files)
         self._done: dict[str, set[int]] = {}
+        self._arrays: dict[str, zarr.Array] = {}
 
     def __repr__(self) -> str:
         return f"<actstore.Store {self.location.url!r} n_ctx={self.meta.n_ctx} ctx_len={self.meta.ctx_len}>"
@@ -146,9 +147,15 @@ class Store:
 
     # -- arrays ------------------------------------------------------------------------------
     def array(self, path: str) -> zarr.Array:
-        node = self.group[path]
-        if not isinstance(node, zarr.Array):
-            raise KeyError(f"{path!r} is a group, not an array")
+        """The array at ``path``. Handles are cached: opening one reads its metadata (a request
+        on object storage), and arrays are created by the coordinator before workers open the
+        store, so an open store's arrays do not change shape under it."""
+        node = self._arrays.get(path)
+        if node is None:
+            found = self.group[path]
+            if not isinstance(found, zarr.Array):
+                raise KeyError(f"{path!r} is a group, not an array")
+            node = self._arrays[path] = found
         return node
 
     def read(self, path: str, rows: slice | int) -> np.ndarray:
