@@ -27,7 +27,7 @@ RES, Z = "blocks.1.hook_resid_post", "blocks.2.attn.hook_z"
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("extract")
-    write_jsonl(root / "corpus.jsonl", sample_records(40, seed=3))
+    write_jsonl(root / "corpus.jsonl", sample_records(24, seed=3))
     return {
         "root": root,
         "model": make_tiny_gemma2(root / "model", tiny_tokenizer),

@@ -125,11 +125,11 @@ def test_flaky_storage_gives_the_same_store(setup, tmp_path, s3_endpoint, s3_buc
     from tests.s3proxy import FlakyProxy
 
     root, _ = setup
-    clean = store_hashes(run_extract(_config(root, tmp_path / "clean", max_tokens=180)))  # a short run: S3 via a proxy is slow
+    clean = store_hashes(run_extract(_config(root, tmp_path / "clean", max_tokens=120)))  # a short run: S3 via a proxy is slow
     with FlakyProxy(s3_endpoint) as proxy:
         # botocore's own retries off, so actstore's retry layer is what saves the run
         opts = {"endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
-        data = json.loads(_config(root, root / "unused", max_tokens=180).model_dump_json())
+        data = json.loads(_config(root, root / "unused", max_tokens=120).model_dump_json())
         data["store"] = {"url": f"s3://{s3_bucket}/run", "storage_options": opts}
         start = time.perf_counter()
         store = run_extract(ExtractConfig.model_validate(data))

@@ -69,8 +69,8 @@ def pack_unit(store: Store, plan: PackPlan, unit: int) -> int:
     files = store.files
     arrays = fill_contexts(plan, contexts.start, contexts.stop,
                            lambda f, a, b: read_staged_tokens(files, f, a, b))
-    for name, (dtype, _) in TOKEN_ARRAYS.items():
-        store.write(token_array(name), slice(contexts.start, contexts.stop), to_storage(arrays[name], dtype))
+    rows = slice(contexts.start, contexts.stop)
+    store.write_many([(token_array(name), rows, to_storage(arrays[name], dtype)) for name, (dtype, _) in TOKEN_ARRAYS.items()])
     n_doc_tokens = int(np.count_nonzero(arrays["flags"] == 0))
     store.manifests.commit(TOKENS_STAGE, unit, {"contexts": [contexts.start, contexts.stop], "doc_tokens": n_doc_tokens})
     return n_doc_tokens

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from actstore.extraction.unit import UnitBuffers, code_writes, encode_codes, write_all
+from actstore.extraction.unit import UnitBuffers, code_writes, encode_codes
 from actstore.saes.encode import SAEEncoder
 from actstore.store.layout import activation_array, token_array
 from actstore.store.metadata import SaeInfo, SiteInfo
@@ -36,6 +36,6 @@ def encode_stored_unit(store: Store, sae: SaeInfo, site: SiteInfo, encoder: SAEE
     mask = ((flags & exclude_flags) == 0).to(encoder.device)
     buf = UnitBuffers([], [sae], n, ctx_len, encoder.device)
     encode_codes(sae, encoder, x.reshape(-1, site.d).to(encoder.device), mask, buf, slice(0, n), (n, ctx_len))
-    write_all(store, code_writes(sae, unit, rows, buf))
+    store.write_many(code_writes(sae, unit, rows, buf))
     store.manifests.commit(sae.stage, unit, {"contexts": [rows.start, rows.stop], "counted": int(mask.sum())})
     return n * ctx_len

@@ -10,7 +10,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,12 +25,10 @@ from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
 from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import EXTRACT_STAGE, Store, Write
 
-__all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage", "write_all"]
+__all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage"]
 
-WRITE_THREADS = 8  # concurrent whole-shard writes of one unit
-Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values)
 ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
 
 
@@ -183,10 +180,7 @@ class UnitRunner:
 
 
 def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: UnitBuffers) -> None:
-    """Whole-shard writes of everything the unit owns (the manifest comes after, separately).
-
-    The writes touch distinct objects, so they run concurrently: on object storage a unit is
-    dozens of small PUTs whose latency would otherwise add up."""
+    """Whole-shard writes of everything the unit owns, concurrently (the manifest comes after, separately)."""
     writes: list[Write] = [(activation_array(name), rows, data) for name, data in buf.acts.items()]
     for sae in plan.saes:
         writes += code_writes(sae, unit, rows, buf)
@@ -196,14 +190,7 @@ def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: Un
         store.write(*writes[0])
         fault_point("between_shards", unit)
         writes = writes[1:]
-    write_all(store, writes)
-
-
-def write_all(store: Store, writes: list[Write]) -> None:
-    """Write each (array, rows, values) on a small thread pool; the first error is raised."""
-    with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        for done in [pool.submit(store.write, *w) for w in writes]:
-            done.result()
+    store.write_many(writes)
 
 
 def code_writes(sae: SaeInfo, unit: int, rows: slice, buf: UnitBuffers) -> list[Write]:

@@ -98,7 +98,21 @@ class SideFiles:
         return posixpath.join(self.root, key)
 
     def exists(self, key: str) -> bool:
-        return bool(retrying(lambda: self.fs.exists(self.path(key)), f"exists {key}"))
+        """Whether the object exists. On S3 one HEAD of the key: ``fs.exists`` follows a miss
+        with a listing (to look for a "directory"), doubling the requests of every check."""
+        path = self.path(key)
+        if not hasattr(self.fs, "call_s3"):
+            return bool(retrying(lambda: self.fs.exists(path), f"exists {key}"))
+        bucket, name, _ = self.fs.split_path(path)
+
+        def head() -> bool:
+            try:
+                self.fs.call_s3("head_object", Bucket=bucket, Key=name)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return bool(retrying(head, f"exists {key}"))
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write a whole object: a single PUT on object stores, temp-and-rename locally."""

@@ -20,7 +20,7 @@ from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
 from actstore.store.manifests import ManifestBook
 from actstore.store.metadata import ATTRIBUTE, RootMetadata, parse_root_metadata
 
-__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "open_store", "utc_now"]
+__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "Write", "open_store", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ EXTRACT_STAGE = "extract"
 _STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE}
 Mode = Literal["r", "r+"]
 READ_THREADS = 8
+WRITE_THREADS = 8
+Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values) of a whole-shard write
 
 
 def utc_now() -> str:
@@ -86,7 +88,7 @@ class Store:
         """Open an existing store (``mode`` "r" or "r+")."""
         location = Location(url, dict(storage_options or {}))
         try:
-            group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode)
+            group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             raise StoreNotFoundError(f"no actstore store at {url!r}") from None
         if ATTRIBUTE not in group.attrs:
@@ -102,14 +104,14 @@ class Store:
         """
         if cls.exists(location):
             raise StoreExistsError(f"a store already exists at {location.url!r}")
-        group = zarr.open_group(location.zarr_store(), mode="a")
+        group = zarr.open_group(location.zarr_store(), mode="a", zarr_format=3)
         group.attrs[ATTRIBUTE] = meta.model_dump(mode="json")
         return cls(location, group, meta)
 
     @classmethod
     def exists(cls, location: Location) -> bool:
         try:
-            group = zarr.open_group(location.zarr_store(read_only=True), mode="r")
+            group = zarr.open_group(location.zarr_store(read_only=True), mode="r", zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             return False
         return ATTRIBUTE in group.attrs
@@ -212,6 +214,13 @@ class Store:
     def write(self, path: str, rows: slice | int, values: np.ndarray) -> None:
         """Write whole shards (a unit's rows). Object-store calls retry transient errors underneath."""
         self.array(path)[rows] = values
+
+    def write_many(self, writes: Sequence[Write]) -> None:
+        """Several whole-shard writes of distinct objects, concurrently (on object storage a
+        unit is dozens of small PUTs whose latency would otherwise add up); the first error is raised."""
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            for done in [pool.submit(self.write, *w) for w in writes]:
+                done.result()
 
     def tokens(self, contexts: slice, *, stage: str = TOKENS_STAGE) -> dict[str, np.ndarray]:
         """Token ids, document index, position and flags of a context range (all units done)."""
