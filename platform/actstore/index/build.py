@@ -20,7 +20,7 @@ from actstore.errors import ConfigError, UnitNotDoneError
 from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stage, staging_key
 from actstore.store.dtypes import numpy_dtype, storage_dtype
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
-from actstore.store.stats import sae_stats_path
+from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
 __all__ = ["BUCKET_NNZ", "CHUNK", "descending_key", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket"]
@@ -45,9 +45,7 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
     units = store.units_done(info.stage)
     if not units:
         raise UnitNotDoneError(f"no unit of stage {info.stage!r} of {store.location.url!r} is committed yet; nothing to index")
-    fired = store.array(sae_stats_path(sae, "fired"))
-    expected = sum(int(np.asarray(fired.get_orthogonal_selection((np.asarray(units[i : i + 256]),))).sum())
-                   for i in range(0, len(units), 256))
+    expected = int(current_totals(store, "saes", sae, ("fired",), info.stage)["fired"].sum())
     n_buckets = min(info.d_sae, max(1, math.ceil(expected / bucket_nnz)))
     per_bucket = math.ceil(info.d_sae / n_buckets)
     return IndexPlan(sae=sae, d_sae=info.d_sae, latents_per_bucket=per_bucket, n_buckets=math.ceil(info.d_sae / per_bucket),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actstore.errors import ConfigError
-from actstore.store.stats import site_stats_path
+from actstore.store.stats import current_totals
 from actstore.store.store import EXTRACT_STAGE
 
 if TYPE_CHECKING:
@@ -18,15 +18,10 @@ __all__ = ["input_scale", "site_mean"]
 
 
 def _totals(store: Store, site: str) -> dict[str, np.ndarray]:
-    """count, sum and sumsq of a site over the counted tokens (merged, or summed over done units)."""
+    """count, sum and sumsq of a site over the counted tokens."""
     if site not in {s.name for s in store.meta.sites}:
         raise ConfigError(f"the store at {store.location.url!r} has no site {site!r}")
-    stage = store.meta.stages.get(EXTRACT_STAGE)
-    if stage is not None and stage.complete:
-        return {n: np.asarray(store.array(site_stats_path(site, n, unit=False))[...]) for n in ("count", "sum", "sumsq")}
-    units = np.asarray(store.units_done(EXTRACT_STAGE), dtype=np.int64)
-    return {n: np.asarray(store.array(site_stats_path(site, n)).get_orthogonal_selection((units,))).sum(0)
-            for n in ("count", "sum", "sumsq")}
+    return current_totals(store, "sites", site, ("count", "sum", "sumsq"), EXTRACT_STAGE)
 
 
 def input_scale(store: Store, site: str) -> float:

@@ -16,7 +16,7 @@ from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
 from actstore.query.windows import WINDOW_SCHEMA, windows
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
-from actstore.store.stats import HIST_EDGES, SAE_STATS, sae_stats_path
+from actstore.store.stats import HIST_EDGES, current_totals
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -200,16 +200,7 @@ class SaeLatents:
         }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
 
     def _stats(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        store = self.store
-        stage = store.meta.stages.get(self.info.stage)
-        if stage is not None and stage.complete:
-            return {n: np.asarray(store.array(sae_stats_path(self.name, n, unit=False))[...]) for n in names}
-        units = np.asarray(store.units_done(self.info.stage), dtype=np.int64)
-        out = {}
-        for n in names:
-            rows = np.asarray(store.array(sae_stats_path(self.name, n)).get_orthogonal_selection((units,)))
-            out[n] = rows.max(axis=0) if SAE_STATS[n][1] == "max" else rows.sum(axis=0, dtype=np.float64 if rows.dtype.kind == "f" else np.int64)
-        return out
+        return current_totals(self.store, "saes", self.name, names, self.info.stage)
 
     hist_edges = HIST_EDGES
 

@@ -9,7 +9,7 @@ Per-unit rows live under ``.../units/<name>``; finalize writes the merged ``.../
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from actstore.store.layout import UnitGrid, create_unit_array
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["HIST_EDGES", "L0_BINS", "SAE_STATS", "SITE_STATS", "create_stats_arrays", "merge_stats", "sae_stats_path", "site_stats_path"]
+    from actstore.store.store import Store
+
+__all__ = ["HIST_EDGES", "L0_BINS", "SAE_STATS", "SITE_STATS", "create_stats_arrays", "current_totals", "merge_stats", "sae_stats_path",
+           "site_stats_path"]
 
 # Non-zero values v fall in bin searchsorted(HIST_EDGES, v, side="right"): bin 0 is (0, 1e-3),
 # bins 1..56 are 8 per decade up to 1e4, bin 57 is [1e4, inf).
@@ -90,3 +93,25 @@ def merge_stats(group: zarr.Group, units: list[int], sites: list[str], saes: lis
                                 chunks=total.shape or (1,), dtype=total.dtype, overwrite=True,
                                 attributes=dict(src.attrs))
         out[...] = total.reshape(total.shape or (1,))
+
+
+def current_totals(store: Store, kind: Literal["sites", "saes"], owner: str, names: tuple[str, ...], stage: str) -> dict[str, np.ndarray]:
+    """Totals of a site's or SAE's statistics: the merged arrays once ``stage`` is finalized,
+    else the rows of its committed units merged on the fly (a store still being written)."""
+    path, how = (site_stats_path, SITE_STATS) if kind == "sites" else (sae_stats_path, SAE_STATS)
+    info = store.meta.stages.get(stage)
+    if info is not None and info.complete:
+        return {n: np.asarray(store.array(path(owner, n, unit=False))[...]) for n in names}
+    units = np.asarray(store.units_done(stage), dtype=np.int64)
+    out: dict[str, Any] = {}
+    for n in names:
+        arr = store.array(path(owner, n))
+        for i in range(0, max(units.size, 1), 64):  # blocks of units: bounded memory
+            rows = np.asarray(arr.get_orthogonal_selection((units[i : i + 64],)))
+            if how[n][1] == "max":
+                part = rows.max(axis=0, initial=0)
+                out[n] = part if n not in out else np.maximum(out[n], part)
+            else:
+                part = rows.sum(axis=0, dtype=np.float64 if rows.dtype.kind == "f" else np.int64)
+                out[n] = part if n not in out else out[n] + part
+    return out
