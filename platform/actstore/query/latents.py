@@ -15,6 +15,7 @@ import polars as pl
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
 from actstore.query.windows import WINDOW_SCHEMA, windows
+from actstore.store.dtypes import from_storage
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
 
@@ -93,8 +94,6 @@ class SaeLatents:
             stop = min(stop, start + max(int(limit), 0))
         value_arr = self.store.array(bucket_array(self.name, bucket, "value"))
         logical = str(value_arr.attrs.get("logical_dtype", value_arr.dtype))
-        from actstore.store.dtypes import from_storage
-
         values = from_storage(np.asarray(value_arr[start:stop]), logical).astype(np.float32)
         if min_value is not None:  # values descend: the cut is a binary search
             stop = start + int(np.searchsorted(-values, -np.float32(min_value), side="right"))

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
-from actstore.query.windows import WINDOW_SCHEMA, _tokenizer, windows
+from actstore.query.windows import WINDOW_SCHEMA, store_tokenizer, windows
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
 from actstore.store.store import TOKENS_STAGE
 
@@ -23,9 +23,7 @@ def encode_text(store: Store, text: str) -> list[int]:
 
     BPE tokenizers fold a leading space into the next token: "foo" and " foo" differ.
     """
-    import json
-
-    return [int(i) for i in _tokenizer(json.dumps(store.meta.tokenizer.source, sort_keys=True)).encode(text, add_special_tokens=False)]
+    return [int(i) for i in store_tokenizer(store).encode(text, add_special_tokens=False)]
 
 
 def find_tokens(store: Store, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["WINDOW_SCHEMA", "decode_tokens", "windows"]
+__all__ = ["WINDOW_SCHEMA", "decode_tokens", "store_tokenizer", "windows"]
 
 WINDOW_SCHEMA = pl.Schema({
     "doc": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(), "value": pl.Float32(),
@@ -34,12 +34,17 @@ def _tokenizer(source_json: str) -> Any:
     return load_tokenizer(HFSource(**json.loads(source_json)))
 
 
+def store_tokenizer(store: Store) -> Any:
+    """The store's tokenizer (loaded once per process and source)."""
+    import json
+
+    return _tokenizer(json.dumps(store.meta.tokenizer.source, sort_keys=True))
+
+
 def decode_tokens(store: Store, ids: list[int]) -> list[str]:
     """Each token's text as it reads in running text: the growth of the decoded prefix, so
     tokenizers that drop a token's leading space when it is decoded alone keep it here."""
-    import json
-
-    tok = _tokenizer(json.dumps(store.meta.tokenizer.source, sort_keys=True))
+    tok = store_tokenizer(store)
     prefixes = [""] + [str(s) for s in tok.batch_decode([ids[: i + 1] for i in range(len(ids))])]
     return [b[len(a):] if b.startswith(a) else b for a, b in pairwise(prefixes)]
 
