@@ -87,9 +87,12 @@ class SaeLatents:
                 self._offsets[b] = np.asarray(self.store.array(bucket_array(self.name, b, "offsets"))[...])
         return np.concatenate([np.diff(self._offsets[b]) for b in range(plan.n_buckets)])
 
-    def postings(self, latent: int, *, limit: int | None = None, min_value: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(flat token index, value as float32) of a latent's occurrences, value descending."""
+    def postings(self, latent: int, *, limit: int | None = None, min_value: float | None = None,
+                 skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(flat token index, value as float32) of a latent's occurrences, value descending,
+        leaving out the first ``skip``."""
         bucket, start, stop = self._bounds(latent)
+        start = min(start + max(int(skip), 0), stop)
         if limit is not None:
             stop = min(stop, start + max(int(limit), 0))
         value_arr = self.store.array(bucket_array(self.name, bucket, "value"))
@@ -128,8 +131,7 @@ class SaeLatents:
         per: dict[int, int] = {}
         read, block = 0, 4 * k
         while len(taken_t) < k and read < stop - start:
-            tokens, values = self.postings(latent, limit=read + block)
-            tokens, values = tokens[read:], values[read:]
+            tokens, values = self.postings(latent, skip=read, limit=block)  # only the new block
             docs = self._docs_of(tokens)
             for t, v, d in zip(tokens.tolist(), values.tolist(), docs.tolist(), strict=True):
                 if per.get(d, 0) < per_doc:
