@@ -54,7 +54,7 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from actstore.store.store import open_store
+    from actstore.api import open_store
 
     return _print_info(open_store(args.store), as_json=args.json)
 
@@ -80,7 +80,7 @@ def _print_info(store: object, *, as_json: bool) -> int:
 
 
 def _latents(args: argparse.Namespace) -> Any:
-    from actstore.store.store import open_store
+    from actstore.api import open_store
 
     return open_store(args.store).sae(args.sae)
 
@@ -99,8 +99,8 @@ def _color() -> bool:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from actstore.api import open_store
     from actstore.cluster.index import run_index
-    from actstore.store.store import open_store
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
     for sae in saes:
@@ -170,8 +170,8 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
 
 
 def _cmd_find(args: argparse.Namespace) -> int:
+    from actstore.api import open_store
     from actstore.query.render import render_examples
-    from actstore.store.store import open_store
 
     ids = [int(x) for x in args.text.split(",")] if args.ids else args.text
     frame = open_store(args.store).find_tokens(ids, limit=args.limit, window=args.window)

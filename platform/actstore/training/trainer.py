@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from actstore.config import TrainConfig
 from actstore.errors import ConfigError
+from actstore.loader.activations import ActivationLoader
 from actstore.loader.normalize import input_scale, site_mean
 from actstore.store.store import Store
 from actstore.training.sae import TrainableSAE, save_saelens
@@ -76,8 +77,8 @@ def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
         sae.b_dec.copy_(torch.from_numpy(site_mean(store, config.site) * scale).float())
     sae.to(device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
-    loader = store.loader(config.site, batch_size=config.batch_size, seed=config.seed, scale=scale,
-                          mix_chunks=config.mix_chunks)
+    loader = ActivationLoader(store, config.site, batch_size=config.batch_size, seed=config.seed, scale=scale,
+                              mix_chunks=config.mix_chunks)
     last_fired = torch.zeros(config.d_sae, dtype=torch.int64, device=device)
     history: list[dict[str, float]] = []
     window, steps, tokens, t0 = _Window(), 0, 0, time.perf_counter()
