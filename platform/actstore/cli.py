@@ -183,8 +183,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     features = [int(x) for x in args.latents.split(",")]
     summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,
-                                 k=args.k)
-    print(f"wrote {summary.n_features} features to {summary.features} and {summary.n_activations} activations to {summary.activations}")
+                                 k=args.k, **({"creator_id": args.creator_id} if args.creator_id else {}))
+    print(f"wrote {summary.folder}: " + ", ".join(f"{name} {n}" for name, n in summary.rows.items()))
     return 0
 
 
@@ -295,6 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--model-id", required=True, help="Neuronpedia model id, e.g. gemma-2-2b")
     export.add_argument("--source-id", required=True, help="Neuronpedia source (layer) id, e.g. 12-gemmascope-res-16k")
+    export.add_argument("--creator-id", help="an existing Neuronpedia user id (default: clkht01d40000jv08hvalcvly, the user "
+                                             "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
     return parser
 

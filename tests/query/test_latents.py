@@ -158,9 +158,9 @@ def test_cli_top_highlights_and_exports(coded_store: Path, dense, capsys, tmp_pa
     out = tmp_path / "np"
     assert main(["export", str(coded_store), "--sae", SAE, "--latents", f"{latent},3", "--out", str(out),
                  "--model-id", "tiny-gemma2", "--source-id", "1-res"]) == 0
-    with gzip.open(out / "features/batch-0.jsonl.gz", "rt") as f:
+    with gzip.open(out / "tiny-gemma2/1-res/features/batch-0.jsonl.gz", "rt") as f:
         features = [json.loads(line) for line in f]
-    with gzip.open(out / "activations/batch-0.jsonl.gz", "rt") as f:
+    with gzip.open(out / "tiny-gemma2/1-res/activations/batch-0.jsonl.gz", "rt") as f:
         acts = [json.loads(line) for line in f]
     assert [f["index"] for f in features] == [str(latent), "3"] and features[0]["modelId"] == "tiny-gemma2"
     assert {a["index"] for a in acts} == {str(latent), "3"}

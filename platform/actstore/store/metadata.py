@@ -63,6 +63,9 @@ class SaeInfo(_Meta):
     value_dtype: str = Field(description="Logical dtype of stored code values.")
     source: str = Field(description="Where the SAE was loaded from.")
     sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
+    input_dtype: str | None = Field(default=None, description="Codes are the encoder (in float32) applied to the site's "
+                                    "activations cast to this dtype, the site's storage dtype: encoding the stored "
+                                    "activations reproduces them bit for bit. None in stores written before this rule.")
     input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
     stage: str = Field(default="extract", description="Manifest stage whose units commit this SAE's codes and statistics: "
                        "extract, or encode-<name> for an SAE added later from stored activations.")

@@ -113,6 +113,8 @@ def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
     if not history:
         raise ConfigError(f"no training tokens: the store at {config.store.url!r} has no committed activations of {config.site!r}")
     path = save_saelens(sae, config.out, scale=scale, hook_name=config.site,
+                        model_name=None if store.meta.model is None else str(store.meta.model.get("name")),
+                        context_size=store.meta.ctx_len,
                         extra={"store": config.store.url, "site": config.site, "steps": steps, "tokens": tokens,
                                "seed": config.seed})
     (path / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
