@@ -238,7 +238,8 @@ class Store:
 
     def loader(self, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
                world_size: int = 1, dtype: Any = None, drop_special: bool = True, mix_chunks: int = 8,
-               chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False) -> Any:
+               chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False,
+               even_ranks: bool = True) -> Any:
         """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors);
         see :class:`actstore.loader.activations.ActivationLoader`. ``dtype`` defaults to float32."""
         import torch
@@ -247,7 +248,8 @@ class Store:
 
         return ActivationLoader(self, site, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                 world_size=world_size, dtype=dtype or torch.float32, drop_special=drop_special,
-                                mix_chunks=mix_chunks, chunk_contexts=chunk_contexts, scale=scale, with_index=with_index)
+                                mix_chunks=mix_chunks, chunk_contexts=chunk_contexts, scale=scale, with_index=with_index,
+                                even_ranks=even_ranks)
 
     def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> Any:
         """Stored places of a token sequence (text or ids), with token windows (polars)."""
