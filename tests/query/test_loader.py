@@ -44,6 +44,22 @@ def test_shuffle_covers_every_token_once_and_mixes(store) -> None:
     assert plain.tolist() == _counted(store).tolist()
 
 
+def test_default_reads_and_mixing(store, s3_endpoint, s3_bucket) -> None:
+    local = store.loader(SITE, batch_size=50)  # local: inner chunks, a group of about MIX_BYTES (here the whole store)
+    inner = store.array(f"activations/{SITE}").chunks[0]
+    assert local.mixing.chunk_contexts == inner and local.mixing.chunks_per_group == local.mixing.n_chunks
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.put(str(store.location.url), f"{s3_bucket}/store", recursive=True)
+    remote = actstore.open(f"s3://{s3_bucket}/store", storage_options={"endpoint_url": s3_endpoint})
+    loader = remote.loader(SITE, batch_size=50, seed=1, with_index=True)  # object storage: whole shards
+    assert loader.mixing.chunk_contexts == remote.meta.contexts_per_unit
+    assert loader.mixing.n_chunks == remote.meta.n_units
+    order = np.concatenate([idx.numpy() for _, idx in loader])
+    assert sorted(order.tolist()) == _counted(store).tolist()
+
+
 def test_resume_mid_epoch_is_exact(store) -> None:
     full = store.loader(SITE, batch_size=37, seed=3, mix_chunks=2, with_index=True)
     _, expected = _epoch(full)

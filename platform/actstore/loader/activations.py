@@ -1,11 +1,13 @@
 """``store.loader(site, ...)``: shuffled batches of one site's stored activations.
 
-Order: the committed contexts are cut into chunks (the activations array's inner chunks, its
-unit of reading); each epoch permutes the chunks with ``(seed, epoch)``; rank ``r`` of ``w``
+Order: the committed contexts are cut into chunks (the unit of reading: the activations array's
+inner chunks on local disk, whole shards on object storage, where one GET of a shard beats many
+ranged GETs); each epoch permutes the chunks with ``(seed, epoch)``; rank ``r`` of ``w``
 takes every ``w``-th chunk of that permutation, so ranks are disjoint and together cover every
 token once. A rank reads its chunks in groups of ``mix_chunks`` (the mixing buffer), permutes
 the tokens of a group with ``(seed, epoch, rank, group)``, and cuts batches from the resulting
-stream. The order is a pure function of those numbers, so ``state_dict()`` (epoch, group,
+stream; by default a group holds about :data:`MIX_BYTES` (:attr:`ActivationLoader.mixing` says
+how many places of the store each batch draws from). The order is a pure function of those numbers, so ``state_dict()`` (epoch, group,
 offset) resumes exactly mid-epoch. One group is read ahead on a thread: memory is two groups.
 
 Ranks hold different numbers of tokens (chunks differ in BOS and padding, and in count), so by
@@ -22,7 +24,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +37,20 @@ from actstore.store.store import EXTRACT_STAGE
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["ActivationLoader"]
+__all__ = ["MIX_BYTES", "ActivationLoader", "Mixing"]
+
+MIX_BYTES = 256 * 2**20  # default mixing buffer (one group); a second one is read ahead
+
+
+class Mixing(NamedTuple):
+    """How well mixed a loader's batches are: each batch's tokens are a random sample of one
+    group, i.e. of ``chunks_per_group`` chunks of ``chunk_contexts`` contexts drawn at random
+    from the ``n_chunks`` chunks of the store (``group_bytes`` of activations)."""
+
+    chunk_contexts: int
+    chunks_per_group: int
+    n_chunks: int
+    group_bytes: int
 
 
 class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
@@ -52,24 +67,29 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
 
     def __init__(self, store: Store, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
                  world_size: int = 1, dtype: torch.dtype = torch.float32, drop_special: bool = True,
-                 mix_chunks: int = 8, chunk_contexts: int | None = None, scale: float = 1.0,
+                 mix_chunks: int | None = None, chunk_contexts: int | None = None, scale: float = 1.0,
                  with_index: bool = False, even_ranks: bool = True) -> None:
         if site not in {s.name for s in store.meta.sites if s.stored}:
             raise ConfigError(f"the store at {store.location.url!r} holds no activations of {site!r}; it has "
                               f"{[s.name for s in store.meta.sites if s.stored] or 'none'}")
-        if batch_size < 1 or mix_chunks < 1 or not 0 <= rank < world_size:
+        if batch_size < 1 or (mix_chunks is not None and mix_chunks < 1) or not 0 <= rank < world_size:
             raise ConfigError(f"need batch_size >= 1, mix_chunks >= 1 and 0 <= rank < world_size; got "
                               f"{batch_size}, {mix_chunks}, rank {rank} of {world_size}")
         self.location, self.site = store.location, site
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.dtype = rank, world_size, dtype
         self.drop_flags = (FLAG_BOS | FLAG_PAD) if drop_special else 0
-        self.mix_chunks, self.scale, self.with_index = mix_chunks, scale, with_index
-        self.even_ranks = even_ranks
+        self.scale, self.with_index, self.even_ranks = scale, with_index, even_ranks
         self._store: Store | None = store
-        # the unit of reading: the array's inner chunk by default; whole shards (units) suit object
-        # stores that serve ranges of large objects slowly
-        self.chunk_contexts = int(chunk_contexts or store.array(activation_array(site)).chunks[0])
+        # the unit of reading: the array's inner chunk locally; whole shards (units) on object
+        # storage, where a ranged GET costs a request's latency (and some servers read the whole
+        # object to serve a range)
+        array = store.array(activation_array(site))
+        default = array.chunks[0] if store.location.is_local else store.meta.contexts_per_unit
+        self.chunk_contexts = int(chunk_contexts or default)
+        chunk_bytes = self.chunk_contexts * store.meta.ctx_len * int(np.prod(array.shape[2:])) * array.dtype.itemsize
+        self.mix_chunks = int(mix_chunks or max(2, MIX_BYTES // max(chunk_bytes, 1)))
+        self._chunk_bytes = chunk_bytes
         self.logical = next(s.dtype for s in store.meta.sites if s.name == site)
         self.epoch, self._group, self._offset = 0, 0, 0
         # the epoch as DataLoader workers see it (shared memory survives pickling to workers):
@@ -88,6 +108,12 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
 
             self._store = Store.open(self.location.url, storage_options=self.location.storage_options)
         return self._store
+
+    @property
+    def mixing(self) -> Mixing:
+        """How many places of the store each batch draws from (see :class:`Mixing`)."""
+        n_chunks = sum(len(self.store.grid.contexts(u)[:: self.chunk_contexts]) for u in self.store.units_done(EXTRACT_STAGE))
+        return Mixing(self.chunk_contexts, min(self.mix_chunks, n_chunks), n_chunks, self.mix_chunks * self._chunk_bytes)
 
     # -- position ---------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

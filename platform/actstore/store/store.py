@@ -237,7 +237,7 @@ class Store:
         return SaeLatents(self, name)
 
     def loader(self, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-               world_size: int = 1, dtype: Any = None, drop_special: bool = True, mix_chunks: int = 8,
+               world_size: int = 1, dtype: Any = None, drop_special: bool = True, mix_chunks: int | None = None,
                chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False,
                even_ranks: bool = True) -> Any:
         """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors);
