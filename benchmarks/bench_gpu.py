@@ -16,8 +16,8 @@ Measured side by side, interleaved rounds, the same batches:
   parameters of the blocks run + attention; the SAE encode's FLOPs are printed apart), bytes
   written per second and the GPU memory peak.
 
-Run: ``python benchmarks/bench_gpu.py [--model 2b|9b] [--tokens N] [--json FILE]``; on CPU
-``--model tiny`` is a smoke test (``tests/test_bench_gpu.py``).
+Run: ``python benchmarks/bench_gpu.py [--model 2b|9b] [--tokens N] [--json FILE]``. Without a
+GPU the default is ``--model tiny``, a smoke run (also ``tests/test_bench_gpu.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from actstore.config import ExtractConfig
 from actstore.extraction.arrays import create_extract_arrays
+from actstore.extraction.estimate import model_flops_per_token
 from actstore.extraction.plan import plan_extraction
 from actstore.extraction.unit import UnitRunner
 from actstore.models.capture import capture_sites
@@ -60,6 +61,8 @@ SHAPES: dict[str, dict[str, Any]] = {
                  intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
 }
 LAYERS = {"2b": (6, 12, 19), "9b": (9, 20, 31), "tiny": (0, 1, 2)}
+DEFAULTS = {"gpu": dict(tokens=262_144, ctx_len=1024, contexts_per_unit=64, batch=16, d_sae=16_384),
+            "tiny": dict(tokens=4096, ctx_len=64, contexts_per_unit=16, batch=8, d_sae=512)}
 TARGET_L0 = 80
 # dense bf16 tensor-core peaks (FLOP/s) by device name, from the vendors' data sheets
 PEAKS = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H200": 989e12,
@@ -73,18 +76,6 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAKS.items() if k in name), None)
-
-
-def model_flops_per_token(cfg: Any, blocks: int, ctx_len: int) -> float:
-    """2 x the parameters of the blocks run (matmuls) + attention scores and mixing (causal: half
-    the context on average; Gemma 2's sliding-window layers at most the window)."""
-    d, ff, h, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    block_params = d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * ff
-    attn = 0.0
-    for layer in range(blocks):
-        span = ctx_len if cfg.layer_types[layer] == "full_attention" else min(ctx_len, cfg.sliding_window)
-        attn += 2 * 2 * h * hd * span / 2
-    return 2.0 * block_params * blocks + attn
 
 
 def write_saes(root: Path, model: Any, sites: list[str], ids: torch.Tensor, d_sae: int, device: torch.device) -> dict[str, Path]:
@@ -213,12 +204,12 @@ def report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(SHAPES), default="2b")
-    parser.add_argument("--tokens", type=int, default=262_144)
-    parser.add_argument("--ctx-len", type=int, default=1024)
-    parser.add_argument("--contexts-per-unit", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--d-sae", type=int, default=16_384)
+    parser.add_argument("--model", choices=sorted(SHAPES), help="default: 2b with a GPU, else tiny (a smoke run)")
+    parser.add_argument("--tokens", type=int)
+    parser.add_argument("--ctx-len", type=int)
+    parser.add_argument("--contexts-per-unit", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--d-sae", type=int)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--device", help="default: cuda when available")
@@ -226,6 +217,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dir", help="working folder (default: a new temporary one)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    args.model = args.model or ("2b" if torch.cuda.is_available() else "tiny")
+    for name, value in DEFAULTS["tiny" if args.model == "tiny" else "gpu"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = run(args)
     report(result)

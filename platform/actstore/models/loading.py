@@ -18,8 +18,8 @@ from actstore._hf import resolve_source
 from actstore.config import HFSource
 from actstore.errors import ConfigError
 
-__all__ = ["load_model", "load_model_config", "resolve_attn_implementation", "torch_dtype", "truncated_config",
-           "weights_bytes"]
+__all__ = ["load_model", "load_model_config", "planned_weights_bytes", "resolve_attn_implementation", "torch_dtype",
+           "truncated_config", "weights_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,20 @@ def _quiet_transformers() -> Iterator[None]:
 def weights_bytes(model: Any) -> int:
     """Bytes of a loaded model's parameters and buffers (what a worker holds on its device)."""
     tensors = [*model.parameters(), *model.buffers()]
-    unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}  # tied weights count once
+    unique = {id(t): t.numel() * t.element_size() for t in tensors}  # a tied weight is one Parameter: counted once
     return sum(unique.values())
+
+
+def planned_weights_bytes(source: HFSource, *, dtype: str, layers: int) -> int:
+    """Bytes of weights a worker will hold for the first ``layers`` blocks, from the config alone
+    (the model is built on the meta device: no weights are read or allocated)."""
+    import torch
+    from transformers import AutoModel
+
+    config = truncated_config(load_model_config(source), layers)
+    with torch.device("meta"), _quiet_transformers():
+        model = AutoModel.from_config(config, dtype=torch_dtype(dtype))
+    return weights_bytes(model)
 
 
 def load_model(source: HFSource, *, dtype: str, device: str, attn_implementation: str | None = None,
