@@ -38,3 +38,19 @@ def test_truncated_load_has_exactly_the_needed_blocks_and_identical_sites(folder
 def test_keeping_more_blocks_than_the_model_has_is_refused(folder: Path) -> None:
     with pytest.raises(ConfigError, match="has 4 blocks; cannot keep 5"):
         load_model(HFSource(id=str(folder)), dtype="float32", device="cpu", layers=5)
+
+
+def test_spread_over_devices(folder: Path) -> None:
+    from actstore.models.loading import spread_map
+
+    placement = spread_map(5, ["cuda:0", "cuda:1"])
+    assert [placement[f"layers.{i}"] for i in range(5)] == ["cuda:0"] * 3 + ["cuda:1"] * 2
+    assert placement["embed_tokens"] == "cuda:0" and placement["norm"] == "cuda:1"
+    assert [spread_map(4, ["a", "b", "c"])[f"layers.{i}"] for i in range(4)] == ["a", "a", "b", "c"]
+    # the code path of a multi-GPU worker, without GPUs: a map over two "devices" that are both the CPU
+    source = HFSource(id=str(folder))
+    one = load_model(source, dtype="float32", device="cpu", layers=3)
+    two = load_model(source, dtype="float32", device="cpu", layers=3, devices=["cpu", "cpu"])
+    ids = torch.randint(3, TINY_GEMMA2["vocab_size"], (2, 12))
+    assert torch.equal(capture_sites(one, ids, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"],
+                       capture_sites(two, ids, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"])

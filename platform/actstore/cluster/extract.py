@@ -58,8 +58,10 @@ class _Worker:
             torch.set_num_threads(threads)
         from actstore.extraction.unit import UnitRunner
 
+        gpus = int(plan.config.workers.num_gpus or 0) if self.device.type == "cuda" else 0
+        spread = [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else None  # Ray shows the actor only its GPUs
         model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
-                           attn_implementation=plan.attn_implementation, layers=plan.layers_needed)
+                           attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
         self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
         store = Store.open(location.url, storage_options=location.storage_options, mode="r+")

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from actstore._hf import resolve_source
 from actstore.config import HFSource
 from actstore.errors import ConfigError
 
-__all__ = ["load_model", "load_model_config", "planned_weights_bytes", "resolve_attn_implementation", "torch_dtype",
-           "truncated_config", "weights_bytes"]
+__all__ = ["load_model", "load_model_config", "planned_weights_bytes", "resolve_attn_implementation", "spread_map",
+           "torch_dtype", "truncated_config", "weights_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +96,31 @@ def planned_weights_bytes(source: HFSource, *, dtype: str, layers: int) -> int:
     return weights_bytes(model)
 
 
+def spread_map(blocks: int, devices: Sequence[str]) -> dict[str, str]:
+    """A device map of a truncated base model over ``devices``: contiguous runs of blocks, as
+    even as they divide (the first devices take one more), the embedding on the first device
+    and the final norm on the last. Keys are module names of the base model."""
+    if not devices:
+        raise ConfigError("no devices to spread the model over")
+    n = len(devices)
+    placement = {"embed_tokens": devices[0], "rotary_emb": devices[0], "norm": devices[-1]}
+    for block in range(blocks):
+        placement[f"layers.{block}"] = devices[min(n - 1, block * n // blocks)]
+    return placement
+
+
 def load_model(source: HFSource, *, dtype: str, device: str, attn_implementation: str | None = None,
-               layers: int | None = None) -> Any:
+               layers: int | None = None, devices: Sequence[str] | None = None) -> Any:
     """A model in eval mode on ``device``: the causal LM, or with ``layers`` its base model (no
-    LM head) with only the first ``layers`` blocks, loaded straight onto ``device``."""
+    LM head) with only the first ``layers`` blocks, loaded straight onto ``device``. With
+    ``devices`` (and ``layers``), the blocks are spread over those devices (:func:`spread_map`;
+    transformers moves activations between them)."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     resolved = resolve_source(source)
     config = load_model_config(source)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "device_map": {"": device}, **resolved.kwargs()}
+    placement: Any = {"": device} if not devices or layers is None else spread_map(layers, devices)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "device_map": placement, **resolved.kwargs()}
     attn = resolve_attn_implementation(config.model_type, attn_implementation)
     if attn is not None:
         kwargs["attn_implementation"] = attn
@@ -117,6 +133,6 @@ def load_model(source: HFSource, *, dtype: str, device: str, attn_implementation
     except Exception as exc:
         raise ConfigError(f"cannot load model {resolved.name!r}: {type(exc).__name__}: {exc}") from None
     kept = "all" if layers is None else f"{layers} of {config.num_hidden_layers}"
-    logger.info("loaded %s (%s, %s blocks) on %s: %.2f GB of weights", resolved.name, dtype, kept, device,
-                weights_bytes(model) / 1e9)
+    logger.info("loaded %s (%s, %s blocks) on %s: %.2f GB of weights", resolved.name, dtype, kept,
+                ", ".join(sorted(set(placement.values()))), weights_bytes(model) / 1e9)
     return model.eval()
