@@ -19,7 +19,6 @@ from actstore.store.store import Mode
 
 if TYPE_CHECKING:
     import polars as pl
-    import torch
 
     from actstore.loader.activations import ActivationLoader
     from actstore.query.latents import SaeLatents
@@ -42,18 +41,15 @@ class Store(_storage.Store):
 
         return find_tokens(self, sequence, limit=limit, window=window)
 
-    def loader(self, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-               world_size: int = 1, dtype: torch.dtype | None = None, drop_special: bool = True, mix_chunks: int = 8,
-               chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False) -> ActivationLoader:
-        """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors);
-        see :class:`actstore.loader.activations.ActivationLoader`. ``dtype`` defaults to float32."""
-        import torch
+    def loader(self, site: str, *, batch_size: int, **options: Any) -> ActivationLoader:
+        """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors).
 
+        ``options`` are :class:`actstore.loader.activations.ActivationLoader`'s (shuffle, seed,
+        rank, world_size, dtype, drop_special, mix_chunks, chunk_contexts, scale, with_index,
+        even_ranks); an unknown one is a TypeError."""
         from actstore.loader.activations import ActivationLoader
 
-        return ActivationLoader(self, site, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                world_size=world_size, dtype=dtype or torch.float32, drop_special=drop_special,
-                                mix_chunks=mix_chunks, chunk_contexts=chunk_contexts, scale=scale, with_index=with_index)
+        return ActivationLoader(self, site, batch_size=batch_size, **options)
 
 
 def open_store(url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r") -> Store:

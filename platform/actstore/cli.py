@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actstore.config import IndexConfig
-from actstore.errors import ActstoreError
+from actstore.errors import ActstoreError, ConfigError
 
 __all__ = ["main"]
 
@@ -41,6 +41,26 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     config = load_config(args.config, ExtractConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
     store = run_extract(config, progress=not args.quiet)
     return _print_info(store, as_json=False)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from actstore.config import ExtractConfig, load_config
+    from actstore.extraction.estimate import estimate_run, model_flops_per_token
+    from actstore.extraction.plan import plan_extraction
+    from actstore.models.loading import load_model_config, planned_weights_bytes, truncated_config
+
+    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    tokens = args.tokens or config.context.max_tokens
+    if not tokens:
+        raise ConfigError("say how many tokens to plan for: --tokens N (or context.max_tokens in the config)")
+    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda")
+    l0 = {name: float(v) for name, v in (item.split("=", 1) for item in args.l0)}
+    blocks = plan.layers_needed
+    model_config = load_model_config(config.model)
+    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks),
+                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len))
+    print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.render())
+    return 0
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
@@ -219,6 +239,16 @@ def _parser() -> argparse.ArgumentParser:
     ingest = _job_parser(verbs, "ingest", "tokenize a corpus into a store's token arrays", _cmd_ingest)
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
     _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+
+    plan = verbs.add_parser("plan", help="estimate an extraction before running it: bytes, objects, requests, memory, GPU-hours")
+    plan.add_argument("config", help="extract config file")
+    plan.add_argument("--tokens", type=int, help="document tokens to plan for (default: context.max_tokens)")
+    plan.add_argument("--l0", action="append", default=[], metavar="SAE=L0", help="an SAE's mean L0 (default: from its path)")
+    plan.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="worker kind (sets dtype 'auto')")
+    plan.add_argument("--doc-tokens", type=float, default=1000, help="mean document length in tokens (EOS separators)")
+    plan.add_argument("--store", help="store URL, overriding store.url")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(run=_cmd_plan)
 
     rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
     rid.add_argument("config", help="extract config file")

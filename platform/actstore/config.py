@@ -257,7 +257,8 @@ class WorkersConfig(_Frozen):
         default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
     )
     num_gpus: float | None = Field(
-        default=None, ge=0, description="GPUs per worker (fractions share a GPU); default 1 when the cluster has GPUs."
+        default=None, ge=0, description="GPUs per worker (fractions share a GPU; a whole number > 1 spreads the worker's "
+        "truncated model over its GPUs); default 1 when the cluster has GPUs."
     )
     num_cpus: float = Field(default=1, gt=0, description="CPUs reserved per worker.")
     batch_size: int = Field(default=8, ge=1, description="Contexts per forward pass.")

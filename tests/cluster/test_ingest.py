@@ -90,6 +90,19 @@ def test_document_packing_and_token_cap(tmp_path, corpus, tiny_tokenizer) -> Non
     assert (t["flags"] == FLAG_EOS).sum() == store.meta.ingest.n_documents
 
 
+def test_tokenizing_stops_at_the_cap(tmp_path, tiny_tokenizer) -> None:
+    # a bad line after the first batch of documents, and a bad file after the first file: neither
+    # is read once max_tokens is reached (one stager, so files go in order)
+    good = "".join(json.dumps(r) + "\n" for r in sample_records(300, seed=4))
+    (tmp_path / "a.jsonl").write_text(good + "{oops\n")
+    (tmp_path / "b.jsonl").write_text("{oops\n")
+    config = _config(str(tmp_path / "s"), [str(tmp_path / "*.jsonl")], tiny_tokenizer, max_tokens=200)
+    store = run_ingest(config, workers=1)
+    assert store.meta.ingest.n_tokens == 200 and store.meta.ingest.n_files == 1
+    with pytest.raises(actstore.CorpusError, match=r"a\.jsonl:301: not valid JSON"):  # the proof: uncapped, it is read
+        run_ingest(_config(str(tmp_path / "t"), [str(tmp_path / "a.jsonl")], tiny_tokenizer), workers=1)
+
+
 def test_rerun_is_a_no_op_and_changed_settings_are_refused(tmp_path, corpus, tiny_tokenizer) -> None:
     url = str(tmp_path / "s")
     first = run_ingest(_config(url, corpus, tiny_tokenizer))

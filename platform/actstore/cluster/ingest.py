@@ -8,6 +8,7 @@ sorted file URL and row, and the packing plan is computed once, on the driver.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ class _Stager:
 
     def stage(self, job: tuple[int, SourceFile]) -> FileSummary:
         index, source = job
-        return stage_file(index, source, self.config.corpus, self.tokenizer, self.location)
+        return stage_file(index, source, self.config.corpus, self.tokenizer, self.location,
+                          limit=self.config.context.max_tokens)
 
 
 @ray.remote(num_cpus=1)
@@ -105,13 +107,34 @@ def _stage_all(sources: list[SourceFile], tokenizer: Any, config: IngestConfig, 
     tokenizer_ref = ray.put(tokenizer)
     actors = [_Stager.remote(tokenizer_ref, config, location) for _ in range(n)]  # type: ignore[attr-defined]
     bar = tqdm(total=len(sources), desc="tokenize", unit="file", disable=not progress)
+    done: dict[int, FileSummary] = {}
+
+    def finished(summary: FileSummary) -> None:
+        done[summary.index] = summary
+        bar.update(1)
+
     try:
-        summaries = list(run_on_pool(actors, "stage", enumerate(sources), on_result=lambda s: bar.update(1)))
+        summaries = list(run_on_pool(actors, "stage", _until_cap(sources, done, config.context.max_tokens), on_result=finished))
     finally:
         bar.close()
         for actor in actors:
             ray.kill(actor)
     return sorted(summaries, key=lambda s: s.index)
+
+
+def _until_cap(sources: list[SourceFile], done: dict[int, FileSummary], cap: int | None) -> Iterator[tuple[int, SourceFile]]:
+    """Files to stage, in order, until the files finished so far from the first one hold ``cap``
+    tokens: the cap keeps a prefix of the corpus, so no later file can contribute."""
+    for job in enumerate(sources):
+        prefix = 0
+        for i in range(job[0]):
+            if i not in done:
+                break
+            prefix += done[i].n_tokens
+        if cap is not None and prefix >= cap:
+            logger.info("max_tokens (%d) reached after %d of %d files; the rest are not read", cap, job[0], len(sources))
+            return
+        yield job
 
 
 def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, plan: PackPlan,

@@ -45,21 +45,28 @@ def _key(index: int, suffix: str) -> str:
     return f"{STAGING}/f{index:06d}.{suffix}"
 
 
-def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: Any, location: Location) -> FileSummary:
-    """Tokenize one file into staging (documents that yield no tokens are skipped and counted)."""
+def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: Any, location: Location, *,
+               limit: int | None = None) -> FileSummary:
+    """Tokenize one file into staging (documents that yield no tokens are skipped and counted).
+
+    With ``limit`` (the run's ``max_tokens``) reading stops after the batch that brings the
+    file's tokens to the limit: the cap keeps no more than that from any one file.
+    """
     token_parts: list[np.ndarray] = []
+    n_tokens = 0
     rows: list[dict[str, Any]] = []
     skipped = repaired = 0
     batch: list[Document] = []
 
     def flush() -> None:
-        nonlocal skipped
+        nonlocal skipped, n_tokens
         encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
         for document, ids in zip(batch, encoded, strict=True):
             if not ids:
                 skipped += 1
                 continue
             token_parts.append(np.asarray(ids, dtype=TOKEN_DTYPE))
+            n_tokens += len(ids)
             rows.append({"row": document.row, "key": document.key, "n_tokens": len(ids),
                          "repaired": document.repaired, **document.metadata})
         batch.clear()
@@ -69,6 +76,8 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
         batch.append(document)
         if len(batch) >= BATCH_DOCS:
             flush()
+            if limit is not None and n_tokens >= limit:
+                break
     if batch:
         flush()
     tokens = np.concatenate(token_parts) if token_parts else np.empty(0, TOKEN_DTYPE)

@@ -40,6 +40,11 @@ class ExtractPlan:
         return configured if configured is not None else (2 if self.device == "cuda" else 1)
 
     @property
+    def layers_needed(self) -> int:
+        """Blocks a worker loads: up to the deepest site's, none after it."""
+        return max(parse_site(s.name).layer for s in self.sites) + 1
+
+    @property
     def capture(self) -> list[str]:
         return [s.name for s in self.sites]
 
