@@ -157,9 +157,13 @@ def _cmd_at(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
     span = tuple(int(x) for x in args.span.split(":")) if args.span else None
-    frame = _latents(args).features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
-                                       max_density=args.max_density)
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
+                                max_density=args.max_density)
+    where = f"ctx {args.ctx}" if args.ctx is not None else f"doc {args.doc}"
+    text = lambda: (f"{where}{' span ' + args.span if args.span else ''}: "  # noqa: E731
+                    f"{json.dumps(latents.text_at(ctx=args.ctx, doc=args.doc, span=span))}\n{render_frame(frame)}")
+    return _emit(frame, args, text)
 
 
 def _cmd_cofiring(args: argparse.Namespace) -> int:
@@ -170,12 +174,14 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
 
 
 def _cmd_find(args: argparse.Namespace) -> int:
-    from actstore.query.render import render_examples
+    from actstore.query.render import render_matches
+    from actstore.query.tokens import find_sequences, text_forms
     from actstore.store.store import open_store
 
-    ids = [int(x) for x in args.text.split(",")] if args.ids else args.text
-    frame = open_store(args.store).find_tokens(ids, limit=args.limit, window=args.window)
-    return _emit(frame, args, lambda: render_examples(frame, color=_color()))
+    store = open_store(args.store)
+    forms = [(args.text, [int(x) for x in args.text.split(",")])] if args.ids else text_forms(store, args.text)
+    found = find_sequences(store, forms, limit=args.limit, window=args.window)
+    return _emit(found.matches, args, lambda: render_matches(found, color=_color()))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -280,9 +286,9 @@ def _parser() -> argparse.ArgumentParser:
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
 
-    find = verbs.add_parser("find", help="stored contexts containing a token sequence")
+    find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")
-    find.add_argument("text", help="text (encoded with the store's tokenizer), or comma-separated ids with --ids")
+    find.add_argument("text", help="text (searched as typed and with a leading space), or comma-separated ids with --ids")
     find.add_argument("--ids", action="store_true", help="TEXT is token ids")
     find.add_argument("--limit", type=int, default=20)
     find.add_argument("--window", type=int, default=12)
@@ -306,8 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except ActstoreError as exc:
-        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr)
+        _stop_ray()
+        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _stop_ray() -> None:
+    """Shut down a Ray this process started or joined, so that its shutdown messages (actors
+    killed, GCS going away) come before actstore's error line instead of after it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import zarr.errors
 
 from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
 from actstore.store._fs import Location, SideFiles
+from actstore.store._storage_errors import translated
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
 from actstore.store.manifests import ManifestBook
@@ -88,7 +89,8 @@ class Store:
         """Open an existing store (``mode`` "r" or "r+")."""
         location = Location(url, dict(storage_options or {}))
         try:
-            group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
+            with translated(location, writing=False):
+                group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             raise StoreNotFoundError(f"no actstore store at {url!r}") from None
         if ATTRIBUTE not in group.attrs:
@@ -254,6 +256,12 @@ class Store:
         from actstore.query.tokens import find_tokens
 
         return find_tokens(self, sequence, limit=limit, window=window)
+
+    def find_text(self, text: str, *, limit: int | None = 100, window: int = 16) -> Any:
+        """Stored places of ``text`` as typed and word-initial, all counted (a ``TextMatches``)."""
+        from actstore.query.tokens import find_text
+
+        return find_text(self, text, limit=limit, window=window)
 
     def documents(self) -> Any:
         """The documents table as a polars LazyFrame (index, source, row, key, lengths, metadata)."""
