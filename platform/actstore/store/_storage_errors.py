@@ -75,26 +75,25 @@ def storage_error(exc: BaseException, location: Location, *, writing: bool) -> S
     chain = list(_chain(exc))
     text = " ".join(str(e) for e in chain)
     names = {type(e).__name__ for e in chain}
-    where = f"{location.url}: endpoint {endpoint_of(location)}"
+    endpoint = f"endpoint {endpoint_of(location)}"
     if names & _UNREACHABLE or "Could not connect" in text or "Cannot connect" in text:
-        what = (f"cannot reach the storage endpoint ({where}); check that the server runs and that "
+        what = (f"cannot reach the storage {endpoint}; check that the server runs and that "
                 "AWS_ENDPOINT_URL or storage_options.endpoint_url points at it")
     elif "NoCredentialsError" in names or "Unable to locate credentials" in text:
-        what = f"no storage credentials found ({where}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+        what = f"no storage credentials found for {endpoint}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
     elif any(marker in text for marker in _BAD_CREDENTIALS):
-        what = f"access denied: the endpoint refused the credentials ({where}); {_CREDENTIAL_HINT}"
+        what = f"access denied: {endpoint} refused the credentials; {_CREDENTIAL_HINT}"
     elif any(isinstance(e, PermissionError) for e in chain) or "AccessDenied" in text:
-        action = "writing" if writing else "reading"
-        what = (f"access denied: {action} is not allowed ({where}); check the bucket policy and the "
-                f"permissions of these credentials (s3:ListBucket, s3:GetObject{', s3:PutObject, s3:DeleteObject' if writing else ''})")
+        action, needed = ("writing", ", s3:PutObject, s3:DeleteObject") if writing else ("reading", "")
+        what = (f"access denied: {action} is not allowed at {endpoint}; check the bucket policy and what "
+                f"these credentials may do (s3:ListBucket, s3:GetObject{needed})")
     elif "NoSuchBucket" in text or "bucket does not exist" in text.lower() or any(
             isinstance(e, FileNotFoundError) for e in chain):
-        what = (f"bucket {_bucket(location)!r} does not exist ({where}); create it, or fix the store URL "
-                "or the endpoint")
+        what = f"bucket {_bucket(location)!r} does not exist at {endpoint}; create it, or fix the store URL or the endpoint"
     else:
         first = _masked(str(exc).splitlines()[0] if str(exc) else "", location)
-        what = f"storage error ({where}): {type(exc).__name__}: {first}"
-    return StorageAccessError(what)
+        what = f"storage error at {endpoint}: {type(exc).__name__}: {first}"
+    return StorageAccessError(f"{location.url}: {what}")
 
 
 @contextlib.contextmanager
