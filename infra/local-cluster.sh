@@ -26,7 +26,11 @@ mkdir -p "$STATE"
 
 stop_group() {  # the process group started under $STATE/$1.pid, and nothing else
   if [ -f "$STATE/$1.pid" ]; then
-    kill -TERM -- "-$(cat "$STATE/$1.pid")" 2>/dev/null || true
+    local group
+    group=$(cat "$STATE/$1.pid")
+    kill -TERM -- "-$group" 2>/dev/null || true
+    for _ in $(seq 40); do kill -0 -- "-$group" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$group" 2>/dev/null || true
     rm -f "$STATE/$1.pid"
   fi
 }
