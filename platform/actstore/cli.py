@@ -29,7 +29,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from actstore.cluster.ingest import run_ingest
     from actstore.config import IngestConfig, load_config
 
-    config = load_config(args.config, IngestConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, IngestConfig, **_overrides(args))
     store = run_ingest(config, workers=args.workers, progress=not args.quiet)
     return _print_info(store, as_json=False)
 
@@ -38,7 +38,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from actstore.cluster.extract import run_extract
     from actstore.config import ExtractConfig, load_config
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     store = run_extract(config, progress=not args.quiet)
     return _print_info(store, as_json=False)
 
@@ -48,9 +48,15 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     print(run_id("extract", config.store.url, redacted_config(config)))
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config values given on the command line (``None``: keep the file's)."""
+    return {"store.url": args.store, "corpus.paths": args.corpus,
+            "context.max_tokens": getattr(args, "max_tokens", None)}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -211,6 +217,7 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("config", help=f"{verb} config file, YAML or JSON")
     parser.add_argument("--store", help="store URL, overriding store.url")
+    parser.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     parser.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -229,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
+    rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
