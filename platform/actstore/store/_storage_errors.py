@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from actstore.errors import StorageAccessError
-
-if TYPE_CHECKING:
-    from actstore.store._fs import Location
 
 __all__ = ["endpoint_of", "storage_error", "translated"]
 
@@ -28,6 +25,17 @@ _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "does not exi
                     "signature we calculated", "InvalidToken", "ExpiredToken", "security token")
 _CREDENTIAL_HINT = ("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or storage_options "
                     "key/secret) are the ones for this endpoint")
+
+
+class Location(Protocol):
+    """What is needed of a storage location (``actstore.store._fs.Location`` has it)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def storage_options(self) -> dict[str, Any]: ...
+    @property
+    def is_local(self) -> bool: ...
 
 
 def endpoint_of(location: Location) -> str:
