@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from actstore.loader.activations import ActivationLoader
     from actstore.query.latents import SaeLatents
+    from actstore.query.tokens import TextMatches
 
 __all__ = ["Store", "open_store"]
 
@@ -40,6 +41,12 @@ class Store(_storage.Store):
         from actstore.query.tokens import find_tokens
 
         return find_tokens(self, sequence, limit=limit, window=window)
+
+    def find_text(self, text: str, *, limit: int | None = 100, window: int = 16) -> TextMatches:
+        """Stored places of ``text`` as typed and word-initial, all counted (a ``TextMatches``)."""
+        from actstore.query.tokens import find_text
+
+        return find_text(self, text, limit=limit, window=window)
 
     def loader(self, site: str, *, batch_size: int, **options: Any) -> ActivationLoader:
         """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors).

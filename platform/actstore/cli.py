@@ -29,7 +29,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from actstore.cluster.ingest import run_ingest
     from actstore.config import IngestConfig, load_config
 
-    config = load_config(args.config, IngestConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, IngestConfig, **_overrides(args))
     store = run_ingest(config, workers=args.workers, progress=not args.quiet)
     return _print_info(store, as_json=False)
 
@@ -38,7 +38,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from actstore.cluster.extract import run_extract
     from actstore.config import ExtractConfig, load_config
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     store = run_extract(config, progress=not args.quiet)
     return _print_info(store, as_json=False)
 
@@ -68,9 +68,15 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     print(run_id("extract", config.store.url, redacted_config(config)))
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config values given on the command line (``None``: keep the file's)."""
+    return {"store.url": args.store, "corpus.paths": args.corpus,
+            "context.max_tokens": getattr(args, "max_tokens", None)}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -177,9 +183,13 @@ def _cmd_at(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
     span = tuple(int(x) for x in args.span.split(":")) if args.span else None
-    frame = _latents(args).features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
-                                       max_density=args.max_density)
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
+                                max_density=args.max_density)
+    where = f"ctx {args.ctx}" if args.ctx is not None else f"doc {args.doc}"
+    text = lambda: (f"{where}{' span ' + args.span if args.span else ''}: "  # noqa: E731
+                    f"{json.dumps(latents.text_at(ctx=args.ctx, doc=args.doc, span=span))}\n{render_frame(frame)}")
+    return _emit(frame, args, text)
 
 
 def _cmd_cofiring(args: argparse.Namespace) -> int:
@@ -191,11 +201,13 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
 
 def _cmd_find(args: argparse.Namespace) -> int:
     from actstore.api import open_store
-    from actstore.query.render import render_examples
+    from actstore.query.render import render_matches
+    from actstore.query.tokens import find_sequences, text_forms
 
-    ids = [int(x) for x in args.text.split(",")] if args.ids else args.text
-    frame = open_store(args.store).find_tokens(ids, limit=args.limit, window=args.window)
-    return _emit(frame, args, lambda: render_examples(frame, color=_color()))
+    store = open_store(args.store)
+    forms = [(args.text, [int(x) for x in args.text.split(",")])] if args.ids else text_forms(store, args.text)
+    found = find_sequences(store, forms, limit=args.limit, window=args.window)
+    return _emit(found.matches, args, lambda: render_matches(found, color=_color()))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -225,6 +237,7 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("config", help=f"{verb} config file, YAML or JSON")
     parser.add_argument("--store", help="store URL, overriding store.url")
+    parser.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     parser.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -253,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
+    rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
@@ -310,9 +324,9 @@ def _parser() -> argparse.ArgumentParser:
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
 
-    find = verbs.add_parser("find", help="stored contexts containing a token sequence")
+    find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")
-    find.add_argument("text", help="text (encoded with the store's tokenizer), or comma-separated ids with --ids")
+    find.add_argument("text", help="text (searched as typed and with a leading space), or comma-separated ids with --ids")
     find.add_argument("--ids", action="store_true", help="TEXT is token ids")
     find.add_argument("--limit", type=int, default=20)
     find.add_argument("--window", type=int, default=12)
@@ -338,8 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except ActstoreError as exc:
-        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr)
+        _stop_ray()
+        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _stop_ray() -> None:
+    """Shut down a Ray this process started or joined, so that its shutdown messages (actors
+    killed, GCS going away) come before actstore's error line instead of after it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

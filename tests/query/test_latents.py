@@ -13,7 +13,7 @@ import pytest
 import actstore
 from actstore.cli import main
 from actstore.query.latents import COFIRING_SCHEMA, DENSITY_SCHEMA, OCCURRENCE_SCHEMA, SPAN_SCHEMA
-from actstore.query.windows import WINDOW_SCHEMA
+from actstore.query.windows import WINDOW_SCHEMA, decode_tokens
 from actstore.store.layout import FLAG_BOS, FLAG_PAD
 from tests.coded_store import SAE
 
@@ -142,6 +142,15 @@ def test_find_tokens_finds_every_place(coded_store: Path, dense) -> None:
     got = store.find_tokens(seq, limit=None, window=2)
     assert (got["ctx"] * ctx_len + got["pos"]).to_list() == expected
     assert all(r["token_ids"][r["focus"] : r["focus"] + 1] == seq[:1] for r in got.iter_rows(named=True))
+
+
+def test_cli_at_shows_the_span_text(coded_store: Path, dense, capsys) -> None:
+    store = actstore.open(str(coded_store))
+    ctx_len = store.meta.ctx_len
+    counted = np.flatnonzero(dense["counted"][2 * ctx_len : 3 * ctx_len])
+    expected = "".join(decode_tokens(store, dense["ids"][2 * ctx_len + counted[1:4]].tolist()))
+    assert main(["at", str(coded_store), "--sae", SAE, "--ctx", "2", "--span", "1:4"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"ctx 2 span 1:4: {json.dumps(expected)}"
 
 
 def test_cli_top_highlights_and_exports(coded_store: Path, dense, capsys, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ sorted file URL and row, and the packing plan is computed once, on the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -69,7 +70,7 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     tokenizer = load_tokenizer(config.tokenizer)
     tok = tokenizer_info(tokenizer, config.tokenizer)
     ensure_ray(config.ray)
-    with unwrapped_errors():
+    with unwrapped_errors(), _staging_removed_on_failure(location):
         summaries = _stage_all(sources, tokenizer, config, location, workers, progress)
         plan, truncated = build_plan(location, summaries, config.context, tok)
         store = existing or _create_store(location, config, tok, plan, summaries, truncated)
@@ -85,6 +86,18 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
         units_total=store.meta.n_units, complete=True, finalized_at=utc_now())})
     logger.info("%s: ingested %d documents, %d tokens", location.url, store.meta.ingest.n_documents, store.meta.ingest.n_tokens)
     return store
+
+
+@contextlib.contextmanager
+def _staging_removed_on_failure(location: Location) -> Iterator[None]:
+    """A failed attempt removes the staging it wrote: every attempt re-stages all files anyway,
+    and a store URL holding only ``_staging/`` would look like a half-written store."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters more than a failed cleanup
+            clear_staging(location)
+        raise
 
 
 def open_existing(location: Location, config: IngestConfig) -> Store | None:
@@ -158,6 +171,7 @@ def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, 
             n_tokens=int(plan.doc_len.sum()),
             skipped_empty=sum(s.skipped_empty for s in summaries),
             repaired_utf8=sum(s.repaired_utf8 for s in summaries),
+            stripped_bom=sum(s.stripped_bom for s in summaries),
             truncated_by_cap=truncated,
         ),
         stages={TOKENS_STAGE: StageInfo(units_total=grid.n_units)},

@@ -39,6 +39,7 @@ class FileSummary:
     n_tokens: int
     skipped_empty: int
     repaired_utf8: int
+    stripped_bom: int = 0
 
 
 def _key(index: int, suffix: str) -> str:
@@ -55,7 +56,7 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
     token_parts: list[np.ndarray] = []
     n_tokens = 0
     rows: list[dict[str, Any]] = []
-    skipped = repaired = 0
+    skipped = repaired = bom = 0
     batch: list[Document] = []
 
     def flush() -> None:
@@ -73,6 +74,7 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
 
     for document in read_documents(source, corpus):
         repaired += document.repaired
+        bom += document.stripped_bom
         batch.append(document)
         if len(batch) >= BATCH_DOCS:
             flush()
@@ -84,7 +86,7 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
     files = SideFiles(location)
     files.write_bytes(_key(index, "tokens"), tokens.tobytes())
     files.write_bytes(_key(index, "docs.parquet"), _docs_parquet(rows, corpus.metadata_fields))
-    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired)
+    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired, bom)
 
 
 def _docs_parquet(rows: list[dict[str, Any]], metadata_fields: list[str]) -> bytes:

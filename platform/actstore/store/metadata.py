@@ -87,6 +87,7 @@ class IngestSummary(_Meta):
     n_tokens: int = Field(description="Document tokens stored (BOS, separators and padding not counted).")
     skipped_empty: int = Field(description="Documents skipped because they produced no tokens.")
     repaired_utf8: int = Field(description="Documents whose invalid UTF-8 was replaced (encoding_errors=replace).")
+    stripped_bom: int = Field(default=0, description="Files that began with a UTF-8 byte-order mark, which was dropped.")
     truncated_by_cap: bool = Field(description="Whether max_tokens cut the corpus short.")
 
 
