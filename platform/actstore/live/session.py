@@ -18,10 +18,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from actstore.config import HFSource, ModelConfig, StoreConfig
+from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
 from actstore.errors import ConfigError
 from actstore.live import run
-from actstore.live.config import LiveConfig
 from actstore.live.features import LatentStats, rank_features
 from actstore.live.steering import Edit, Intervention, Method, Positions, Sampling
 from actstore.models.capture import capture_sites
