@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from actstore.cli_live import add_live_verbs
 from actstore.config import IndexConfig
 from actstore.errors import ActstoreError, ConfigError
 
@@ -167,7 +168,19 @@ def _cmd_top(args: argparse.Namespace) -> int:
         frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window)
         return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("bin",)))
     frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None)
-    return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)))
+    return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)) + _logits_line(latents, args.latent))
+
+
+def _logits_line(latents: Any, latent: int) -> str:
+    """The latent's kept output logits as two lines, or nothing when none are kept."""
+    from actstore.errors import LogitsNotFoundError
+
+    try:
+        frame = latents.logits(latent)
+    except LogitsNotFoundError:
+        return ""
+    side = lambda s: "  ".join(repr(t) for t in frame.filter(frame["side"] == s)["token"])  # noqa: E731
+    return f"\noutput logits  top: {side('top')}\n           bottom: {side('bottom')}"
 
 
 def _cmd_density(args: argparse.Namespace) -> int:
@@ -342,6 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--creator-id", help="an existing Neuronpedia user id (default: clkht01d40000jv08hvalcvly, the user "
                                              "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
+    add_live_verbs(verbs)
     return parser
 
 

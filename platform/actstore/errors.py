@@ -63,3 +63,7 @@ class UnitNotDoneError(ActstoreError, LookupError):
 
 class IndexNotFoundError(ActstoreError, LookupError):
     """A query needs an SAE's feature-major index, and it has not been built (or is incomplete)."""
+
+
+class LogitsNotFoundError(ActstoreError, LookupError):
+    """An SAE's output logits were asked for, and they have not been computed into the store."""

@@ -14,6 +14,7 @@ import polars as pl
 
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
+from actstore.query.logits import output_logits
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, windows
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
@@ -204,6 +205,11 @@ class SaeLatents:
         return current_totals(self.store, "saes", self.name, names, self.info.stage)
 
     hist_edges = HIST_EDGES
+
+    def logits(self, latent: int) -> pl.DataFrame:
+        """The top and bottom 10 tokens of ``W_dec[latent] @ W_U``, kept in the store by
+        ``actstore logits`` (:class:`LogitsNotFoundError` before). Columns: side, rank, token_id, token, value."""
+        return output_logits(self.store, self.name, self._check_latent(latent))
 
     # -- what fires where --------------------------------------------------------------------
     def features_at(self, *, ctx: int | None = None, doc: int | None = None, span: tuple[int, int] | None = None,
