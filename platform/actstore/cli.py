@@ -59,6 +59,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return _print_info(open_store(args.store), as_json=args.json)
 
 
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from actstore.upgrade import upgrade_store
+
+    result = upgrade_store(args.store)
+    if result.from_version == result.to_version:
+        print(f"{result.url}: already format v{result.to_version}; nothing to do")
+    else:
+        print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    return 0
+
+
 def _print_info(store: object, *, as_json: bool) -> int:
     info = store.info()  # type: ignore[attr-defined]
     if as_json:
@@ -229,6 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("store", help="store URL or path")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_cmd_info)
+
+    upgrade = verbs.add_parser("upgrade", help="upgrade an older store in place to the current format "
+                               "(v1 -> v2: store the tokenizer inside it, loaded once from its recorded source)")
+    upgrade.add_argument("store", help="store URL or path")
+    upgrade.set_defaults(run=_cmd_upgrade)
 
     index = verbs.add_parser("index", help="build the feature-major index of SAEs (all by default), with Ray tasks")
     index.add_argument("store", help="store URL or path")
