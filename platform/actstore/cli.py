@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from actstore.config import IndexConfig
 from actstore.errors import ActstoreError
 
 __all__ = ["main"]
@@ -112,10 +111,11 @@ def _color() -> bool:
 def _cmd_index(args: argparse.Namespace) -> int:
     from actstore.api import open_store
     from actstore.cluster.index import run_index
+    from actstore.index.build import BUCKET_NNZ
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
     for sae in saes:
-        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz, progress=not args.quiet)
+        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
     return 0
@@ -249,8 +249,8 @@ def _parser() -> argparse.ArgumentParser:
     index = verbs.add_parser("index", help="build the feature-major index of SAEs (all by default), with Ray tasks")
     index.add_argument("store", help="store URL or path")
     index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
-    index.add_argument("--bucket-nnz", type=int, default=IndexConfig.model_fields["bucket_nnz"].default,
-                       help="occurrences per latent bucket at most (memory of one reduce task)")
+    index.add_argument("--bucket-nnz", type=int, help="occurrences per latent bucket at most (memory of one reduce "
+                       "task; default: the index config's default)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
 
