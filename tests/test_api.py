@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import actstore
@@ -40,3 +42,13 @@ def test_open_gives_the_query_calls_and_keeps_them_on_reopen(coded_store: Path) 
     assert isinstance(store.reopen(mode="r"), actstore.Store)
     assert store.sae("res1").info.d_sae > 0
     assert not hasattr(storage.Store, "sae")  # the storage layer itself offers no query calls
+
+
+def test_the_cli_parser_loads_no_heavy_library() -> None:
+    """``actstore --help`` builds the parser only: no zarr, polars or pydantic (each costs tenths
+    of a second at start-up); ``actstore.open`` still resolves on first use."""
+    heavy = ("zarr", "polars", "pydantic", "torch", "ray", "transformers")
+    code = (f"import sys, actstore.cli; actstore.cli._parser(); print(sorted(m for m in {heavy} if m in sys.modules)); "
+            "import actstore; print(actstore.open.__module__, issubclass(actstore.StoreNotFoundError, actstore.ActstoreError))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "actstore.api True"

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from actstore.cli_live import add_live_verbs
-from actstore.config import IndexConfig
 from actstore.errors import ActstoreError, ConfigError
 
 __all__ = ["main"]
@@ -86,6 +85,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return _print_info(open_store(args.store), as_json=args.json)
 
 
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from actstore.upgrade import upgrade_store
+
+    result = upgrade_store(args.store)
+    if result.from_version == result.to_version:
+        print(f"{result.url}: already format v{result.to_version}; nothing to do")
+    else:
+        print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    return 0
+
+
 def _print_info(store: object, *, as_json: bool) -> int:
     info = store.info()  # type: ignore[attr-defined]
     if as_json:
@@ -128,10 +138,11 @@ def _color() -> bool:
 def _cmd_index(args: argparse.Namespace) -> int:
     from actstore.api import open_store
     from actstore.cluster.index import run_index
+    from actstore.index.build import BUCKET_NNZ
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
     for sae in saes:
-        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz, progress=not args.quiet)
+        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
     return 0
@@ -287,11 +298,16 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_cmd_info)
 
+    upgrade = verbs.add_parser("upgrade", help="upgrade an older store in place to the current format "
+                               "(v1 -> v2: store the tokenizer inside it, loaded once from its recorded source)")
+    upgrade.add_argument("store", help="store URL or path")
+    upgrade.set_defaults(run=_cmd_upgrade)
+
     index = verbs.add_parser("index", help="build the feature-major index of SAEs (all by default), with Ray tasks")
     index.add_argument("store", help="store URL or path")
     index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
-    index.add_argument("--bucket-nnz", type=int, default=IndexConfig.model_fields["bucket_nnz"].default,
-                       help="occurrences per latent bucket at most (memory of one reduce task)")
+    index.add_argument("--bucket-nnz", type=int, help="occurrences per latent bucket at most (memory of one reduce "
+                       "task; default: the index config's default)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
 

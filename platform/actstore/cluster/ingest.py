@@ -24,12 +24,13 @@ from actstore.corpus.ingest import build_plan, pack_unit, write_documents_part
 from actstore.corpus.packing import PackPlan
 from actstore.corpus.sources import SourceFile, expand_sources
 from actstore.corpus.staging import FileSummary, clear_staging, stage_file
-from actstore.corpus.tokenize import load_tokenizer, tokenizer_info
+from actstore.corpus.tokenize import load_tokenizer, tokenizer_info, tokenizer_json
 from actstore.errors import CorpusError, StoreMismatchError
-from actstore.store._fs import Location, check_access
+from actstore.store._fs import Location, SideFiles, check_access
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, create_unit_array, token_array
 from actstore.store.metadata import IngestSummary, RootMetadata, StageInfo, TokenizerInfo
 from actstore.store.store import TOKENS_STAGE, Store, utc_now
+from actstore.store.tokenizer import write_tokenizer
 
 __all__ = ["open_existing", "run_ingest"]
 
@@ -73,7 +74,7 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     with unwrapped_errors(), _staging_removed_on_failure(location):
         summaries = _stage_all(sources, tokenizer, config, location, workers, progress)
         plan, truncated = build_plan(location, summaries, config.context, tok)
-        store = existing or _create_store(location, config, tok, plan, summaries, truncated)
+        store = existing or _create_store(location, config, tok, tokenizer_json(tokenizer), plan, summaries, truncated)
         if store.meta.n_ctx != plan.n_ctx:
             raise StoreMismatchError(
                 f"{location.url}: the corpus now packs into {plan.n_ctx} contexts, the store holds "
@@ -150,7 +151,7 @@ def _until_cap(sources: list[SourceFile], done: dict[int, FileSummary], cap: int
         yield job
 
 
-def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, plan: PackPlan,
+def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, tokenizer_text: str, plan: PackPlan,
                   summaries: list[FileSummary], truncated: bool) -> Store:
     grid = UnitGrid(plan.n_ctx, config.context.ctx_len, config.context.contexts_per_unit)
     if grid.n_ctx == 0:
@@ -177,6 +178,7 @@ def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, 
         stages={TOKENS_STAGE: StageInfo(units_total=grid.n_units)},
         configs={"ingest": redacted_config(config)},
     )
+    write_tokenizer(SideFiles(location), tokenizer_text)  # before the metadata that names it
     store = Store.create(location, meta)
     for name, (dtype, fill) in TOKEN_ARRAYS.items():
         create_unit_array(store.group, token_array(name), grid, (), dtype, fill_value=fill,

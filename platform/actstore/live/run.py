@@ -164,7 +164,7 @@ def _generate_steered(session: LiveSession, prompt_ids: list[int], edits: list[E
 
 
 def _text(session: LiveSession, ids: list[int]) -> str:
-    return str(session.tokenizer.decode(ids, skip_special_tokens=False))
+    return str(session.tokenizer.decode(ids))
 
 
 def sweep(session: LiveSession, prompt: str | Sequence[int], intervention: Intervention | tuple[str, int, float], *,

@@ -59,12 +59,16 @@ class LiveSession:
     """A model and SAEs loaded once. Methods take text (or token ids) and return polars frames
     or frozen results; the web app and the Ray Serve deployment call the same object."""
 
-    def __init__(self, store: Store, model: Any, saes: dict[str, LoadedSae], device: torch.device) -> None:
+    def __init__(self, store: Store, model: Any, saes: dict[str, LoadedSae], device: torch.device,
+                 *, source: HFSource | None = None) -> None:
         self.store, self.model, self.saes, self.device = store, model, saes, device
+        self.source = source  # the model's own tokenizer comes from here, only for chat templates
+        self._chat: Any = None
         self.tokenizer = store_tokenizer(store)
         meta = store.meta.tokenizer
         self.bos_id = meta.bos_token_id
-        self.special_ids = sorted({meta.bos_token_id, meta.pad_token_id, *(self.tokenizer.all_special_ids or [])}
+        named = [self.tokenizer.encode(t, add_special_tokens=False) for t in meta.special_tokens.values()]
+        self.special_ids = sorted({meta.bos_token_id, meta.pad_token_id, *(ids[0] for ids in named if len(ids) == 1)}
                                   | ({meta.eos_token_id} if meta.eos_token_id is not None else set()))
         vocab = int(model.config.vocab_size)
         self.suppress = list(range(len(self.tokenizer), vocab))  # ids the model has but the tokenizer lacks
@@ -89,11 +93,24 @@ class LiveSession:
         source = config.model or ModelConfig(**store.meta.model["source"],  # type: ignore[index]
                                              dtype=store.meta.model.get("dtype", "float32"))  # type: ignore[union-attr]
         dtype = source.dtype if source.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-        model = load_model(HFSource(**source.model_dump(include={"id", "revision", "gguf_file", "package"})),
-                           dtype=dtype, device=str(device), attn_implementation=source.attn_implementation)
-        return cls(store, model, saes, device)
+        hf = HFSource(**source.model_dump(include={"id", "revision", "gguf_file", "package"}))
+        model = load_model(hf, dtype=dtype, device=str(device), attn_implementation=source.attn_implementation)
+        return cls(store, model, saes, device, source=hf)
 
     # -- tokens -------------------------------------------------------------------------------
+    def _chat_tokenizer(self) -> Any:
+        """The model's own transformers tokenizer, for its chat template (the store keeps the
+        vocabulary, not the template); loaded once, on the first chat prompt."""
+        if self._chat is None:
+            if self.source is None:
+                raise ConfigError("chat=True needs the model's tokenizer; open the session from a config or store")
+            from actstore.corpus.tokenize import load_tokenizer
+
+            self._chat = load_tokenizer(self.source)
+        if not getattr(self._chat, "chat_template", None):
+            raise ConfigError("the model's tokenizer has no chat template; use chat=False")
+        return self._chat
+
     def tokenize(self, text: str | Sequence[int], *, chat: bool = False) -> list[int]:
         """BOS + the text's tokens as the store packs them (or the chat template's ids with
         ``chat``); token ids are taken as given. Empty or over-long input is refused."""
@@ -101,9 +118,8 @@ class LiveSession:
             if not text.strip():
                 raise ConfigError("the text is empty")
             if chat:
-                if not getattr(self.tokenizer, "chat_template", None):
-                    raise ConfigError("the store's tokenizer has no chat template; use chat=False")
-                ids = list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                chat_tokenizer = self._chat_tokenizer()
+                ids = list(chat_tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                               add_generation_prompt=True, tokenize=True))
                 ids = [int(i) for i in (ids[0] if ids and isinstance(ids[0], list) else ids)]
             else:

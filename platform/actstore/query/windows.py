@@ -4,14 +4,17 @@ padding, so an example never shows text from a neighbouring document."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import json
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from actstore.config import HFSource
+from actstore.corpus.tokenize import source_tokenizer
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.tokenizer import StoredTokenizer, read_tokenizer
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -24,21 +27,20 @@ WINDOW_SCHEMA = pl.Schema({
 })
 
 
-@lru_cache(maxsize=4)
-def _tokenizer(source_json: str) -> Any:
-    import json
-
-    from actstore.config import HFSource
-    from actstore.corpus.tokenize import load_tokenizer
-
-    return load_tokenizer(HFSource(**json.loads(source_json)))
+_TOKENIZERS: dict[str, StoredTokenizer] = {}  # by the stored file's SHA-256, or the source of a v1 store
 
 
-def store_tokenizer(store: Store) -> Any:
-    """The store's tokenizer (loaded once per process and source)."""
-    import json
-
-    return _tokenizer(json.dumps(store.meta.tokenizer.source, sort_keys=True))
+def store_tokenizer(store: Store) -> StoredTokenizer:
+    """The store's tokenizer, loaded once per process: the copy inside the store, read with the
+    ``tokenizers`` library (format v2); for a format v1 store, loaded from the recorded source
+    through transformers (it must be on this machine; ``actstore upgrade`` stores a copy)."""
+    info = store.meta.tokenizer
+    key = info.sha256 or json.dumps(info.source, sort_keys=True)
+    found = _TOKENIZERS.get(key)
+    if found is None:
+        found = read_tokenizer(store.files, info) if info.file is not None else source_tokenizer(HFSource(**info.source))
+        _TOKENIZERS[key] = found
+    return found
 
 
 def decode_tokens(store: Store, ids: list[int]) -> list[str]:

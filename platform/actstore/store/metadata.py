@@ -1,5 +1,10 @@
-"""The store's root metadata (format v1): a pydantic model stored as the root group's
-``actstore`` attribute, parsed with an explicit format-version check first."""
+"""The store's root metadata: a pydantic model stored as the root group's ``actstore``
+attribute, parsed with an explicit format-version check first.
+
+Versions: 1, the first format; 2 adds the tokenizer inside the store (``tokenizer.file``,
+``tokenizer/tokenizer.json``). Version 1 stores are still read (their tokenizer is loaded from
+the recorded source) and ``actstore upgrade`` turns them into version 2.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from actstore.errors import UnsupportedFormatError
 
 __all__ = [
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "IngestSummary",
     "RootMetadata",
     "SaeInfo",
@@ -21,7 +27,8 @@ __all__ = [
 ]
 
 FORMAT_NAME: Literal["actstore"] = "actstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ATTRIBUTE = "actstore"
 
 
@@ -38,6 +45,13 @@ class TokenizerInfo(_Meta):
     bos_token_id: int = Field(description="Id placed at position 0 of every context.")
     eos_token_id: int | None = Field(description="Id of the document separator, if any.")
     pad_token_id: int = Field(description="Id stored at padded positions.")
+    file: str | None = Field(default=None, description="Path of the tokenizer's tokenizer.json inside the store "
+                             "(format v2: tokenizer/tokenizer.json); None in format v1 stores.")
+    sha256: str | None = Field(default=None, description="SHA-256 (hex) of the stored tokenizer.json.")
+    special_tokens: dict[str, str] = Field(default_factory=dict, description="Special tokens by role "
+                                           "(bos_token, eos_token, pad_token, unk_token) as text.")
+    clean_up_spaces: bool = Field(default=False, description="Whether decoding removes spaces before punctuation "
+                                  "(transformers' clean_up_tokenization, as the ingesting tokenizer applied it).")
 
 
 class SiteInfo(_Meta):
@@ -125,9 +139,9 @@ def parse_root_metadata(attrs: dict[str, Any], url: str) -> RootMetadata:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise UnsupportedFormatError(f"{url!r} is a Zarr group but not an actstore store")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedFormatError(
-            f"store {url!r} has format version {version!r}; this actstore reads version "
-            f"{FORMAT_VERSION}. Upgrade actstore (or re-create the store)."
+            f"store {url!r} has format version {version!r}; this actstore reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Upgrade actstore (or re-create the store)."
         )
     return RootMetadata.model_validate(raw)
