@@ -11,6 +11,7 @@ from actstore.config import LiveConfig
 from tests.coded_store import SAE
 
 
+@pytest.mark.slow  # a Serve controller and a replica process that imports torch and loads the session
 def test_serve_deployment_answers_like_the_session(coded_store: Path, ray_cluster: None) -> None:
     from ray import serve
 

@@ -133,9 +133,10 @@ def generate(model: Any, ids: list[int], sampling: Sampling, *, suppress: list[i
         raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1]; got {sampling.temperature}, {sampling.top_p}")
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
+    eos = model.generation_config.eos_token_id
     kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.temperature > 0,
                               "attention_mask": torch.ones_like(input_ids), "suppress_tokens": suppress or None,
-                              "pad_token_id": model.generation_config.eos_token_id or 0}
+                              "pad_token_id": (eos[0] if isinstance(eos, list) else eos) or 0}
     if sampling.temperature > 0:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
     torch.manual_seed(sampling.seed)
