@@ -57,9 +57,11 @@ PATH="$BIN:$PATH" setsid "$BIN/ray" start --head --block --node-ip-address=127.0
   >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
 DASHBOARD=http://127.0.0.1:$DASHBOARD_PORT
-# ready when the job agent answers: submitting earlier fails with "No available agent"
-for _ in $(seq 300); do
-  RAY_API_SERVER_ADDRESS=$DASHBOARD "$BIN/ray" job list >/dev/null 2>&1 && break
+# ready when a job can be submitted: until the job agent has registered, submissions fail with
+# "No available agent" (listing jobs already works then), so submit a no-op job until one is taken
+for i in $(seq 300); do
+  RAY_API_SERVER_ADDRESS=$DASHBOARD "$BIN/ray" job submit --no-wait --submission-id "local-cluster-ready-$$-$i" \
+    -- true >/dev/null 2>&1 && break
   kill -0 "$(cat "$STATE/ray.pid")" 2>/dev/null || { cat "$STATE/ray.log" >&2; exit 1; }
   sleep 0.5
 done
