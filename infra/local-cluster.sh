@@ -57,11 +57,19 @@ PATH="$BIN:$PATH" setsid "$BIN/ray" start --head --block --node-ip-address=127.0
   >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
 DASHBOARD=http://127.0.0.1:$DASHBOARD_PORT
-# ready when the job agent answers: submitting earlier fails with "No available agent"
-for _ in $(seq 300); do
-  RAY_API_SERVER_ADDRESS=$DASHBOARD "$BIN/ray" job list >/dev/null 2>&1 && break
+# ready when a job can be submitted: until the job agent has registered, submissions fail with
+# "No available agent" (listing jobs already works then), so submit a no-op job until one is taken
+i=0
+until RAY_API_SERVER_ADDRESS=$DASHBOARD "$BIN/ray" job submit --no-wait --submission-id "local-cluster-ready-$$-$i" \
+    -- true >/dev/null 2>&1; do
   kill -0 "$(cat "$STATE/ray.pid")" 2>/dev/null || { cat "$STATE/ray.log" >&2; exit 1; }
-  sleep 0.5
+  if [ "$SECONDS" -gt 300 ]; then  # e.g. another Ray on this machine holds the agent's ports
+    echo "the Ray head at $DASHBOARD takes no jobs after 5 minutes; see $STATE/ray.log and the" \
+         "dashboard_agent log under its session folder; set RAY_START_ARGS to other ports" >&2
+    exit 1
+  fi
+  i=$((i + 1))
+  sleep 1
 done
 printf '{"env_vars": {"AWS_ENDPOINT_URL": "%s", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}}\n' \
   "$ENDPOINT" >"$STATE/runtime-env.json"

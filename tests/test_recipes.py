@@ -66,6 +66,7 @@ def _shell(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
                           timeout=400)
 
 
+@pytest.mark.timeout(600)  # a head, an S3 server and two jobs in fresh processes: ~1-2 min on an idle 2-core machine
 def test_local_cluster_recipe_and_resubmission_after_failure(tmp_path, tiny_tokenizer) -> None:
     write_jsonl(tmp_path / "corpus.jsonl", sample_records(12, seed=9))
     make_tiny_gemma2(tmp_path / "model", tiny_tokenizer)

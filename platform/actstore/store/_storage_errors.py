@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from actstore.errors import StorageAccessError
+from actstore.errors import StorageAccessError, StoreNotFoundError
 
-__all__ = ["endpoint_of", "storage_error", "translated"]
+__all__ = ["endpoint_of", "not_found", "storage_error", "translated"]
 
 _UNREACHABLE = {"EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError", "ConnectionRefusedError",
                 "ServerDisconnectedError", "ClientConnectionError"}
@@ -36,6 +36,7 @@ class Location(Protocol):
     def storage_options(self) -> dict[str, Any]: ...
     @property
     def is_local(self) -> bool: ...
+    def fs(self) -> tuple[Any, str]: ...
 
 
 def endpoint_of(location: Location) -> str:
@@ -78,6 +79,10 @@ def _bucket(location: Location) -> str:
     return location.url.split("://", 1)[-1].split("/", 1)[0]
 
 
+def _missing_bucket(text: str) -> bool:
+    return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
+
+
 def storage_error(exc: BaseException, location: Location, *, writing: bool) -> StorageAccessError:
     """One line for a failed storage call on ``location``: what happened, where, what to check."""
     chain = list(_chain(exc))
@@ -95,8 +100,7 @@ def storage_error(exc: BaseException, location: Location, *, writing: bool) -> S
         action, needed = ("writing", ", s3:PutObject, s3:DeleteObject") if writing else ("reading", "")
         what = (f"access denied: {action} is not allowed at {endpoint}; check the bucket policy and what "
                 f"these credentials may do (s3:ListBucket, s3:GetObject{needed})")
-    elif "NoSuchBucket" in text or "bucket does not exist" in text.lower() or any(
-            isinstance(e, FileNotFoundError) for e in chain):
+    elif _missing_bucket(text):
         what = f"bucket {_bucket(location)!r} does not exist at {endpoint}; create it, or fix the store URL or the endpoint"
     else:
         first = _masked(str(exc).splitlines()[0] if str(exc) else "", location)
@@ -114,8 +118,8 @@ def translated(location: Location, *, writing: bool) -> Iterator[None]:
     except Exception as exc:
         if type(exc).__module__.startswith("actstore") or not (isinstance(exc, OSError) or _is_storage_client_error(exc)):
             raise
-        if location.is_local and isinstance(exc, FileNotFoundError):
-            raise  # a missing local path: the caller says what it was looking for
+        if isinstance(exc, FileNotFoundError) and (location.is_local or not _missing_bucket(str(exc))):
+            raise  # a missing path or key, not a bucket: the caller says what it was looking for
         raise storage_error(exc, location, writing=writing) from None
 
 
@@ -123,3 +127,19 @@ def _is_storage_client_error(exc: BaseException) -> bool:
     """botocore/aiohttp errors that s3fs lets through untranslated."""
     module: Any = type(exc).__module__
     return str(module).split(".", 1)[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs")
+
+
+def not_found(location: Location, message: str) -> Exception:
+    """The error for nothing found at ``location``: a missing bucket said as such (one more
+    request, on this failure path only: object stores answer a missing bucket and a missing key
+    alike to a read), else ``StoreNotFoundError(message)``."""
+    if not location.is_local:
+        try:
+            with translated(location, writing=False):
+                fs, root = location.fs()
+                fs.ls(root.split("/", 1)[0], detail=False)
+        except StorageAccessError as exc:
+            return exc
+        except FileNotFoundError as exc:
+            return storage_error(exc, location, writing=False)
+    return StoreNotFoundError(message)

@@ -15,7 +15,7 @@ import zarr.errors
 
 from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
 from actstore.store._fs import Location, SideFiles
-from actstore.store._storage_errors import translated
+from actstore.store._storage_errors import not_found, translated
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
 from actstore.store.manifests import ManifestBook
@@ -97,7 +97,7 @@ class Store:
             with translated(location, writing=False):
                 group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-            raise StoreNotFoundError(f"no actstore store at {url!r}") from None
+            raise not_found(location, f"no actstore store at {url!r}") from None
         if ATTRIBUTE not in group.attrs:
             raise StoreNotFoundError(f"no actstore store at {url!r} (a Zarr group without actstore metadata)")
         meta = parse_root_metadata(dict(group.attrs), url)
