@@ -14,9 +14,10 @@ D_SAE = 96
 BUCKET_NNZ = 1500  # a few buckets on a tiny store
 
 
-def build_coded_store(root: Path, tokenizer: Path) -> Path:
-    """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path."""
-    write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5))
+def build_coded_store(root: Path, tokenizer: Path, *, records: list[dict] | None = None) -> Path:
+    """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path.
+    ``records``: the corpus (default: 30 sample documents)."""
+    write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5) if records is None else records)
     model = make_tiny_gemma2(root / "model", tokenizer)
     sae = make_gemma_scope_sae(root / "sae/params.npz", 64, D_SAE, seed=2, threshold=3.3)
     url = str(root / "store")

@@ -188,6 +188,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from actstore.web.server import serve
+
+    serve(args.store, host=args.host, port=args.port)
+    return 0
+
+
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
                   json_flag: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
@@ -296,6 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model-id", required=True, help="Neuronpedia model id, e.g. gemma-2-2b")
     export.add_argument("--source-id", required=True, help="Neuronpedia source (layer) id, e.g. 12-gemmascope-res-16k")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
+
+    srv = verbs.add_parser("serve", help="browse a store in a web browser (read-only; 127.0.0.1 by default)")
+    srv.add_argument("store", help="store URL or path")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (another one makes it reachable from other machines)")
+    srv.add_argument("--port", type=int, default=8000, help="port")
+    srv.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -11,6 +11,8 @@ __all__ = [
     "ActstoreError",
     "ConfigError",
     "CorpusError",
+    "NotFoundError",
+    "RequestError",
     "StorageAccessError",
     "StoreExistsError",
     "StoreMismatchError",
@@ -63,3 +65,11 @@ class UnitNotDoneError(ActstoreError, LookupError):
 
 class IndexNotFoundError(ActstoreError, LookupError):
     """A query needs an SAE's feature-major index, and it has not been built (or is incomplete)."""
+
+
+class NotFoundError(ActstoreError, LookupError):
+    """A name asked for (an SAE, a page) does not exist in the store; the message lists what does."""
+
+
+class RequestError(ActstoreError, ValueError):
+    """A web or API request is malformed or asks for more than the server's limits allow."""

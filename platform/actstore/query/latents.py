@@ -200,6 +200,11 @@ class SaeLatents:
             "max": stats["max"][rows].astype(np.float32), "hist": stats["hist"][rows].astype(np.int64),
         }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
 
+    def l0_hist(self) -> np.ndarray:
+        """Tokens by L0 (number of latents firing on a token), BOS and padding left out; the
+        last bin counts L0 >= ``L0_BINS - 1``. Same sources as :meth:`density`."""
+        return self._stats(("l0_hist",))["l0_hist"].astype(np.int64)
+
     def _stats(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         return current_totals(self.store, "saes", self.name, names, self.info.stage)
 
