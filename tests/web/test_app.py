@@ -172,6 +172,9 @@ def test_ray_serve_deployment_serves_the_same_app(web_store: Path, client: TestC
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser{path}", timeout=60) as r:
             assert json.loads(r.read()) == client.get(path).json()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser/", timeout=60) as r:
-            assert b"<svg class=\"plot\"" in r.read()
+            page = r.read().decode()
+        assert '<svg class="plot"' in page and 'href="/browser/static/app.css"' in page  # links keep the prefix
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser/static/app.css", timeout=60) as r:
+            assert r.status == 200
     finally:
         serve.shutdown()

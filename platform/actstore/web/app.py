@@ -103,7 +103,8 @@ class _Pages:
 
     def _render(self, request: Request, name: str, **context: Any) -> Response:
         store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url, **context})
+        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
+                                                               "root": request.scope.get("root_path", ""), **context})
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -126,7 +127,7 @@ class _Pages:
         def link(changes: dict[str, Any]) -> str:
             """This table's URL with some parameters changed (unset ones left out)."""
             query = {k: v for k, v in {**params, **changes}.items() if v is not None}
-            return f"/sae/{quote(view['sae'], safe='')}?{urlencode(query)}"
+            return f"{request.scope.get('root_path', '')}/sae/{quote(view['sae'], safe='')}?{urlencode(query)}"
 
         return self._render(request, "sae.html", view=view, params=params, link=link)
 
@@ -192,7 +193,8 @@ def _error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": message, "status": status}, status_code=status)
-    return _templates().TemplateResponse(request, "error.html", {"message": message, "status": status, "store_url": ""},
+    return _templates().TemplateResponse(request, "error.html", {"message": message, "status": status, "store_url": "",
+                                                                    "root": request.scope.get("root_path", "")},
                                       status_code=status)
 
 
