@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from tests.helpers import make_gemma_scope_sae
 
-from actstore.cluster.extract import _prepare_store
 from actstore.cluster.ingest import run_ingest
 from actstore.config import ExtractConfig
+from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.plan import plan_extraction
 from actstore.extraction.unit import UnitRunner
 from actstore.models.capture import capture_sites
@@ -58,7 +58,7 @@ def main() -> None:
     })
     plan, weights = plan_extraction(config, gpu_workers=False)
     store = run_ingest(config.ingest_config())
-    _prepare_store(store, plan)
+    create_extract_arrays(store, plan, config_record={})
     store = Store.open(store.location.url, mode="r+")
     model = load_model(config.model, dtype="float32", device="cpu")
     encoders = {"sae": SAEEncoder(weights["sae"])}

@@ -25,9 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from actstore.api import Store
 from actstore.cluster.index import run_index
 from actstore.store.layout import code_array, token_array
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import EXTRACT_STAGE
 from benchmarks.synthetic import make_store
 
 SAE, CTX_LEN, CAP = "bench", 1024, 96

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from tests.conftest import start_moto
 
+from actstore.api import Store
 from actstore.store.layout import activation_array
-from actstore.store.store import Store
 from benchmarks.synthetic import make_store
 
 SITE = "blocks.12.hook_resid_post"

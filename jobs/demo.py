@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from actstore.api import open_store
 from actstore.cli import main as cli
 from actstore.config import TrainConfig, load_config
 from actstore.query.render import render_examples
-from actstore.store.store import open_store
 
 CONFIGS = Path(__file__).parent / "configs"
 SAE_NAME = "topk-2048"

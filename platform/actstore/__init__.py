@@ -9,6 +9,7 @@ need them.
 """
 
 from actstore._version import __version__
+from actstore.api import Store, open_store
 from actstore.config import (
     ContextConfig,
     CorpusConfig,
@@ -29,7 +30,6 @@ from actstore.errors import (
     UnitNotDoneError,
     UnsupportedFormatError,
 )
-from actstore.store.store import Store, open_store
 
 open = open_store
 

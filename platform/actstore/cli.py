@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from actstore.cli_live import add_live_verbs
 from actstore.config import IndexConfig
-from actstore.errors import ActstoreError
+from actstore.errors import ActstoreError, ConfigError
 
 __all__ = ["main"]
 
@@ -29,7 +30,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from actstore.cluster.ingest import run_ingest
     from actstore.config import IngestConfig, load_config
 
-    config = load_config(args.config, IngestConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, IngestConfig, **_overrides(args))
     store = run_ingest(config, workers=args.workers, progress=not args.quiet)
     return _print_info(store, as_json=False)
 
@@ -38,9 +39,29 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from actstore.cluster.extract import run_extract
     from actstore.config import ExtractConfig, load_config
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store, "context.max_tokens": args.max_tokens})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     store = run_extract(config, progress=not args.quiet)
     return _print_info(store, as_json=False)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from actstore.config import ExtractConfig, load_config
+    from actstore.extraction.estimate import estimate_run, model_flops_per_token
+    from actstore.extraction.plan import plan_extraction
+    from actstore.models.loading import load_model_config, planned_weights_bytes, truncated_config
+
+    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    tokens = args.tokens or config.context.max_tokens
+    if not tokens:
+        raise ConfigError("say how many tokens to plan for: --tokens N (or context.max_tokens in the config)")
+    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda")
+    l0 = {name: float(v) for name, v in (item.split("=", 1) for item in args.l0)}
+    blocks = plan.layers_needed
+    model_config = load_model_config(config.model)
+    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks),
+                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len))
+    print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.render())
+    return 0
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
@@ -48,13 +69,19 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
-    config = load_config(args.config, ExtractConfig, **{"store.url": args.store})
+    config = load_config(args.config, ExtractConfig, **_overrides(args))
     print(run_id("extract", config.store.url, redacted_config(config)))
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config values given on the command line (``None``: keep the file's)."""
+    return {"store.url": args.store, "corpus.paths": args.corpus,
+            "context.max_tokens": getattr(args, "max_tokens", None)}
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    from actstore.store.store import open_store
+    from actstore.api import open_store
 
     return _print_info(open_store(args.store), as_json=args.json)
 
@@ -80,7 +107,7 @@ def _print_info(store: object, *, as_json: bool) -> int:
 
 
 def _latents(args: argparse.Namespace) -> Any:
-    from actstore.store.store import open_store
+    from actstore.api import open_store
 
     return open_store(args.store).sae(args.sae)
 
@@ -99,8 +126,8 @@ def _color() -> bool:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from actstore.api import open_store
     from actstore.cluster.index import run_index
-    from actstore.store.store import open_store
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
     for sae in saes:
@@ -141,7 +168,19 @@ def _cmd_top(args: argparse.Namespace) -> int:
         frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window)
         return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("bin",)))
     frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None)
-    return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)))
+    return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)) + _logits_line(latents, args.latent))
+
+
+def _logits_line(latents: Any, latent: int) -> str:
+    """The latent's kept output logits as two lines, or nothing when none are kept."""
+    from actstore.errors import LogitsNotFoundError
+
+    try:
+        frame = latents.logits(latent)
+    except LogitsNotFoundError:
+        return ""
+    side = lambda s: "  ".join(repr(t) for t in frame.filter(frame["side"] == s)["token"])  # noqa: E731
+    return f"\noutput logits  top: {side('top')}\n           bottom: {side('bottom')}"
 
 
 def _cmd_density(args: argparse.Namespace) -> int:
@@ -157,9 +196,13 @@ def _cmd_at(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
     span = tuple(int(x) for x in args.span.split(":")) if args.span else None
-    frame = _latents(args).features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
-                                       max_density=args.max_density)
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
+                                max_density=args.max_density)
+    where = f"ctx {args.ctx}" if args.ctx is not None else f"doc {args.doc}"
+    text = lambda: (f"{where}{' span ' + args.span if args.span else ''}: "  # noqa: E731
+                    f"{json.dumps(latents.text_at(ctx=args.ctx, doc=args.doc, span=span))}\n{render_frame(frame)}")
+    return _emit(frame, args, text)
 
 
 def _cmd_cofiring(args: argparse.Namespace) -> int:
@@ -170,12 +213,14 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
 
 
 def _cmd_find(args: argparse.Namespace) -> int:
-    from actstore.query.render import render_examples
-    from actstore.store.store import open_store
+    from actstore.api import open_store
+    from actstore.query.render import render_matches
+    from actstore.query.tokens import find_sequences, text_forms
 
-    ids = [int(x) for x in args.text.split(",")] if args.ids else args.text
-    frame = open_store(args.store).find_tokens(ids, limit=args.limit, window=args.window)
-    return _emit(frame, args, lambda: render_examples(frame, color=_color()))
+    store = open_store(args.store)
+    forms = [(args.text, [int(x) for x in args.text.split(",")])] if args.ids else text_forms(store, args.text)
+    found = find_sequences(store, forms, limit=args.limit, window=args.window)
+    return _emit(found.matches, args, lambda: render_matches(found, color=_color()))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -183,8 +228,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     features = [int(x) for x in args.latents.split(",")]
     summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,
-                                 k=args.k)
-    print(f"wrote {summary.n_features} features to {summary.features} and {summary.n_activations} activations to {summary.activations}")
+                                 k=args.k, **({"creator_id": args.creator_id} if args.creator_id else {}))
+    print(f"wrote {summary.folder}: " + ", ".join(f"{name} {n}" for name, n in summary.rows.items()))
     return 0
 
 
@@ -212,6 +257,7 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("config", help=f"{verb} config file, YAML or JSON")
     parser.add_argument("--store", help="store URL, overriding store.url")
+    parser.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     parser.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -227,9 +273,20 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
     _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
 
+    plan = verbs.add_parser("plan", help="estimate an extraction before running it: bytes, objects, requests, memory, GPU-hours")
+    plan.add_argument("config", help="extract config file")
+    plan.add_argument("--tokens", type=int, help="document tokens to plan for (default: context.max_tokens)")
+    plan.add_argument("--l0", action="append", default=[], metavar="SAE=L0", help="an SAE's mean L0 (default: from its path)")
+    plan.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="worker kind (sets dtype 'auto')")
+    plan.add_argument("--doc-tokens", type=float, default=1000, help="mean document length in tokens (EOS separators)")
+    plan.add_argument("--store", help="store URL, overriding store.url")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(run=_cmd_plan)
+
     rid = verbs.add_parser("run-id", help="print the run id of an extract config (use it as the Ray Jobs submission id)")
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
+    rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
@@ -287,9 +344,9 @@ def _parser() -> argparse.ArgumentParser:
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
 
-    find = verbs.add_parser("find", help="stored contexts containing a token sequence")
+    find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")
-    find.add_argument("text", help="text (encoded with the store's tokenizer), or comma-separated ids with --ids")
+    find.add_argument("text", help="text (searched as typed and with a leading space), or comma-separated ids with --ids")
     find.add_argument("--ids", action="store_true", help="TEXT is token ids")
     find.add_argument("--limit", type=int, default=20)
     find.add_argument("--window", type=int, default=12)
@@ -302,7 +359,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--model-id", required=True, help="Neuronpedia model id, e.g. gemma-2-2b")
     export.add_argument("--source-id", required=True, help="Neuronpedia source (layer) id, e.g. 12-gemmascope-res-16k")
+    export.add_argument("--creator-id", help="an existing Neuronpedia user id (default: clkht01d40000jv08hvalcvly, the user "
+                                             "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
+    add_live_verbs(verbs)
 
     srv = verbs.add_parser("serve", help="browse a store in a web browser (read-only; 127.0.0.1 by default)")
     srv.add_argument("store", help="store URL or path")
@@ -319,8 +379,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except ActstoreError as exc:
-        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr)
+        _stop_ray()
+        print(f"actstore {args.verb}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _stop_ray() -> None:
+    """Shut down a Ray this process started or joined, so that its shutdown messages (actors
+    killed, GCS going away) come before actstore's error line instead of after it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ __all__ = [
     "ExtractConfig",
     "HFSource",
     "IngestConfig",
+    "LiveConfig",
     "ModelConfig",
     "RayConfig",
     "SaeConfig",
@@ -257,7 +258,8 @@ class WorkersConfig(_Frozen):
         default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
     )
     num_gpus: float | None = Field(
-        default=None, ge=0, description="GPUs per worker (fractions share a GPU); default 1 when the cluster has GPUs."
+        default=None, ge=0, description="GPUs per worker (fractions share a GPU; a whole number > 1 spreads the worker's "
+        "truncated model over its GPUs); default 1 when the cluster has GPUs."
     )
     num_cpus: float = Field(default=1, gt=0, description="CPUs reserved per worker.")
     batch_size: int = Field(default=8, ge=1, description="Contexts per forward pass.")
@@ -349,3 +351,19 @@ class TrainConfig(_Frozen):
     dead_tokens: int = Field(default=1_000_000, ge=1, description="A latent that fired on none of the last this many tokens is dead.")
     log_every: int = Field(default=50, ge=1, description="Steps between metric records.")
     mix_chunks: int = Field(default=8, ge=1, description="Chunks mixed together by the loader's shuffle buffer.")
+
+
+class LiveConfig(_Frozen):
+    """A model and SAEs loaded once to answer features-on-my-text and steering.
+
+    The store's metadata records the model and each SAE's files; give ``model`` or
+    ``sae_paths`` only to load them from elsewhere (a GPU dtype, SAE files that moved). SAE
+    files are checked against the content hash the store recorded.
+    """
+
+    store: StoreConfig = Field(description="The store whose model, SAEs, statistics and index the session uses.")
+    model: ModelConfig | None = Field(default=None, description="The model to run; default: the one the store records.")
+    saes: list[str] | None = Field(default=None, description="Names of the store's SAEs to load; default: all of them.")
+    sae_paths: dict[str, str] = Field(
+        default_factory=dict, description="Where to load SAEs from, by name; default: the path the store records.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU.")

@@ -67,6 +67,10 @@ class IndexNotFoundError(ActstoreError, LookupError):
     """A query needs an SAE's feature-major index, and it has not been built (or is incomplete)."""
 
 
+class LogitsNotFoundError(ActstoreError, LookupError):
+    """An SAE's output logits were asked for, and they have not been computed into the store."""
+
+
 class NotFoundError(ActstoreError, LookupError):
     """A name asked for (an SAE, a page) does not exist in the store; the message lists what does."""
 

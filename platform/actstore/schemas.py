@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from actstore.config import ExtractConfig, IngestConfig, TrainConfig
+from actstore.config import ExtractConfig, IngestConfig, LiveConfig, TrainConfig
 from actstore.store.metadata import RootMetadata
 
 __all__ = ["SCHEMAS", "render_schemas", "write_schemas"]
@@ -22,6 +22,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "extract-config.schema.json": ExtractConfig,
     "store-metadata.schema.json": RootMetadata,
     "train-config.schema.json": TrainConfig,
+    "live-config.schema.json": LiveConfig,
 }
 
 

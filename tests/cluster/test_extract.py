@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import actstore
+from actstore.cluster.encode import run_encode
 from actstore.cluster.extract import run_extract
 from actstore.config import ExtractConfig
 from actstore.models.capture import capture_sites
@@ -21,7 +22,7 @@ from actstore.store.stats import HIST_EDGES, L0_BINS
 from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-RES, Z = "blocks.1.hook_resid_post", "blocks.2.attn.hook_z"
+RES, RES0, Z = "blocks.1.hook_resid_post", "blocks.0.hook_resid_post", "blocks.2.attn.hook_z"
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,10 @@ def _config(assets, url: str, **extra) -> ExtractConfig:
         "corpus": {"paths": [str(assets["root"] / "corpus.jsonl")]},
         "model": {"id": str(assets["model"])},
         "context": {"ctx_len": 16, "contexts_per_unit": 4},
-        "sites": [{"name": RES}, {"name": RES.replace("1", "0"), "dtype": "bfloat16"},
+        "sites": [{"name": RES}, {"name": RES0, "dtype": "bfloat16"},
                   {"name": Z, "store_activations": False}],
         "saes": [{"name": "res1", "site": RES, "path": str(assets["sae_res"]), "code_cap": 24},
+                 {"name": "res0", "site": RES0, "path": str(assets["sae_res"]), "code_cap": 24},
                  {"name": "z2", "site": Z, "path": str(assets["sae_z"]), "code_cap": 6}],
         "workers": {"num_workers": 2, "batch_size": 3},
         **extra,
@@ -72,8 +74,11 @@ def test_extraction_to_s3_equals_direct_computation(assets, s3_endpoint, s3_buck
 
     counted = ((tokens["flags"] & (FLAG_BOS | FLAG_PAD)) == 0).reshape(-1)
     assert counted.sum() == store.meta.ingest.n_tokens + store.meta.ingest.n_documents  # text + EOS separators
-    for name, site, sae_path, cap in (("res1", RES, assets["sae_res"], 24), ("z2", Z, assets["sae_z"], 6)):
-        x = direct[site].reshape(-1, direct[site].shape[-1])
+    # codes are the encoder applied to the activation as stored: the bfloat16 site's codes come
+    # from its bfloat16 values (the model runs in float32), not from the float32 capture
+    for name, site, sae_path, cap in (("res1", RES, assets["sae_res"], 24), ("res0", RES0, assets["sae_res"], 24),
+                                      ("z2", Z, assets["sae_z"], 6)):
+        x = direct[site].reshape(-1, direct[site].shape[-1]).to(torch.bfloat16 if site == RES0 else torch.float32)
         f = SAEEncoder(load_sae(str(sae_path))).encode(x)
         ref = sparse_codes(f, cap)
         got = {part: store.read(f"codes/{name}/{part}", slice(None)) for part in ("idx", "val", "l0")}
@@ -81,8 +86,14 @@ def test_extraction_to_s3_equals_direct_computation(assets, s3_endpoint, s3_buck
         assert np.array_equal(got["idx"].reshape(-1, cap), ref.idx.numpy())
         assert np.array_equal(got["val"].reshape(-1, cap), ref.val.numpy())
         _check_sae_stats(store, name, f.numpy()[counted], ref.l0.numpy()[counted], cap)
+    # and any reader can check it: encoding the stored bfloat16 activations gives the stored codes, bit for bit
+    again = run_encode(f"s3://{s3_bucket}/run", str(assets["sae_res"]), name="again0", site=RES0, code_cap=24, storage_options=opts)
+    assert again.meta.saes[-1].input_dtype == "bfloat16"
+    for part in ("idx", "val", "l0"):
+        assert np.array_equal(again.read(f"codes/again0/{part}", slice(None)), again.read(f"codes/res0/{part}", slice(None)))
     truncated = (store.read("codes/z2/l0", slice(None)).reshape(-1) > 6)
     assert 0 < truncated.sum() < truncated.size  # the cap bites on some tokens, and it is visible
+    assert {s.name: s.input_dtype for s in store.meta.saes} == {"res1": "float32", "res0": "bfloat16", "z2": "float32"}
     x = direct[RES].reshape(-1, 64).double().numpy()[counted]
     assert store.array(f"stats/sites/{RES}/count")[0] == counted.sum()
     np.testing.assert_allclose(store.array(f"stats/sites/{RES}/sum")[:], x.sum(0), rtol=1e-6, atol=1e-6)

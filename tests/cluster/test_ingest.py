@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from pathlib import Path
@@ -90,6 +91,19 @@ def test_document_packing_and_token_cap(tmp_path, corpus, tiny_tokenizer) -> Non
     assert (t["flags"] == FLAG_EOS).sum() == store.meta.ingest.n_documents
 
 
+def test_tokenizing_stops_at_the_cap(tmp_path, tiny_tokenizer) -> None:
+    # a bad line after the first batch of documents, and a bad file after the first file: neither
+    # is read once max_tokens is reached (one stager, so files go in order)
+    good = "".join(json.dumps(r) + "\n" for r in sample_records(300, seed=4))
+    (tmp_path / "a.jsonl").write_text(good + "{oops\n")
+    (tmp_path / "b.jsonl").write_text("{oops\n")
+    config = _config(str(tmp_path / "s"), [str(tmp_path / "*.jsonl")], tiny_tokenizer, max_tokens=200)
+    store = run_ingest(config, workers=1)
+    assert store.meta.ingest.n_tokens == 200 and store.meta.ingest.n_files == 1
+    with pytest.raises(actstore.CorpusError, match=r"a\.jsonl:301: not valid JSON"):  # the proof: uncapped, it is read
+        run_ingest(_config(str(tmp_path / "t"), [str(tmp_path / "a.jsonl")], tiny_tokenizer), workers=1)
+
+
 def test_rerun_is_a_no_op_and_changed_settings_are_refused(tmp_path, corpus, tiny_tokenizer) -> None:
     url = str(tmp_path / "s")
     first = run_ingest(_config(url, corpus, tiny_tokenizer))
@@ -153,12 +167,18 @@ def test_unknown_tokenizer_and_empty_corpus(tmp_path, corpus, tiny_tokenizer) ->
         run_ingest(_config(str(tmp_path / "e"), [str(tmp_path / "empty.jsonl")], tiny_tokenizer))
 
 
-def test_bad_line_in_a_worker_names_file_and_line(tmp_path, tiny_tokenizer) -> None:
-    path = tmp_path / "bad.jsonl"
+def test_bad_line_in_a_worker_names_file_and_line_and_leaves_no_staging(tmp_path, tiny_tokenizer) -> None:
+    good, path = tmp_path / "a-good.jsonl", tmp_path / "bad.jsonl"
+    good.write_bytes(codecs.BOM_UTF8 + b'{"text": "a file saved with a byte-order mark"}\n')
     path.write_text('{"text": "fine"}\n{oops\n')
+    config = _config(str(tmp_path / "s"), [str(good), str(path)], tiny_tokenizer)
     with pytest.raises(actstore.CorpusError, match=r"bad\.jsonl:2: not valid JSON"):
-        run_ingest(_config(str(tmp_path / "s"), [str(path)], tiny_tokenizer))
+        run_ingest(config, workers=1)  # one worker: the good file is staged before the bad one fails
     assert not actstore.Store.exists(actstore.store.store.Location(str(tmp_path / "s")))
+    assert not (tmp_path / "s" / "_staging").exists()  # nothing of the failed attempt is left
+    path.write_text('{"text": "fine"}\n')
+    store = run_ingest(config, workers=1)
+    assert store.meta.ingest.stripped_bom == 1 and store.meta.ingest.n_documents == 2
 
 
 def test_cli_ingest_and_info_json(tmp_path, corpus, tiny_tokenizer, capsys) -> None:

@@ -1,5 +1,6 @@
 """Readers: formats, compression, and every kind of bad input named by file and line."""
 
+import codecs
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,6 +46,28 @@ def test_missing_text_field_names_file_and_line(tmp_path) -> None:
     path = write_jsonl(tmp_path / "m.jsonl", [{"text": "ok"}, {"body": "no text here"}])
     with pytest.raises(CorpusError, match=r"m\.jsonl:2: missing text field 'text'.*body"):
         _docs(path)
+
+
+def test_null_text_is_named_as_null(tmp_path) -> None:
+    path = write_jsonl(tmp_path / "n.jsonl", [{"text": "ok"}, {"text": None}])
+    with pytest.raises(CorpusError, match=r"n\.jsonl:2: text field 'text' is null"):
+        _docs(path)
+
+
+def test_nul_byte_message_reads_once(tmp_path) -> None:
+    path = tmp_path / "nul.jsonl"
+    path.write_bytes(b'{"text": "a\x00b"}\n')
+    with pytest.raises(CorpusError, match=r"nul\.jsonl:1: not valid JSON \(Invalid control character at column 12\)$"):
+        _docs(path)
+
+
+def test_utf8_byte_order_mark_is_stripped_and_counted(tmp_path) -> None:
+    (tmp_path / "b.jsonl").write_bytes(codecs.BOM_UTF8 + b'{"text": "first"}\n{"text": "second"}\n')
+    docs = _docs(tmp_path / "b.jsonl")
+    assert [(d.text, d.stripped_bom) for d in docs] == [("first", True), ("second", False)]
+    (tmp_path / "b.txt").write_bytes(codecs.BOM_UTF8 + b"print(1)\n")
+    [doc] = _docs(tmp_path / "b.txt")
+    assert doc.text == "print(1)\n" and doc.stripped_bom
 
 
 def test_non_utf8_is_an_error_or_a_counted_repair(tmp_path) -> None:

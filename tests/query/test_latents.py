@@ -13,7 +13,7 @@ import pytest
 import actstore
 from actstore.cli import main
 from actstore.query.latents import COFIRING_SCHEMA, DENSITY_SCHEMA, OCCURRENCE_SCHEMA, SPAN_SCHEMA
-from actstore.query.windows import WINDOW_SCHEMA
+from actstore.query.windows import WINDOW_SCHEMA, decode_tokens
 from actstore.store.layout import FLAG_BOS, FLAG_PAD
 from tests.coded_store import SAE
 
@@ -144,6 +144,15 @@ def test_find_tokens_finds_every_place(coded_store: Path, dense) -> None:
     assert all(r["token_ids"][r["focus"] : r["focus"] + 1] == seq[:1] for r in got.iter_rows(named=True))
 
 
+def test_cli_at_shows_the_span_text(coded_store: Path, dense, capsys) -> None:
+    store = actstore.open(str(coded_store))
+    ctx_len = store.meta.ctx_len
+    counted = np.flatnonzero(dense["counted"][2 * ctx_len : 3 * ctx_len])
+    expected = "".join(decode_tokens(store, dense["ids"][2 * ctx_len + counted[1:4]].tolist()))
+    assert main(["at", str(coded_store), "--sae", SAE, "--ctx", "2", "--span", "1:4"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"ctx 2 span 1:4: {json.dumps(expected)}"
+
+
 def test_cli_top_highlights_and_exports(coded_store: Path, dense, capsys, tmp_path: Path) -> None:
     latent = _mid_latent(dense)
     assert main(["top", str(coded_store), "--sae", SAE, "--latent", str(latent), "--k", "3"]) == 0
@@ -158,9 +167,9 @@ def test_cli_top_highlights_and_exports(coded_store: Path, dense, capsys, tmp_pa
     out = tmp_path / "np"
     assert main(["export", str(coded_store), "--sae", SAE, "--latents", f"{latent},3", "--out", str(out),
                  "--model-id", "tiny-gemma2", "--source-id", "1-res"]) == 0
-    with gzip.open(out / "features/batch-0.jsonl.gz", "rt") as f:
+    with gzip.open(out / "tiny-gemma2/1-res/features/batch-0.jsonl.gz", "rt") as f:
         features = [json.loads(line) for line in f]
-    with gzip.open(out / "activations/batch-0.jsonl.gz", "rt") as f:
+    with gzip.open(out / "tiny-gemma2/1-res/activations/batch-0.jsonl.gz", "rt") as f:
         acts = [json.loads(line) for line in f]
     assert [f["index"] for f in features] == [str(latent), "3"] and features[0]["modelId"] == "tiny-gemma2"
     assert {a["index"] for a in acts} == {str(latent), "3"}

@@ -76,3 +76,23 @@ def test_sparse_codes_keep_the_largest_and_the_true_l0() -> None:
     assert codes.l0.tolist() == [3, 0, 5]
     wide = sparse_codes(f, 8)  # a cap wider than the SAE pads
     assert wide.idx.shape == (3, 8) and wide.idx[2].tolist() == [0, 1, 2, 3, 4, -1, -1, -1]
+
+
+def test_jumprelu_zeroes_negative_pre_activations_above_a_negative_threshold() -> None:
+    """f = relu(pre) * (pre > threshold), thresholds of both signs (Gemma Scope's and SAELens's formula)."""
+    from actstore.saes.formats import SAEWeights
+
+    rng = np.random.default_rng(3)
+    d_in, d_sae = 16, 64
+    threshold = np.where(np.arange(d_sae) % 2 == 0, -1, 1) * rng.uniform(0.05, 0.5, d_sae).astype(np.float32)
+    weights = SAEWeights("jumprelu", rng.normal(0, 0.3, (d_in, d_sae)).astype(np.float32),
+                         rng.normal(0, 0.3, (d_sae, d_in)).astype(np.float32), rng.normal(0, 0.1, d_sae).astype(np.float32),
+                         np.zeros(d_in, np.float32), threshold.astype(np.float32), None, False, None, "test", "")
+    x = rng.normal(size=(200, d_in)).astype(np.float32)
+    pre = torch.from_numpy(x) @ torch.from_numpy(weights.W_enc) + torch.from_numpy(weights.b_enc)
+    formula = (torch.relu(pre) * (pre > torch.from_numpy(threshold))).numpy()
+    assert ((pre.numpy() > threshold) & (pre.numpy() < 0)).sum() > 100  # the case the ReLU decides is common here
+    fast = SAEEncoder(weights).encode(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(fast, formula, atol=1e-6)
+    np.testing.assert_allclose(encode_reference(weights, x), formula, atol=1e-5)
+    assert (fast >= 0).all() and ((fast > 0) == (formula > 0)).mean() > 0.999

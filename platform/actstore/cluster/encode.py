@@ -84,7 +84,7 @@ def _sae_info(store: Store, weights: SAEWeights, sae_path: str, *, name: str | N
         raise ConfigError(f"SAE {sae_path!r} has d_in={weights.d_in}, but {site!r} is {stored[site].d} wide")
     info = SaeInfo(name=name, site=site, architecture=weights.architecture, d_in=weights.d_in, d_sae=weights.d_sae,
                    k=weights.k, code_cap=min(code_cap, weights.d_sae), value_dtype=value_dtype, source=sae_path,
-                   sha256=weights.sha256, stage=encode_stage(name))
+                   sha256=weights.sha256, stage=encode_stage(name), input_dtype=stored[site].dtype)
     existing = next((s for s in store.meta.saes if s.name == name), None)
     if existing is not None and existing.model_dump(exclude={"source"}) != info.model_dump(exclude={"source"}):
         raise StoreMismatchError(f"the store already has an SAE named {name!r} with other weights or settings; "

@@ -24,14 +24,14 @@ from actstore.cluster.scheduler import run_units, wait_for_actors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import ExtractConfig
 from actstore.errors import StoreMismatchError
+from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.plan import ExtractPlan, plan_extraction
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
-from actstore.store.layout import activation_array, code_array, create_unit_array
 from actstore.store.metadata import StageInfo
 from actstore.store.runs import RunRecord, run_id
-from actstore.store.stats import create_stats_arrays, merge_stats
+from actstore.store.stats import merge_stats
 from actstore.store.store import EXTRACT_STAGE, Store, utc_now
 
 __all__ = ["run_extract"]
@@ -49,7 +49,7 @@ class _Worker:
         import torch
 
         os.environ.update(test_env)  # the test-only fault switches travel from the driver
-        from actstore.models.loading import load_model
+        from actstore.models.loading import load_model, weights_bytes
         from actstore.saes.encode import SAEEncoder
 
         self.device = torch.device("cuda" if plan.device == "cuda" else "cpu")
@@ -58,8 +58,11 @@ class _Worker:
             torch.set_num_threads(threads)
         from actstore.extraction.unit import UnitRunner
 
+        gpus = int(plan.config.workers.num_gpus or 0) if self.device.type == "cuda" else 0
+        spread = [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else None  # Ray shows the actor only its GPUs
         model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
-                           attn_implementation=plan.attn_implementation)
+                           attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
+        self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
         store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
         self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
@@ -68,7 +71,8 @@ class _Worker:
         import torch
 
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "device_name": name}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "device_name": name,
+                **self.loaded}
 
     def run(self, unit: int) -> UnitReport:
         return self.runner.run(unit)
@@ -156,22 +160,7 @@ def _prepare_store(store: Store, plan: ExtractPlan) -> None:
     if EXTRACT_STAGE in store.meta.stages:
         _check_extract_settings(store, plan)
         return
-    grid = store.grid
-    for site in plan.sites:
-        if site.stored:
-            create_unit_array(store.group, activation_array(site.name), grid, (site.d,), site.dtype,
-                              compression=site.compression, attributes={"axes": ["ctx", "pos", "d"], "site": site.name})
-    for sae in plan.saes:
-        create_unit_array(store.group, code_array(sae.name, "idx"), grid, (sae.code_cap,), "int32", fill_value=-1,
-                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
-        create_unit_array(store.group, code_array(sae.name, "val"), grid, (sae.code_cap,), sae.value_dtype,
-                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
-        create_unit_array(store.group, code_array(sae.name, "l0"), grid, (), "int32",
-                          attributes={"axes": ["ctx", "pos"], "sae": sae.name})
-    create_stats_arrays(store.group, grid, {s.name: s.d for s in plan.sites}, {a.name: a.d_sae for a in plan.saes})
-    store.update_meta(model=plan.model_meta, sites=list(plan.sites), saes=list(plan.saes),
-                      stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(units_total=store.meta.n_units)},
-                      configs={**store.meta.configs, "extract": redacted_config(plan.config)})
+    create_extract_arrays(store, plan, config_record=redacted_config(plan.config))
 
 
 def _keyed(d: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +187,9 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
 
     try:
         record.workers = wait_for_actors(actors)
+        for w in record.workers:
+            logger.info("worker %s on %s (%s): the first %d blocks, %.2f GB of weights", w["pid"], w["host"],
+                        w["device_name"], w["blocks"], w["weights_bytes"] / 1e9)
         record.save(store.files)
         run_units(actors, todo, record, in_flight=plan.units_in_flight,
                   is_done=lambda u: store.manifests.is_done(EXTRACT_STAGE, u),

@@ -7,7 +7,9 @@ sorted file URL and row, and the packing plan is computed once, on the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -43,7 +45,8 @@ class _Stager:
 
     def stage(self, job: tuple[int, SourceFile]) -> FileSummary:
         index, source = job
-        return stage_file(index, source, self.config.corpus, self.tokenizer, self.location)
+        return stage_file(index, source, self.config.corpus, self.tokenizer, self.location,
+                          limit=self.config.context.max_tokens)
 
 
 @ray.remote(num_cpus=1)
@@ -67,7 +70,7 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     tokenizer = load_tokenizer(config.tokenizer)
     tok = tokenizer_info(tokenizer, config.tokenizer)
     ensure_ray(config.ray)
-    with unwrapped_errors():
+    with unwrapped_errors(), _staging_removed_on_failure(location):
         summaries = _stage_all(sources, tokenizer, config, location, workers, progress)
         plan, truncated = build_plan(location, summaries, config.context, tok)
         store = existing or _create_store(location, config, tok, plan, summaries, truncated)
@@ -83,6 +86,18 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
         units_total=store.meta.n_units, complete=True, finalized_at=utc_now())})
     logger.info("%s: ingested %d documents, %d tokens", location.url, store.meta.ingest.n_documents, store.meta.ingest.n_tokens)
     return store
+
+
+@contextlib.contextmanager
+def _staging_removed_on_failure(location: Location) -> Iterator[None]:
+    """A failed attempt removes the staging it wrote: every attempt re-stages all files anyway,
+    and a store URL holding only ``_staging/`` would look like a half-written store."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters more than a failed cleanup
+            clear_staging(location)
+        raise
 
 
 def open_existing(location: Location, config: IngestConfig) -> Store | None:
@@ -105,13 +120,34 @@ def _stage_all(sources: list[SourceFile], tokenizer: Any, config: IngestConfig, 
     tokenizer_ref = ray.put(tokenizer)
     actors = [_Stager.remote(tokenizer_ref, config, location) for _ in range(n)]  # type: ignore[attr-defined]
     bar = tqdm(total=len(sources), desc="tokenize", unit="file", disable=not progress)
+    done: dict[int, FileSummary] = {}
+
+    def finished(summary: FileSummary) -> None:
+        done[summary.index] = summary
+        bar.update(1)
+
     try:
-        summaries = list(run_on_pool(actors, "stage", enumerate(sources), on_result=lambda s: bar.update(1)))
+        summaries = list(run_on_pool(actors, "stage", _until_cap(sources, done, config.context.max_tokens), on_result=finished))
     finally:
         bar.close()
         for actor in actors:
             ray.kill(actor)
     return sorted(summaries, key=lambda s: s.index)
+
+
+def _until_cap(sources: list[SourceFile], done: dict[int, FileSummary], cap: int | None) -> Iterator[tuple[int, SourceFile]]:
+    """Files to stage, in order, until the files finished so far from the first one hold ``cap``
+    tokens: the cap keeps a prefix of the corpus, so no later file can contribute."""
+    for job in enumerate(sources):
+        prefix = 0
+        for i in range(job[0]):
+            if i not in done:
+                break
+            prefix += done[i].n_tokens
+        if cap is not None and prefix >= cap:
+            logger.info("max_tokens (%d) reached after %d of %d files; the rest are not read", cap, job[0], len(sources))
+            return
+        yield job
 
 
 def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, plan: PackPlan,
@@ -135,6 +171,7 @@ def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, 
             n_tokens=int(plan.doc_len.sum()),
             skipped_empty=sum(s.skipped_empty for s in summaries),
             repaired_utf8=sum(s.repaired_utf8 for s in summaries),
+            stripped_bom=sum(s.stripped_bom for s in summaries),
             truncated_by_cap=truncated,
         ),
         stages={TOKENS_STAGE: StageInfo(units_total=grid.n_units)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -29,6 +30,7 @@ class Document:
     key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     repaired: bool = False
+    stripped_bom: bool = False
 
 
 def read_documents(source: SourceFile, config: CorpusConfig) -> Iterator[Document]:
@@ -72,12 +74,14 @@ def _decode(raw: bytes, url: str, line: int, config: CorpusConfig) -> tuple[str,
 
 
 def _fields(record: dict[str, Any], where: str, config: CorpusConfig) -> tuple[str, str | None, dict[str, Any]]:
-    if config.text_field not in record or record[config.text_field] is None:
+    if config.text_field not in record:
         raise CorpusError(
             f"{where}: missing text field {config.text_field!r} (fields present: "
             f"{sorted(record)[:10]}); set corpus.text_field"
         )
     text = record[config.text_field]
+    if text is None:
+        raise CorpusError(f"{where}: text field {config.text_field!r} is null; drop the record or give it a string")
     if not isinstance(text, str):
         raise CorpusError(f"{where}: text field {config.text_field!r} holds {type(text).__name__}, not a string")
     key = record.get(config.key_field) if config.key_field else None
@@ -85,20 +89,29 @@ def _fields(record: dict[str, Any], where: str, config: CorpusConfig) -> tuple[s
     return text, None if key is None else str(key), metadata
 
 
+def _strip_bom(raw: bytes) -> tuple[bytes, bool]:
+    """A UTF-8 byte-order mark at the start of a file is tolerated: editors on Windows write one."""
+    return (raw[len(codecs.BOM_UTF8):], True) if raw.startswith(codecs.BOM_UTF8) else (raw, False)
+
+
 def _read_jsonl(handle: Any, url: str, config: CorpusConfig) -> Iterator[Document]:
+    bom = False
     for row, raw in enumerate(handle):
         line = row + 1
+        if row == 0:
+            raw, bom = _strip_bom(raw)
         text_line, repaired = _decode(raw, url, line, config)
         if not text_line.strip():
             continue
         try:
             record = json.loads(text_line)
         except json.JSONDecodeError as exc:
-            raise CorpusError(f"{url}:{line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            # some messages end in "at" themselves ("Invalid control character at")
+            raise CorpusError(f"{url}:{line}: not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise CorpusError(f"{url}:{line}: expected a JSON object, found {type(record).__name__}")
         text, key, metadata = _fields(record, f"{url}:{line}", config)
-        yield Document(text, row, key, metadata, repaired)
+        yield Document(text, row, key, metadata, repaired, stripped_bom=bom and row == 0)
 
 
 def _read_parquet(handle: Any, url: str, config: CorpusConfig) -> Iterator[Document]:
@@ -119,5 +132,6 @@ def _read_parquet(handle: Any, url: str, config: CorpusConfig) -> Iterator[Docum
 
 
 def _read_text(raw: bytes, url: str, config: CorpusConfig) -> Document:
+    raw, bom = _strip_bom(raw)
     text, repaired = _decode(raw, url, 1, config)
-    return Document(text, 0, None, {}, repaired)
+    return Document(text, 0, None, {}, repaired, stripped_bom=bom)

@@ -39,43 +39,54 @@ class FileSummary:
     n_tokens: int
     skipped_empty: int
     repaired_utf8: int
+    stripped_bom: int = 0
 
 
 def _key(index: int, suffix: str) -> str:
     return f"{STAGING}/f{index:06d}.{suffix}"
 
 
-def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: Any, location: Location) -> FileSummary:
-    """Tokenize one file into staging (documents that yield no tokens are skipped and counted)."""
+def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: Any, location: Location, *,
+               limit: int | None = None) -> FileSummary:
+    """Tokenize one file into staging (documents that yield no tokens are skipped and counted).
+
+    With ``limit`` (the run's ``max_tokens``) reading stops after the batch that brings the
+    file's tokens to the limit: the cap keeps no more than that from any one file.
+    """
     token_parts: list[np.ndarray] = []
+    n_tokens = 0
     rows: list[dict[str, Any]] = []
-    skipped = repaired = 0
+    skipped = repaired = bom = 0
     batch: list[Document] = []
 
     def flush() -> None:
-        nonlocal skipped
+        nonlocal skipped, n_tokens
         encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
         for document, ids in zip(batch, encoded, strict=True):
             if not ids:
                 skipped += 1
                 continue
             token_parts.append(np.asarray(ids, dtype=TOKEN_DTYPE))
+            n_tokens += len(ids)
             rows.append({"row": document.row, "key": document.key, "n_tokens": len(ids),
                          "repaired": document.repaired, **document.metadata})
         batch.clear()
 
     for document in read_documents(source, corpus):
         repaired += document.repaired
+        bom += document.stripped_bom
         batch.append(document)
         if len(batch) >= BATCH_DOCS:
             flush()
+            if limit is not None and n_tokens >= limit:
+                break
     if batch:
         flush()
     tokens = np.concatenate(token_parts) if token_parts else np.empty(0, TOKEN_DTYPE)
     files = SideFiles(location)
     files.write_bytes(_key(index, "tokens"), tokens.tobytes())
     files.write_bytes(_key(index, "docs.parquet"), _docs_parquet(rows, corpus.metadata_fields))
-    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired)
+    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired, bom)
 
 
 def _docs_parquet(rows: list[dict[str, Any]], metadata_fields: list[str]) -> bytes:

@@ -40,6 +40,11 @@ class ExtractPlan:
         return configured if configured is not None else (2 if self.device == "cuda" else 1)
 
     @property
+    def layers_needed(self) -> int:
+        """Blocks a worker loads: up to the deepest site's, none after it."""
+        return max(parse_site(s.name).layer for s in self.sites) + 1
+
+    @property
     def capture(self) -> list[str]:
         return [s.name for s in self.sites]
 
@@ -81,7 +86,8 @@ def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[Extrac
             raise ConfigError(f"SAE {sae.name!r} was trained on {w.hook_name!r}, but is configured for {sae.site!r}")
         weights[sae.name] = w
         saes.append(SaeInfo(name=sae.name, site=sae.site, architecture=w.architecture, d_in=w.d_in, d_sae=w.d_sae,
-                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, source=sae.path, sha256=w.sha256))
+                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, source=sae.path, sha256=w.sha256,
+                            input_dtype=next(s.dtype for s in sites if s.name == sae.site)))
     exclude = 0
     for kind in config.stats.exclude:
         exclude |= EXCLUDE_FLAGS[kind]

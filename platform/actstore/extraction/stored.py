@@ -1,8 +1,8 @@
 """Encoding stored activations with another SAE, one unit at a time (no model forward).
 
-The unit's activations are read back in their stored dtype, cast to float32 exactly as the
-extraction worker casts the captured tensor, and go through the same encoding and statistics
-code, so the codes equal those extraction writes for the same SAE on the same activations.
+The unit's activations are read back in their stored dtype and go through the same encoding and
+statistics code as extraction, which also encodes the activation cast to the site's storage dtype:
+the codes equal, bit for bit, those extraction writes for the same SAE.
 """
 
 from __future__ import annotations

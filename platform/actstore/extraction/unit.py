@@ -168,7 +168,10 @@ class UnitRunner:
             captured = capture_sites(self.model, ids[rows].to(device), plan.capture)
             mask = counted[rows].reshape(-1).to(device)
             for site in plan.sites:
-                x = captured[site.name]
+                # Everything below reads the activation as stored (cast to the site's dtype
+                # first, also when it is not kept): codes and statistics are then exactly what
+                # encoding the stored activations gives, bfloat16 sites included.
+                x = captured[site.name] = captured[site.name].to(torch_dtype(site.dtype))
                 if site.stored:
                     buf.acts[site.name][rows] = tensor_to_storage(x, site.dtype)
                 buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])

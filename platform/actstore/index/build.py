@@ -134,5 +134,5 @@ def _write_bucket(store: Store, plan: IndexPlan, bucket: int, offsets: np.ndarra
         shard = math.ceil(n / chunk) * chunk
         arr = zarr.create_array(store=store.group.store, name=bucket_array(plan.sae, bucket, name), shape=data.shape,
                                 chunks=(chunk,), shards=None if shard == chunk else (shard,), dtype=data.dtype,
-                                fill_value=0, attributes={"logical_dtype": logical}, overwrite=True)
+                                fill_value=0, attributes={"logical_dtype": logical, "per_token": False}, overwrite=True)
         arr[...] = data

@@ -37,7 +37,8 @@ def capture_sites(
 
     def make_hook(spec: SiteSpec, pre: bool, take: Any) -> Any:
         def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any = None) -> None:
-            captured[spec.name] = take(args, kwargs, out).detach()
+            # a model spread over several devices: every site comes back on the input's device
+            captured[spec.name] = take(args, kwargs, out).detach().to(input_ids.device)
             if truncate and spec == last:
                 raise _StopForward
 

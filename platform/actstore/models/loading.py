@@ -1,15 +1,25 @@
-"""Loading causal LMs from an HF id, a local folder or a GGUF file, in a chosen dtype and device."""
+"""Loading causal LMs from an HF id, a local folder or a GGUF file, in a chosen dtype and device.
+
+Extraction needs the blocks up to its deepest site and nothing after them, so a worker loads a
+truncated base model (the config cut to ``layers`` blocks, no LM head) straight onto its device:
+transformers reads from the safetensors shards only the tensors of modules that exist, so the
+later blocks are never read, and no full copy is made in host memory first.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from actstore._hf import resolve_source
 from actstore.config import HFSource
 from actstore.errors import ConfigError
 
-__all__ = ["load_model", "load_model_config", "resolve_attn_implementation", "torch_dtype"]
+__all__ = ["load_model", "load_model_config", "planned_weights_bytes", "resolve_attn_implementation", "spread_map",
+           "torch_dtype", "truncated_config", "weights_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +53,86 @@ def resolve_attn_implementation(model_type: str, configured: str | None) -> str 
     return configured
 
 
-def load_model(source: HFSource, *, dtype: str, device: str, attn_implementation: str | None = None) -> Any:
-    """A causal LM in eval mode on ``device``."""
-    from transformers import AutoModelForCausalLM
+def truncated_config(config: Any, layers: int) -> Any:
+    """A copy of a model config with only the first ``layers`` decoder blocks."""
+    total = int(config.num_hidden_layers)
+    if not 1 <= layers <= total:
+        raise ConfigError(f"the model has {total} blocks; cannot keep {layers}")
+    cut = copy.deepcopy(config)
+    cut.num_hidden_layers = layers
+    if isinstance(getattr(cut, "layer_types", None), list):  # per-block attention kinds (Gemma 2: sliding/full)
+        cut.layer_types = cut.layer_types[:layers]
+    return cut
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters and buffers (what a worker holds on its device)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    unique = {id(t): t.numel() * t.element_size() for t in tensors}  # a tied weight is one Parameter: counted once
+    return sum(unique.values())
+
+
+def planned_weights_bytes(source: HFSource, *, dtype: str, layers: int) -> int:
+    """Bytes of weights a worker will hold for the first ``layers`` blocks, from the config alone
+    (the model is built on the meta device: no weights are read or allocated)."""
+    import torch
+    from transformers import AutoModel
+
+    config = truncated_config(load_model_config(source), layers)
+    with torch.device("meta"), _quiet_transformers():
+        model = AutoModel.from_config(config, dtype=torch_dtype(dtype))
+    return weights_bytes(model)
+
+
+def spread_map(blocks: int, devices: Sequence[str]) -> dict[str, str]:
+    """A device map of a truncated base model over ``devices``: contiguous runs of blocks, as
+    even as they divide (the first devices take one more), the embedding on the first device
+    and the final norm on the last. Keys are module names of the base model."""
+    if not devices:
+        raise ConfigError("no devices to spread the model over")
+    n = len(devices)
+    placement = {"embed_tokens": devices[0], "rotary_emb": devices[0], "norm": devices[-1]}
+    for block in range(blocks):
+        placement[f"layers.{block}"] = devices[min(n - 1, block * n // blocks)]
+    return placement
+
+
+def load_model(source: HFSource, *, dtype: str, device: str, attn_implementation: str | None = None,
+               layers: int | None = None, devices: Sequence[str] | None = None) -> Any:
+    """A model in eval mode on ``device``: the causal LM, or with ``layers`` its base model (no
+    LM head) with only the first ``layers`` blocks, loaded straight onto ``device``. With
+    ``devices`` (and ``layers``), the blocks are spread over those devices (:func:`spread_map`;
+    transformers moves activations between them)."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     resolved = resolve_source(source)
     config = load_model_config(source)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), **resolved.kwargs()}
+    placement: Any = {"": device} if not devices or layers is None else spread_map(layers, devices)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "device_map": placement, **resolved.kwargs()}
     attn = resolve_attn_implementation(config.model_type, attn_implementation)
     if attn is not None:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved.path_or_id, **kwargs)
+        if layers is None:
+            model = AutoModelForCausalLM.from_pretrained(resolved.path_or_id, **kwargs)
+        else:  # the later blocks' tensors are "unexpected" by design: no load report for them
+            with _quiet_transformers():
+                model = AutoModel.from_pretrained(resolved.path_or_id, config=truncated_config(config, layers), **kwargs)
     except Exception as exc:
         raise ConfigError(f"cannot load model {resolved.name!r}: {type(exc).__name__}: {exc}") from None
-    logger.info("loaded %s (%s) on %s", resolved.name, dtype, device)
-    return model.to(device).eval()  # type: ignore[arg-type]
+    kept = "all" if layers is None else f"{layers} of {config.num_hidden_layers}"
+    logger.info("loaded %s (%s, %s blocks) on %s: %.2f GB of weights", resolved.name, dtype, kept,
+                ", ".join(sorted(set(placement.values()))), weights_bytes(model) / 1e9)
+    return model.eval()

@@ -1,74 +1,152 @@
-"""Export to Neuronpedia's bulk-import layout: gzipped JSONL of features and of activations.
+"""Export to Neuronpedia's bulk-import layout, as its importer reads it (rules and their source
+in ``docs/neuronpedia.md``).
 
-``<out>/features/batch-0.jsonl.gz`` holds one record per latent (density, max, the histogram of
-non-zero values); ``<out>/activations/batch-0.jsonl.gz`` one record per example window (top
-examples, then equal-count quantile samples with their bin). Field names follow Neuronpedia's
-``Feature`` and ``Activation`` tables.
+``<out>/<model_id>/<source_id>/`` holds ``model.jsonl``, ``sourceset.jsonl`` and ``source.jsonl``
+(the rows the features' foreign keys need), ``features/batch-0.jsonl.gz`` (table ``Neuron``),
+``activations/batch-0.jsonl.gz`` (``Activation``: top examples, then equal-width interval
+samples) and, when given explanations, ``explanations/batch-0.jsonl.gz`` (``Explanation``).
+The importer takes each file's columns from the keys of its first line, so every line of a
+file carries the same keys.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from actstore.errors import ConfigError
+
 if TYPE_CHECKING:
+    import polars as pl
+
     from actstore.query.latents import SaeLatents
 
-__all__ = ["ExportSummary", "export_neuronpedia"]
+__all__ = ["DEFAULT_CREATOR_ID", "EXPLANATION_COLUMNS", "ExportSummary", "explanation_rows", "export_neuronpedia"]
+
+# The user Neuronpedia's own seed creates (apps/webapp/prisma/seed.ts) and its webapp's
+# DEFAULT_CREATOR_USER_ID (lib/env.ts): it exists in every local Neuronpedia database.
+DEFAULT_CREATOR_ID = "clkht01d40000jv08hvalcvly"
+EXPLANATION_COLUMNS = ("latent", "text", "kind", "author", "scores")
+_MODEL_ID = re.compile(r"[a-z0-9_-]{1,128}")
+_SOURCE_ID = re.compile(r"(?P<layer>\d+)-(?P<set>[A-Za-z0-9_-]+)")
 
 
 class ExportSummary(NamedTuple):
-    features: Path
-    activations: Path
-    n_features: int
-    n_activations: int
+    """Where the export went and how many rows each table file holds."""
+
+    folder: Path
+    rows: dict[str, int]
 
 
 def export_neuronpedia(latents: SaeLatents, features: Sequence[int], out: str | Path, *, model_id: str, source_id: str,
-                       k: int = 20, window: int = 32, quantile_bins: int = 5, per_bin: int = 2,
-                       creator_id: str = "actstore") -> ExportSummary:
-    """Write the export for ``features`` of one SAE; ``source_id`` is Neuronpedia's "layer"
-    (e.g. ``12-gemmascope-res-16k``)."""
-    from actstore.store.stats import HIST_EDGES
-
-    out = Path(out)
-    (out / "features").mkdir(parents=True, exist_ok=True)
-    (out / "activations").mkdir(parents=True, exist_ok=True)
+                       creator_id: str = DEFAULT_CREATOR_ID, k: int = 20, window: int = 32, quantile_bins: int = 5,
+                       per_bin: int = 2, hist_bins: int = 50, explanations: pl.DataFrame | None = None) -> ExportSummary:
+    """Write the export of ``features`` of one SAE. ``source_id`` is Neuronpedia's
+    ``<layer>-<source set>`` (e.g. ``12-gemmascope-res-16k``); ``creator_id`` must be an existing
+    Neuronpedia user id. ``explanations``: rows of :data:`EXPLANATION_COLUMNS`, see :func:`explanation_rows`."""
+    match = _SOURCE_ID.fullmatch(source_id)
+    if not _MODEL_ID.fullmatch(model_id) or match is None:
+        raise ConfigError(f"Neuronpedia ids: the model id must be lower-case letters, digits, '-' or '_' (got {model_id!r}) "
+                          f"and the source id '<layer>-<source set>', e.g. 12-gemmascope-res-16k (got {source_id!r})")
+    set_name = match["set"]
+    folder = Path(out) / model_id / source_id
+    key = {"modelId": model_id, "layer": source_id, "creatorId": creator_id}
     density = latents.density()
-    centers = np.concatenate([[HIST_EDGES[0] / 2], np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:]), [HIST_EDGES[-1]]])
-    feature_rows, activation_rows = [], []
+    neurons, activations = [], []
     for latent in features:
         d = density.row(int(latent), named=True)
-        feature_rows.append({
-            "modelId": model_id, "layer": source_id, "index": str(latent), "creatorId": creator_id,
-            "hookName": latents.info.site, "maxActApprox": float(d["max"]), "frac_nonzero": float(d["density"]),
-            "freq_hist_data_bar_heights": [int(h) for h in d["hist"]], "freq_hist_data_bar_values": centers.tolist(),
-        })
-        examples: list[tuple[dict[str, Any], dict[str, Any]]] = [(row, {}) for row in latents.top_k(latent, k=k, window=window).iter_rows(named=True)]
-        if d["count"]:
-            examples += [(row, {"binMin": row["bin_min"], "binMax": row["bin_max"], "binContains": row["bin_count"]})
-                         for row in latents.quantile_examples(latent, bins=quantile_bins, per_bin=per_bin,
-                                                              window=window).iter_rows(named=True)]
-        activation_rows += [_activation(row, extra, latent, model_id, source_id, creator_id) for row, extra in examples]
-    summary = ExportSummary(out / "features/batch-0.jsonl.gz", out / "activations/batch-0.jsonl.gz",
-                            len(feature_rows), len(activation_rows))
-    for path, rows in ((summary.features, feature_rows), (summary.activations, activation_rows)):
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    return summary
-
-
-def _activation(row: dict[str, Any], extra: dict[str, Any], latent: int, model_id: str, source_id: str,
-                creator_id: str) -> dict[str, Any]:
-    values = [float(v) for v in row["values"]]
-    return {
-        "id": f"{source_id}-{latent}-{row['ctx']}-{row['pos']}", "modelId": model_id, "layer": source_id,
-        "index": str(latent), "creatorId": creator_id, "tokens": row["tokens"], "values": values,
-        "maxValue": max(values, default=0.0), "minValue": min(values, default=0.0), "maxValueTokenIndex": int(np.argmax(values)) if values else row["focus"],
-        "dataSource": "actstore", "dataIndex": f"doc {row['doc']} ctx {row['ctx']} pos {row['pos']}", **extra,
+        neurons.append({**key, "index": str(latent), "sourceSetName": set_name, "hookName": latents.info.site,
+                        "maxActApprox": float(d["max"]), "frac_nonzero": float(d["density"]),
+                        **_frequency_histogram(latents, int(latent), hist_bins)})
+        activations += _activations(latents, int(latent), key, float(d["max"]), int(d["count"]), k=k, window=window,
+                                    bins=quantile_bins, per_bin=per_bin)
+    tables = {
+        "model.jsonl": [_model(latents, model_id, creator_id)],
+        "sourceset.jsonl": [{"modelId": model_id, "name": set_name, "creatorId": creator_id, "creatorName": "actstore",
+                             "description": f"{latents.info.architecture} SAE {latents.name!r} on {latents.info.site} "
+                                            f"({latents.info.d_sae} latents)", "visibility": "PUBLIC", "urls": []}],
+        "source.jsonl": [{"id": source_id, "modelId": model_id, "setName": set_name, "creatorId": creator_id,
+                          "visibility": "PUBLIC", "hasDashboards": True, "num_prompts": latents.store.meta.n_ctx,
+                          "num_tokens_in_prompt": latents.store.meta.ctx_len, "notes": f"actstore SAE {latents.name}"}],
+        "features/batch-0.jsonl.gz": neurons,
+        "activations/batch-0.jsonl.gz": activations,
     }
+    if explanations is not None and explanations.height:
+        tables["explanations/batch-0.jsonl.gz"] = explanation_rows(explanations, model_id=model_id, source_id=source_id,
+                                                                    creator_id=creator_id)
+    for name, rows in tables.items():
+        _write_jsonl(folder / name, rows)
+    return ExportSummary(folder, {name: len(rows) for name, rows in tables.items()})
+
+
+def _model(latents: SaeLatents, model_id: str, creator_id: str) -> dict[str, Any]:
+    """The ``Model`` row (the importer never overwrites an existing one)."""
+    source = str((latents.store.meta.model or {}).get("name") or model_id)
+    return {"id": model_id, "displayName": model_id, "displayNameShort": model_id, "creatorId": creator_id,
+            "owner": source.split("/")[0] if "/" in source else source, "layers": 0, "neuronsPerLayer": 0,
+            "instruct": model_id.endswith("-it"), "visibility": "PUBLIC"}
+
+
+def _frequency_histogram(latents: SaeLatents, latent: int, bins: int) -> dict[str, list[float]]:
+    """Equal-width bins over [0, max] of the latent's values (Neuronpedia plots them on a linear
+    axis and labels bar ``i`` as ``value ± half the spacing``): bar values are the bin centres."""
+    _, values = latents.postings(latent)
+    if values.size == 0:
+        return {"freq_hist_data_bar_heights": [], "freq_hist_data_bar_values": []}
+    heights, edges = np.histogram(values.astype(np.float64), bins=bins, range=(0.0, float(values.max())))
+    return {"freq_hist_data_bar_heights": heights.astype(float).tolist(),
+            "freq_hist_data_bar_values": ((edges[:-1] + edges[1:]) / 2).tolist()}
+
+
+def _activations(latents: SaeLatents, latent: int, key: dict[str, str], max_value: float, count: int, *, k: int,
+                 window: int, bins: int, per_bin: int) -> list[dict[str, Any]]:
+    """Top examples (``binMin`` -1, ``binMax`` the latent's max, ``binContains`` -1, as
+    SAEDashboard writes them), then samples of equal-width intervals with the fraction of the
+    latent's occurrences each holds; ``qualifyingTokenIndex`` is the sampled token."""
+    rows = [(row, "top", -1.0, max_value, -1.0) for row in latents.top_k(latent, k=k, window=window).iter_rows(named=True)]
+    if count:
+        rows += [(row, f"bin{row['bin']}", float(row["bin_min"]), float(row["bin_max"]), row["bin_count"] / count)
+                 for row in latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind="width",
+                                                      window=window).iter_rows(named=True)]
+    out = []
+    for row, kind, bin_min, bin_max, contains in rows:
+        values = [float(v) for v in row["values"]]
+        out.append({
+            "id": f"{key['modelId']}@{key['layer']}@{latent}@{kind}@{row['ctx']}:{row['pos']}", **key, "index": str(latent),
+            "tokens": row["tokens"], "values": values, "maxValue": max(values), "minValue": min(values),
+            "maxValueTokenIndex": int(np.argmax(values)), "qualifyingTokenIndex": int(row["focus"]),
+            "binMin": bin_min, "binMax": bin_max, "binContains": contains, "dataSource": "actstore",
+            "dataIndex": f"doc {row['doc']} ctx {row['ctx']} pos {row['pos']}",
+        })
+    return out
+
+
+def explanation_rows(frame: pl.DataFrame, *, model_id: str, source_id: str, creator_id: str = DEFAULT_CREATOR_ID) -> list[dict[str, Any]]:
+    """``Explanation`` rows from a frame of :data:`EXPLANATION_COLUMNS`: ``latent``, ``text``,
+    ``kind`` (e.g. ``label`` or ``auto``), ``author`` (a person or the explainer model) and
+    ``scores`` (a struct or JSON string of named scores, or null). ``typeName`` and
+    ``explanationModelName`` are foreign keys into lists an actstore export cannot know, so
+    kind, author and scores go into ``notes``; ``authorId`` is the creator."""
+    missing = set(EXPLANATION_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ConfigError(f"explanations need columns {list(EXPLANATION_COLUMNS)}; missing {sorted(missing)}")
+    rows = []
+    for i, r in enumerate(frame.select(EXPLANATION_COLUMNS).iter_rows(named=True)):
+        scores = r["scores"] if isinstance(r["scores"], str) or r["scores"] is None else json.dumps(r["scores"], sort_keys=True)
+        rows.append({"id": f"{model_id}@{source_id}@{r['latent']}@explanation{i}", "modelId": model_id, "layer": source_id,
+                     "index": str(r["latent"]), "description": str(r["text"]), "authorId": creator_id,
+                     "notes": f"{r['kind']} by {r['author']}" + (f"; scores {scores}" if scores else "")})
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)

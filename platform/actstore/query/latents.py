@@ -14,7 +14,8 @@ import polars as pl
 
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
-from actstore.query.windows import WINDOW_SCHEMA, windows
+from actstore.query.logits import output_logits
+from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, windows
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
@@ -210,6 +211,11 @@ class SaeLatents:
 
     hist_edges = HIST_EDGES
 
+    def logits(self, latent: int) -> pl.DataFrame:
+        """The top and bottom 10 tokens of ``W_dec[latent] @ W_U``, kept in the store by
+        ``actstore logits`` (:class:`LogitsNotFoundError` before). Columns: side, rank, token_id, token, value."""
+        return output_logits(self.store, self.name, self._check_latent(latent))
+
     # -- what fires where --------------------------------------------------------------------
     def features_at(self, *, ctx: int | None = None, doc: int | None = None, span: tuple[int, int] | None = None,
                     agg: Literal["max", "sum"] = "max", top: int = 20, max_density: float | None = None) -> pl.DataFrame:
@@ -221,12 +227,7 @@ class SaeLatents:
         """
         if agg not in ("max", "sum"):
             raise ConfigError(f"agg must be 'max' or 'sum', got {agg!r}")
-        if (ctx is None) == (doc is None):
-            raise ConfigError("give exactly one of ctx= or doc=")
-        flat = _doc_tokens(self.store, doc) if doc is not None else _ctx_tokens(self.store, int(ctx or 0))
-        if span is not None:
-            flat = flat[span[0] : span[1]]
-        idx, val = self._codes_at(flat)
+        idx, val = self._codes_at(_span_tokens(self.store, ctx=ctx, doc=doc, span=span))
         keep = idx >= 0
         frame = pl.DataFrame({"latent": idx[keep].astype(np.int64), "v": val[keep].astype(np.float64)})
         ranked = frame.group_by("latent").agg(value=getattr(pl.col("v"), agg)(), tokens_fired=pl.len().cast(pl.Int64))
@@ -235,6 +236,14 @@ class SaeLatents:
         if max_density is not None:
             out = out.filter(pl.col("density") <= max_density)
         return out.sort(["value", "latent"], descending=[True, False]).head(top).cast(SPAN_SCHEMA)
+
+    def text_at(self, *, ctx: int | None = None, doc: int | None = None, span: tuple[int, int] | None = None) -> str:
+        """The text of the span :meth:`features_at` reads (same arguments), so a reader sees what it describes."""
+        flat = _span_tokens(self.store, ctx=ctx, doc=doc, span=span)
+        ctx_len = self.store.meta.ctx_len
+        ctxs, inverse = np.unique(flat // ctx_len, return_inverse=True)
+        ids = self.store.read_contexts(token_array("ids"), ctxs)[inverse, flat % ctx_len]
+        return "".join(decode_tokens(self.store, ids.tolist())) if ids.size else ""
 
     def _codes_at(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Codes ([n, cap] idx and float32 val) of flat token indices."""
@@ -270,6 +279,14 @@ class SaeLatents:
 def _occurrence_frame(latent: int, tokens: np.ndarray, values: np.ndarray, ctx_len: int) -> pl.DataFrame:
     return pl.DataFrame({"latent": np.full(tokens.size, latent, np.int64), "rank": np.arange(tokens.size), "token": tokens,
                          "ctx": tokens // ctx_len, "pos": (tokens % ctx_len).astype(np.int32), "value": values}).cast(OCCURRENCE_SCHEMA)
+
+
+def _span_tokens(store: Store, *, ctx: int | None, doc: int | None, span: tuple[int, int] | None) -> np.ndarray:
+    """Flat indices of a context's or document's counted tokens, cut to ``span`` when given."""
+    if (ctx is None) == (doc is None):
+        raise ConfigError("give exactly one of ctx= or doc=")
+    flat = _doc_tokens(store, doc) if doc is not None else _ctx_tokens(store, int(ctx or 0))
+    return flat if span is None else flat[span[0] : span[1]]
 
 
 def _ctx_tokens(store: Store, ctx: int) -> np.ndarray:

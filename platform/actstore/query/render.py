@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-__all__ = ["example_text", "render_examples", "render_frame"]
+if TYPE_CHECKING:
+    from actstore.query.tokens import TextMatches
+
+__all__ = ["example_text", "render_examples", "render_frame", "render_matches"]
 
 _MARK = {True: ("\x1b[1;7m", "\x1b[0m"), False: ("[[", "]]")}
 _WEAK = {True: ("\x1b[4m", "\x1b[0m"), False: ("", "")}
@@ -16,14 +19,16 @@ def _visible(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
-def example_text(tokens: list[str], values: list[float], focus: int, *, color: bool = False) -> str:
-    """The window as one line: the focus token marked (``[[tok]]`` or reverse video), other
-    tokens where the latent fires underlined when ``color``; newlines shown as ``\\n``."""
+def example_text(tokens: list[str], values: list[float], focus: int, *, color: bool = False, length: int = 1) -> str:
+    """The window as one line: the focus token (and the ``length - 1`` after it, for a matched
+    span) marked as one run (``[[...]]`` or reverse video), other tokens where the latent fires
+    underlined when ``color``; newlines shown as ``\\n``."""
     out = []
+    stop = focus + max(length, 1)
     for i, tok in enumerate(tokens):
         text = _visible(tok)
-        if i == focus:
-            text = f"{_MARK[color][0]}{text}{_MARK[color][1]}"
+        if focus <= i < stop:
+            text = (_MARK[color][0] if i == focus else "") + text + (_MARK[color][1] if i == min(stop, len(tokens)) - 1 else "")
         elif values and i < len(values) and values[i] > 0:
             text = f"{_WEAK[color][0]}{text}{_WEAK[color][1]}"
         out.append(text)
@@ -37,6 +42,19 @@ def render_examples(frame: pl.DataFrame, *, color: bool = False, lead: tuple[str
         head = "  ".join(f"{row[c]:>4}" for c in lead)
         text = example_text(row["tokens"], row["values"], row["focus"], color=color)
         lines.append(f"{head}  {row['value']:9.4f}  doc {row['doc']:<7} {row['ctx']:>7}:{row['pos']:<5} {text}".lstrip())
+    return "\n".join(lines)
+
+
+def render_matches(found: TextMatches, *, color: bool = False) -> str:
+    """A search's result: the forms searched with their counts, the total, then one line per
+    match shown (doc, ctx:pos, the window with the whole matched span marked)."""
+    forms = "; ".join(f"{f.text!r} ({len(f.token_ids)} tokens): {f.count:,}" for f in found.forms)
+    shown = found.matches.height
+    more = f", showing the first {shown:,}" if shown < found.total else ""
+    lines = [f"searched {forms}", f"{found.total:,} match{'es' if found.total != 1 else ''}{more}"]
+    for row in found.matches.iter_rows(named=True):
+        text = example_text(row["tokens"], [], row["focus"], color=color, length=row["length"])
+        lines.append(f"doc {row['doc']:<7} {row['ctx']:>7}:{row['pos']:<5} {text}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """SAE encoding and decoding on the worker's device, the sparse code form, and a plain reference.
 
-JumpReLU (Gemma Scope): ``pre = x @ W_enc + b_enc``, ``f = pre * (pre > threshold)``.
+JumpReLU (Gemma Scope, SAELens): ``pre = x @ W_enc + b_enc``, ``f = relu(pre) * (pre > threshold)``.
+The ReLU only matters where a threshold is negative (SAEs trained elsewhere have them): there
+``pre * (pre > threshold)`` would keep a negative code that the reference zeroes.
 ReLU (SAELens standard): ``f = relu(x' @ W_enc + b_enc)``.
 TopK (SAELens): the k largest of ``pre``, passed through relu, zeros elsewhere.
 ``x' = x - b_dec`` when ``apply_b_dec_to_input``, else ``x``. Decoding: ``f @ W_dec + b_dec``.
@@ -47,7 +49,7 @@ class SAEEncoder:
         arch = self.weights.architecture
         if arch == "jumprelu":
             assert self.threshold is not None  # SAEWeights guarantees it
-            return pre.masked_fill_(pre <= self.threshold, 0.0)  # = pre * (pre > threshold)
+            return pre.masked_fill_(pre <= self.threshold, 0.0).clamp_(min=0.0)  # = relu(pre) * (pre > threshold)
         if arch == "relu":
             return pre.clamp_(min=0.0)
         top = torch.topk(pre, k=int(self.weights.k or 0), dim=-1)
@@ -106,7 +108,7 @@ def encode_reference(weights: SAEWeights, x: np.ndarray) -> np.ndarray:
         pre = xin @ W_enc + b_enc
         if weights.architecture == "jumprelu":
             assert weights.threshold is not None
-            out[i] = pre * (pre > weights.threshold)
+            out[i] = np.maximum(pre, 0) * (pre > weights.threshold)
         elif weights.architecture == "relu":
             out[i] = np.maximum(pre, 0)
         else:

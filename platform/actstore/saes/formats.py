@@ -18,7 +18,7 @@ import numpy as np
 
 from actstore.errors import ConfigError
 
-__all__ = ["Architecture", "SAEWeights", "load_sae"]
+__all__ = ["Architecture", "SAEWeights", "load_sae", "saelens_hook_name"]
 
 Architecture = Literal["jumprelu", "topk", "relu"]
 _GEMMA_SCOPE_KEYS = {"w_enc": "W_enc", "w_dec": "W_dec", "b_enc": "b_enc", "b_dec": "b_dec", "threshold": "threshold"}
@@ -86,6 +86,16 @@ def load_gemma_scope(path: Path, *, source: str) -> SAEWeights:
                       _f32(params["b_dec"]), _f32(params["threshold"]), None, False, None, source, _sha256([path]))
 
 
+def saelens_hook_name(cfg: dict[str, Any]) -> str | None:
+    """The hook a SAELens ``cfg.json`` names: SAELens 6 keeps it (with the model name, context
+    size and ``sae_lens_version``) under ``metadata``; earlier versions at the top level, some
+    as ``hook_point``."""
+    raw = cfg.get("metadata")
+    metadata: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    hook = metadata.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
+    return None if hook is None else str(hook)
+
+
 def load_saelens(folder: Path, *, source: str) -> SAEWeights:
     from safetensors.numpy import load_file
 
@@ -99,14 +109,16 @@ def load_saelens(folder: Path, *, source: str) -> SAEWeights:
     normalize = cfg.get("normalize_activations") or "none"
     if normalize != "none":
         raise ConfigError(f"{source}: normalize_activations={normalize!r} is not supported; fold it into the weights")
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise ConfigError(f"{source}: rescale_acts_by_decoder_norm=true is not supported; fold the decoder norms into the weights")
     threshold = params.get("threshold")
     if threshold is None and "log_threshold" in params:
         threshold = np.exp(params["log_threshold"])
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     weights = SAEWeights(architecture, _f32(params["W_enc"]), _f32(params["W_dec"]), _f32(params["b_enc"]),
                          _f32(params["b_dec"]), None if threshold is None else _f32(threshold),
-                         None if k is None else int(k), bool(cfg.get("apply_b_dec_to_input", False)),
-                         cfg.get("hook_name"), source, _sha256([folder / "cfg.json", weights_path]))
+                         None if k is None else int(k), bool(cfg.get("apply_b_dec_to_input", True)),
+                         saelens_hook_name(cfg), source, _sha256([folder / "cfg.json", weights_path]))
     for field, value in (("d_in", weights.d_in), ("d_sae", weights.d_sae)):
         if field in cfg and int(cfg[field]) != value:
             raise ConfigError(f"{source}: cfg.json says {field}={cfg[field]}, the weights have {value}")

@@ -19,8 +19,8 @@ import zarr.storage
 from fsspec.core import url_to_fs
 from zarr.abc.store import Store as StoreLike
 
-from actstore.errors import StorageAccessError
 from actstore.store._retry import RetryingStore, retrying
+from actstore.store._storage_errors import translated
 
 __all__ = ["Location", "redact_storage_options"]
 
@@ -162,7 +162,7 @@ class SideFiles:
 
 def check_access(location: Location, *, write: bool) -> None:
     """Fail fast with a clear message when the location cannot be listed (or written)."""
-    try:
+    with translated(location, writing=write):
         fs, root = location.fs()
         if location.is_local:
             if write:
@@ -174,14 +174,3 @@ def check_access(location: Location, *, write: bool) -> None:
             probe = posixpath.join(root, "_actstore_write_probe")
             fs.pipe_file(probe, b"ok")
             fs.rm(probe)
-    except FileNotFoundError as exc:
-        raise StorageAccessError(
-            f"storage location {location.url!r} does not exist (missing bucket?): {exc}"
-        ) from None
-    except PermissionError as exc:
-        raise StorageAccessError(
-            f"access denied to {location.url!r}: check the credentials in the environment "
-            f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or profile) and the bucket policy ({exc})"
-        ) from None
-    except OSError as exc:
-        raise StorageAccessError(f"cannot reach storage location {location.url!r}: {exc}") from None

@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 if TYPE_CHECKING:
-    from actstore.store.store import Store
+    from actstore.store._fs import SideFiles
 
 __all__ = ["scan_documents"]
 
 PREFIX = "documents"
 
 
-def scan_documents(store: Store) -> pl.LazyFrame:
-    """All documents, ordered by global index ``doc``."""
-    parts = [p for p in store.files.list(PREFIX) if p.endswith(".parquet")]
+def scan_documents(files: SideFiles) -> pl.LazyFrame:
+    """All documents of the store whose side files are ``files``, ordered by global index ``doc``."""
+    parts = [p for p in files.list(PREFIX) if p.endswith(".parquet")]
     if not parts:
         return pl.LazyFrame({"doc": pl.Series([], dtype=pl.Int64)})
-    if store.location.is_local:
-        frames = [pl.scan_parquet(store.files.path(f"{PREFIX}/{p}")) for p in parts]
+    if files.location.is_local:
+        frames = [pl.scan_parquet(files.path(f"{PREFIX}/{p}")) for p in parts]
     else:
-        frames = [pl.read_parquet(io.BytesIO(store.files.read_bytes(f"{PREFIX}/{p}"))).lazy() for p in parts]
+        frames = [pl.read_parquet(io.BytesIO(files.read_bytes(f"{PREFIX}/{p}"))).lazy() for p in parts]
     # parts may disagree on a metadata column's type (all-null in one file): relax to a supertype
     return pl.concat(frames, how="diagonal_relaxed").sort("doc")

@@ -63,6 +63,9 @@ class SaeInfo(_Meta):
     value_dtype: str = Field(description="Logical dtype of stored code values.")
     source: str = Field(description="Where the SAE was loaded from.")
     sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
+    input_dtype: str | None = Field(default=None, description="Codes are the encoder (in float32) applied to the site's "
+                                    "activations cast to this dtype, the site's storage dtype: encoding the stored "
+                                    "activations reproduces them bit for bit. None in stores written before this rule.")
     input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
     stage: str = Field(default="extract", description="Manifest stage whose units commit this SAE's codes and statistics: "
                        "extract, or encode-<name> for an SAE added later from stored activations.")
@@ -84,6 +87,7 @@ class IngestSummary(_Meta):
     n_tokens: int = Field(description="Document tokens stored (BOS, separators and padding not counted).")
     skipped_empty: int = Field(description="Documents skipped because they produced no tokens.")
     repaired_utf8: int = Field(description="Documents whose invalid UTF-8 was replaced (encoding_errors=replace).")
+    stripped_bom: int = Field(default=0, description="Files that began with a UTF-8 byte-order mark, which was dropped.")
     truncated_by_cap: bool = Field(description="Whether max_tokens cut the corpus short.")
 
 

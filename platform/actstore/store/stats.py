@@ -87,11 +87,12 @@ def merge_stats(group: zarr.Group, units: list[int], sites: list[str], saes: lis
         if total is None:
             total = np.zeros(src.shape[1:], dtype=src.dtype)
         total = np.asarray(total)
-        if src.dtype == np.int32:
+        if src.dtype == np.int32:  # per-unit histograms are int32; their sum over units may not fit
             total = total.astype(np.int64)
+        # the attributes describe the merged array's own bytes (its dtype may differ from the rows')
+        attrs = {**dict(src.attrs), "logical_dtype": str(total.dtype), "per_token": False}
         out = zarr.create_array(store=group.store, name=f"{group.path}/{dst_path}".strip("/"), shape=total.shape or (1,),
-                                chunks=total.shape or (1,), dtype=total.dtype, overwrite=True,
-                                attributes=dict(src.attrs))
+                                chunks=total.shape or (1,), dtype=total.dtype, overwrite=True, attributes=attrs)
         out[...] = total.reshape(total.shape or (1,))
 
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import zarr
@@ -15,12 +15,16 @@ import zarr.errors
 
 from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
 from actstore.store._fs import Location, SideFiles
+from actstore.store._storage_errors import translated
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
 from actstore.store.manifests import ManifestBook
 from actstore.store.metadata import ATTRIBUTE, RootMetadata, parse_root_metadata
 
-__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "Write", "open_store", "utc_now"]
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "Write", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,9 @@ class StoreInfo:
 
 
 class Store:
-    """One run's store. Open with :func:`actstore.open`; coordinators create with :meth:`create`."""
+    """One run's store: its metadata, units and arrays. Open with :func:`actstore.open` (which
+    adds the query and loader calls, :class:`actstore.api.Store`); coordinators create with
+    :meth:`create`. This layer imports nothing above it."""
 
     def __init__(self, location: Location, group: zarr.Group, meta: RootMetadata) -> None:
         self.location = location
@@ -84,11 +90,12 @@ class Store:
     @classmethod
     def open(
         cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r"
-    ) -> Store:
+    ) -> Self:
         """Open an existing store (``mode`` "r" or "r+")."""
         location = Location(url, dict(storage_options or {}))
         try:
-            group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
+            with translated(location, writing=False):
+                group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             raise StoreNotFoundError(f"no actstore store at {url!r}") from None
         if ATTRIBUTE not in group.attrs:
@@ -97,7 +104,7 @@ class Store:
         return cls(location, group, meta)
 
     @classmethod
-    def create(cls, location: Location, meta: RootMetadata) -> Store:
+    def create(cls, location: Location, meta: RootMetadata) -> Self:
         """Create the root group with its metadata (coordinator only).
 
         Opens with mode "a", never "w": other objects under the root (staging) must survive.
@@ -116,9 +123,9 @@ class Store:
             return False
         return ATTRIBUTE in group.attrs
 
-    def reopen(self, *, mode: Mode = "r+") -> Store:
+    def reopen(self, *, mode: Mode = "r+") -> Self:
         """The same store opened again (fresh metadata), e.g. inside a worker."""
-        return Store.open(self.location.url, storage_options=self.location.storage_options, mode=mode)
+        return type(self).open(self.location.url, storage_options=self.location.storage_options, mode=mode)
 
     # -- metadata ---------------------------------------------------------------------------
     def update_meta(self, **changes: Any) -> RootMetadata:
@@ -230,36 +237,11 @@ class Store:
             self.require_done(stage, range(grid.unit_of(start), grid.unit_of(stop - 1) + 1))
         return {name: self._read(self.array(token_array(name)), slice(start, stop)) for name in TOKEN_ARRAYS}
 
-    def sae(self, name: str) -> Any:
-        """The latents of SAE ``name``: top-k contexts, occurrences, density, co-firing... (polars)."""
-        from actstore.query.latents import SaeLatents
-
-        return SaeLatents(self, name)
-
-    def loader(self, site: str, *, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-               world_size: int = 1, dtype: Any = None, drop_special: bool = True, mix_chunks: int = 8,
-               chunk_contexts: int | None = None, scale: float = 1.0, with_index: bool = False) -> Any:
-        """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors);
-        see :class:`actstore.loader.activations.ActivationLoader`. ``dtype`` defaults to float32."""
-        import torch
-
-        from actstore.loader.activations import ActivationLoader
-
-        return ActivationLoader(self, site, batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                world_size=world_size, dtype=dtype or torch.float32, drop_special=drop_special,
-                                mix_chunks=mix_chunks, chunk_contexts=chunk_contexts, scale=scale, with_index=with_index)
-
-    def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> Any:
-        """Stored places of a token sequence (text or ids), with token windows (polars)."""
-        from actstore.query.tokens import find_tokens
-
-        return find_tokens(self, sequence, limit=limit, window=window)
-
-    def documents(self) -> Any:
+    def documents(self) -> pl.LazyFrame:
         """The documents table as a polars LazyFrame (index, source, row, key, lengths, metadata)."""
         from actstore.store.documents import scan_documents
 
-        return scan_documents(self)
+        return scan_documents(self.files)
 
     # -- summary -----------------------------------------------------------------------------
     def info(self, *, with_bytes: bool = True) -> StoreInfo:
@@ -291,7 +273,3 @@ class Store:
             created=meta.created,
         )
 
-
-def open_store(url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r") -> Store:
-    """Open an existing store. ``mode="r"`` (default) is read-only."""
-    return Store.open(url, storage_options=storage_options, mode=mode)

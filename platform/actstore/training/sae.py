@@ -2,8 +2,9 @@
 their SAELens folder (with the input scale folded into the weights, as Gemma Scope does).
 
 JumpReLU uses straight-through estimators with a rectangle kernel for the threshold gradients
-(Rajamanoharan et al. 2024): d/dθ of ``pre * H(pre - θ)`` is ``-(θ/ε) K((pre - θ)/ε)`` and of
-the L0 term ``H(pre - θ)`` is ``-(1/ε) K((pre - θ)/ε)``, ``K(z) = 1{|z| < 1/2}``.
+(Rajamanoharan et al. 2024): d/dθ of ``relu(pre) * H(pre - θ)`` is ``-(relu(θ)/ε) K((pre - θ)/ε)``
+(the jump's height is relu(θ); thresholds here are exp(log θ) > 0, so it is θ) and of the L0
+term ``H(pre - θ)`` is ``-(1/ε) K((pre - θ)/ε)``, ``K(z) = 1{|z| < 1/2}``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TrainableSAE", "save_saelens"]
+__all__ = ["SAELENS_LAYOUT_VERSION", "TrainableSAE", "save_saelens"]
 
 
 def _kernel(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
@@ -27,13 +28,13 @@ class _JumpReLU(torch.autograd.Function):
     def forward(ctx: Any, pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
+        return torch.relu(pre) * (pre > threshold)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         pre, threshold = ctx.saved_tensors
-        d_pre = grad * (pre > threshold)
-        d_threshold = (grad * -threshold * _kernel(pre, threshold, ctx.bandwidth)).sum(0)
+        d_pre = grad * ((pre > threshold) & (pre > 0))
+        d_threshold = (grad * -torch.relu(threshold) * _kernel(pre, threshold, ctx.bandwidth)).sum(0)
         return d_pre, d_threshold, None
 
 
@@ -94,11 +95,17 @@ class TrainableSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
 
+# The SAELens cfg.json layout written: SAELens >= 6.0 keeps the hook, model and context under
+# ``metadata`` with ``sae_lens_version``; a folder without it (or older) is converted as pre-6.0.
+SAELENS_LAYOUT_VERSION = "6.0.0"
+
+
 def save_saelens(sae: TrainableSAE, folder: str | Path, *, scale: float, hook_name: str,
+                 model_name: str | None = None, context_size: int | None = None,
                  extra: dict[str, Any]) -> Path:
-    """Write ``cfg.json`` and ``sae_weights.safetensors`` for raw inputs: with inputs scaled by
-    ``s`` in training, ``W_enc*s``, ``W_dec/s`` and ``b_dec/s`` give the same codes of raw ``x``
-    and reconstructions in raw units (thresholds act on the pre-activation and stay)."""
+    """Write ``cfg.json`` (SAELens 6 layout) and ``sae_weights.safetensors`` for raw inputs: with
+    inputs scaled by ``s`` in training, ``W_enc*s``, ``W_dec/s`` and ``b_dec/s`` give the same codes
+    of raw ``x`` and reconstructions in raw units (thresholds act on the pre-activation and stay)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -110,9 +117,13 @@ def save_saelens(sae: TrainableSAE, folder: str | Path, *, scale: float, hook_na
             tensors["threshold"] = sae.log_threshold.exp()
     save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(folder / "sae_weights.safetensors"))
     d_sae, d_in = sae.W_dec.shape
-    cfg = {"architecture": sae.architecture, "d_in": d_in, "d_sae": d_sae, "hook_name": hook_name,
-           "apply_b_dec_to_input": sae.apply_b_dec_to_input, "normalize_activations": "none", "dtype": "float32",
-           **({"k": sae.k} if sae.architecture == "topk" else {}),
+    metadata = {"sae_lens_version": SAELENS_LAYOUT_VERSION, "hook_name": hook_name, "model_name": model_name,
+                "context_size": context_size, "prepend_bos": True}
+    cfg = {"architecture": sae.architecture, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": sae.apply_b_dec_to_input, "normalize_activations": "none",
+           "reshape_activations": "hook_z" if hook_name.endswith("hook_z") else "none",
+           **({"k": sae.k, "rescale_acts_by_decoder_norm": False} if sae.architecture == "topk" else {}),
+           "metadata": {k: v for k, v in metadata.items() if v is not None},
            "actstore": {"input_scale": scale, "input_scale_folded": True, **extra}}
     (folder / "cfg.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
     return folder

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from actstore.config import TrainConfig
 from actstore.errors import ConfigError
+from actstore.loader.activations import ActivationLoader
 from actstore.loader.normalize import input_scale, site_mean
 from actstore.store.store import Store
 from actstore.training.sae import TrainableSAE, save_saelens
@@ -76,8 +77,8 @@ def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
         sae.b_dec.copy_(torch.from_numpy(site_mean(store, config.site) * scale).float())
     sae.to(device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
-    loader = store.loader(config.site, batch_size=config.batch_size, seed=config.seed, scale=scale,
-                          mix_chunks=config.mix_chunks)
+    loader = ActivationLoader(store, config.site, batch_size=config.batch_size, seed=config.seed, scale=scale,
+                              mix_chunks=config.mix_chunks)
     last_fired = torch.zeros(config.d_sae, dtype=torch.int64, device=device)
     history: list[dict[str, float]] = []
     window, steps, tokens, t0 = _Window(), 0, 0, time.perf_counter()
@@ -112,6 +113,8 @@ def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
     if not history:
         raise ConfigError(f"no training tokens: the store at {config.store.url!r} has no committed activations of {config.site!r}")
     path = save_saelens(sae, config.out, scale=scale, hook_name=config.site,
+                        model_name=None if store.meta.model is None else str(store.meta.model.get("name")),
+                        context_size=store.meta.ctx_len,
                         extra={"store": config.store.url, "site": config.site, "steps": steps, "tokens": tokens,
                                "seed": config.seed})
     (path / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))

@@ -1,0 +1,64 @@
+"""The store as :func:`actstore.open` returns it: the storage layer's :class:`~actstore.store.store.Store`
+plus the calls researchers reach for first (``sae``, ``find_tokens``, ``loader``).
+
+They live here, above ``query/`` and ``loader/``, so that ``store/`` at the bottom imports
+nothing above it; each is a one-line wrapper over the layer that implements it. The imports
+are deferred so that ``import actstore`` stays light (no polars query code, no torch).
+
+>>> import actstore
+>>> store = actstore.open("runs/demo")  # doctest: +SKIP
+>>> store.sae("topk-2048").top_k(1444, k=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actstore.store import store as _storage
+from actstore.store.store import Mode
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from actstore.loader.activations import ActivationLoader
+    from actstore.query.latents import SaeLatents
+    from actstore.query.tokens import TextMatches
+
+__all__ = ["Store", "open_store"]
+
+
+class Store(_storage.Store):
+    """A store with the query and loader calls. Everything else is the storage layer's."""
+
+    def sae(self, name: str) -> SaeLatents:
+        """The latents of SAE ``name``: top-k contexts, occurrences, density, co-firing... (polars)."""
+        from actstore.query.latents import SaeLatents
+
+        return SaeLatents(self, name)
+
+    def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> pl.DataFrame:
+        """Stored places of a token sequence (text or ids), with token windows (polars)."""
+        from actstore.query.tokens import find_tokens
+
+        return find_tokens(self, sequence, limit=limit, window=window)
+
+    def find_text(self, text: str, *, limit: int | None = 100, window: int = 16) -> TextMatches:
+        """Stored places of ``text`` as typed and word-initial, all counted (a ``TextMatches``)."""
+        from actstore.query.tokens import find_text
+
+        return find_text(self, text, limit=limit, window=window)
+
+    def loader(self, site: str, *, batch_size: int, **options: Any) -> ActivationLoader:
+        """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors).
+
+        ``options`` are :class:`actstore.loader.activations.ActivationLoader`'s (shuffle, seed,
+        rank, world_size, dtype, drop_special, mix_chunks, chunk_contexts, scale, with_index,
+        even_ranks); an unknown one is a TypeError."""
+        from actstore.loader.activations import ActivationLoader
+
+        return ActivationLoader(self, site, batch_size=batch_size, **options)
+
+
+def open_store(url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r") -> Store:
+    """Open an existing store. ``mode="r"`` (default) is read-only."""
+    return Store.open(url, storage_options=storage_options, mode=mode)

@@ -1,0 +1,38 @@
+"""The arrays an extraction writes, created once before any unit runs.
+
+A plain function of the store and the plan, so that the Ray driver and the benchmarks (which
+run without Ray) prepare a store the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actstore.extraction.plan import ExtractPlan
+from actstore.store.layout import activation_array, code_array, create_unit_array
+from actstore.store.metadata import StageInfo
+from actstore.store.stats import create_stats_arrays
+from actstore.store.store import EXTRACT_STAGE, Store
+
+__all__ = ["create_extract_arrays"]
+
+
+def create_extract_arrays(store: Store, plan: ExtractPlan, *, config_record: dict[str, Any]) -> None:
+    """Activations, codes and statistics arrays of ``plan``; the store's metadata records the
+    model, sites, SAEs, the extract stage and ``config_record`` (the config with secrets stripped)."""
+    grid = store.grid
+    for site in plan.sites:
+        if site.stored:
+            create_unit_array(store.group, activation_array(site.name), grid, (site.d,), site.dtype,
+                              compression=site.compression, attributes={"axes": ["ctx", "pos", "d"], "site": site.name})
+    for sae in plan.saes:
+        create_unit_array(store.group, code_array(sae.name, "idx"), grid, (sae.code_cap,), "int32", fill_value=-1,
+                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
+        create_unit_array(store.group, code_array(sae.name, "val"), grid, (sae.code_cap,), sae.value_dtype,
+                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
+        create_unit_array(store.group, code_array(sae.name, "l0"), grid, (), "int32",
+                          attributes={"axes": ["ctx", "pos"], "sae": sae.name})
+    create_stats_arrays(store.group, grid, {s.name: s.d for s in plan.sites}, {a.name: a.d_sae for a in plan.saes})
+    store.update_meta(model=plan.model_meta, sites=list(plan.sites), saes=list(plan.saes),
+                      stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(units_total=store.meta.n_units)},
+                      configs={**store.meta.configs, "extract": config_record})

@@ -1,0 +1,240 @@
+"""What an extraction of N tokens will produce and need, before any work (``actstore plan``).
+
+Sizes follow the layout (schemas/STORE.md): every per-token array is ``[n_ctx, ctx_len, ...]``
+with one shard object per unit; per-unit statistics are one object per unit and array.
+Uncompressed arrays (activations by default) are exact: values plus the shard index (16 bytes
+per inner chunk and a 4-byte checksum). zstd arrays are estimated from what they hold: a code
+array's slots past a token's L0 are fill and compress to almost nothing, so codes cost about
+``L0 x (index bytes + value bytes)`` per token, at the SAE's mean L0 (given, read from a Gemma
+Scope path such as ``average_l0_82``, or a quarter of the code cap, as stated in the output).
+GPU-hours come from throughput measured by ``benchmarks/bench_gpu.py`` (:data:`MEASURED`),
+scaled by model FLOPs per token for other models; they are labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actstore.extraction.plan import ExtractPlan
+from actstore.store.dtypes import storage_dtype
+from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
+from actstore.store.stats import L0_BINS, N_BINS, SAE_STATS, SITE_STATS
+
+__all__ = ["MEASURED", "ArrayEstimate", "RunEstimate", "estimate_run", "model_flops_per_token"]
+
+# stored bytes per token of the zstd token arrays (ids: ~2-3 bytes of entropy for a 50-256k
+# vocabulary; doc and pos: runs, nearly free; flags: nearly all zero)
+TOKEN_BYTES = {"ids": 2.5, "doc": 0.05, "pos": 0.15, "flags": 0.02}
+# zstd on code slots that hold a latent: an id keeps about its bits of entropy plus half a byte
+L0_BYTES = 0.5
+# per-unit SAE statistics, per latent that fired in the unit: fired (small counts), sum
+# (float64), max (float32), the histogram's few non-zero bins
+SAE_STATS_BYTES = {"fired": 3, "sum": 8, "max": 4, "hist": 12}
+
+ARRAY_META_BYTES, FRAME_BYTES = 700, 45  # an array's zarr.json; a compressed object's frame and headers
+# the index: token ids sorted within a latent (small deltas) compress to about 2.5 of their 8
+# bytes, values sorted descending to about 0.8 of theirs
+INDEX_TOKEN_BYTES, INDEX_VALUE_RATIO = 2.5, 0.8
+
+# Throughput measured by benchmarks/bench_gpu.py (extraction pipeline, bf16, 3 sites with 16k
+# JumpReLU SAEs, local store): (model shape, device) -> tokens/s, with its source
+MEASURED: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("gemma-2-2b", "NVIDIA H100 80GB HBM3"): (
+        21_460, 80_962, "benchmarks/bench_gpu.py --model 2b on an NVIDIA H100 80GB HBM3, 2026-11-23: pipeline 21,460 "
+                        "tok/s, bare truncated forward 80,962 tok/s (blocks 0..19, 3 sites, 16k SAEs)"),
+    ("gemma-2-9b", "NVIDIA H100 80GB HBM3"): (
+        10_224, 25_130, "benchmarks/bench_gpu.py --model 9b on an NVIDIA H100 80GB HBM3, 2026-11-23: pipeline 10,224 "
+                        "tok/s, bare truncated forward 25,130 tok/s (blocks 0..31, 3 sites, 16k SAEs)"),
+}
+_MEASURED_FLOPS = {"gemma-2-2b": 3.198e9, "gemma-2-9b": 12.95e9}  # model FLOPs/token of those runs
+
+
+@dataclass(frozen=True)
+class ArrayEstimate:
+    """One array (or family of arrays): logical bytes (values as stored, uncompressed), stored
+    bytes (estimate after compression and shard indexes) and objects."""
+
+    path: str
+    logical_bytes: int
+    stored_bytes: int
+    objects: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """The estimate of a whole run (see the module docstring for what is exact and what is not)."""
+
+    tokens: int
+    n_ctx: int
+    n_units: int
+    arrays: list[ArrayEstimate]
+    requests: dict[str, int]
+    weights_bytes: int | None
+    blocks: int
+    gpu_hours: float | None
+    gpu_hours_source: str
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(a.stored_bytes for a in self.arrays)
+
+    @property
+    def objects(self) -> int:
+        return sum(a.objects for a in self.arrays)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "n_ctx": self.n_ctx, "n_units": self.n_units,
+                "arrays": [asdict(a) for a in self.arrays], "stored_bytes": self.stored_bytes, "objects": self.objects,
+                "requests": self.requests, "weights_bytes_per_worker": self.weights_bytes, "blocks_per_worker": self.blocks,
+                "gpu_hours": self.gpu_hours, "gpu_hours_source": self.gpu_hours_source, "assumptions": self.assumptions}
+
+    def render(self) -> str:
+        """The estimate as text: arrays, totals, requests, worker memory, GPU-hours, assumptions."""
+        gb = lambda n: f"{n / 1e9:10,.2f} GB"  # noqa: E731
+        lines = [f"{'array':44} {'logical':>13} {'stored (est.)':>13} {'objects':>10}  note"]
+        lines += [f"{a.path:44} {gb(a.logical_bytes):>13} {gb(a.stored_bytes):>13} {a.objects:>10,}  {a.note}" for a in self.arrays]
+        lines.append(f"{'total':44} {gb(sum(a.logical_bytes for a in self.arrays)):>13} {gb(self.stored_bytes):>13} {self.objects:>10,}")
+        lines.append("requests on object storage: " + ", ".join(f"{k} {v:,}" for k, v in self.requests.items()))
+        if self.weights_bytes is not None:
+            lines.append(f"weights per worker: {self.weights_bytes / 1e9:.2f} GB (the first {self.blocks} blocks and the embedding)")
+        hours = "unknown" if self.gpu_hours is None else f"{self.gpu_hours:,.1f}"
+        lines.append(f"GPU-hours: {hours} ({self.gpu_hours_source})")
+        lines += [f"assumed: {a}" for a in self.assumptions]
+        return "\n".join(lines)
+
+
+def _per_token(path: str, plan: ExtractPlan, n_ctx: int, n_units: int, tail: int, dtype: str, *,
+               stored_per_token: float | None = None, note: str = "") -> ArrayEstimate:
+    """A ``[n_ctx, ctx_len, tail]`` array: exact when uncompressed (values + shard index)."""
+    ctx_len, per_unit = plan.config.context.ctx_len, plan.config.context.contexts_per_unit
+    itemsize = storage_dtype(dtype).itemsize
+    logical = n_ctx * ctx_len * tail * itemsize
+    row = ctx_len * tail * itemsize
+    inner = max(1, min(per_unit, TARGET_INNER_CHUNK_BYTES // max(row, 1)))
+    while per_unit % inner:
+        inner -= 1
+    sharded = inner != per_unit
+    index = n_units * (16 * (per_unit // inner) + 4) if sharded else 0
+    # the last shard is stored whole (its contexts past n_ctx hold the fill value)
+    stored = n_units * per_unit * row if stored_per_token is None else int(n_ctx * ctx_len * stored_per_token) + n_units * FRAME_BYTES
+    return ArrayEstimate(path, logical, stored + index + ARRAY_META_BYTES, n_units + 1, note)
+
+
+def _default_l0(path: str, cap: int) -> tuple[float, str]:
+    match = re.search(r"average_l0_(\d+)", path)
+    if match:
+        return float(match.group(1)), f"mean L0 {match.group(1)} (from the SAE's path)"
+    return cap / 4, f"mean L0 {cap / 4:g} (a quarter of the code cap; pass --l0 for a better figure)"
+
+
+def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None = None, weights_bytes: int | None = None,
+                 flops_per_token: float | None = None, n_files: int = 1, doc_tokens: float = 1000) -> RunEstimate:
+    """Estimate a run of ``tokens`` document tokens (documents of ``doc_tokens`` on average)
+    under ``plan`` (see the module docstring)."""
+    ctx = plan.config.context
+    per_ctx = ctx.ctx_len - 1 if ctx.packing == "pack" else ctx.ctx_len  # BOS first in every packed context
+    separators = math.ceil(tokens / doc_tokens) if ctx.separator == "eos" else 0  # an EOS after each document
+    n_ctx = max(1, math.ceil((tokens + separators) / per_ctx))
+    n_units = math.ceil(n_ctx / ctx.contexts_per_unit)
+    slots = n_ctx * ctx.ctx_len
+    arrays = [_per_token(f"tokens/{name}", plan, n_ctx, n_units, 1, dtype, stored_per_token=TOKEN_BYTES[name])
+              for name, (dtype, _) in TOKEN_ARRAYS.items()]
+    assumptions = [f"documents of {doc_tokens:,.0f} tokens on average ({separators:,} EOS separators)",
+                   f"{tokens:,} document tokens pack into {n_ctx:,} contexts of {ctx.ctx_len} "
+                   f"({'BOS + ' if ctx.packing == 'pack' else ''}{per_ctx} tokens each), {n_units:,} units"]
+    for site in plan.sites:
+        if site.stored:
+            compressed = site.compression != "none"
+            arrays.append(_per_token(f"activations/{site.name}", plan, n_ctx, n_units, site.d, site.dtype,
+                                     note="zstd: about 0.9 of this" if compressed else "exact"))
+        stored_site: dict[str, float] = {"count": 17, "sum": site.d * 8, "sumsq": 17}
+        arrays.append(ArrayEstimate(f"stats/sites/{site.name}", *_stats_bytes(n_units, {"count": 1, "sum": site.d, "sumsq": 1},
+                                                                             SITE_STATS, stored_site)))
+    index_buckets = 0
+    for sae in plan.saes:
+        mean_l0, why = (l0[sae.name], f"mean L0 {l0[sae.name]:g} (given)") if l0 and sae.name in l0 else _default_l0(sae.source, sae.code_cap)
+        assumptions.append(f"{sae.name}: {why}")
+        used = min(mean_l0, sae.code_cap)
+        value_bytes = storage_dtype(sae.value_dtype).itemsize
+        arrays += [
+            _per_token(f"codes/{sae.name}/idx", plan, n_ctx, n_units, sae.code_cap, "int32",
+                       stored_per_token=used * (math.log2(sae.d_sae) / 8 + 0.5)),
+            _per_token(f"codes/{sae.name}/val", plan, n_ctx, n_units, sae.code_cap, sae.value_dtype, stored_per_token=used * value_bytes),
+            _per_token(f"codes/{sae.name}/l0", plan, n_ctx, n_units, 1, "int32", stored_per_token=L0_BYTES),
+        ]
+        # latents firing in a unit: firing concentrates on frequent latents, so count a quarter of the occurrences
+        fired = sae.d_sae * (1 - math.exp(-used * ctx.contexts_per_unit * ctx.ctx_len / 4 / sae.d_sae))
+        widths = {"tokens": 1, "fired": sae.d_sae, "sum": sae.d_sae, "max": sae.d_sae, "hist": sae.d_sae * N_BINS,
+                  "l0_hist": L0_BINS, "over_cap": 1}
+        stored_sae = {name: fired * b for name, b in SAE_STATS_BYTES.items()} | {"l0_hist": 60, "tokens": 17, "over_cap": 0}
+        arrays.append(ArrayEstimate(f"stats/saes/{sae.name}", *_stats_bytes(n_units, widths, SAE_STATS, stored_sae)))
+        nnz = int((slots - n_ctx) * used)  # BOS left out
+        if plan.config.index.build:
+            buckets = _index_buckets(sae.d_sae, nnz, plan.config.index.bucket_nnz)
+            logical = nnz * (8 + value_bytes) + (sae.d_sae + buckets) * 8
+            stored = int(nnz * (INDEX_TOKEN_BYTES + INDEX_VALUE_RATIO * value_bytes)) + (sae.d_sae + buckets) * 2 + buckets * 2000
+            arrays.append(ArrayEstimate(f"index/{sae.name}", logical, stored, buckets * 7 + 1,
+                                        f"{buckets} buckets; sorted token ids compress to ~{INDEX_TOKEN_BYTES:g} B"))
+            index_buckets += buckets
+    manifests = n_units * (2 + (len(plan.saes) if plan.config.index.build else 0)) + index_buckets
+    groups = 5 + 2 * len(plan.sites) + 2 * len(plan.saes)  # zarr.json of the groups
+    arrays.append(ArrayEstimate("_manifests, documents, groups", 0, manifests * 110 + groups * 70 + n_files * 2000,
+                                manifests + groups + n_files + 1, "one manifest per unit and stage (and index bucket)"))
+    written = sum(a.objects for a in arrays)
+    requests = {"PUT": written, "GET": n_units * (2 + 2 * len(plan.saes)), "HEAD": n_units * 4}
+    assumptions.append("requests: a PUT per object written; GETs of each unit's tokens (ids, flags) and, for the index, "
+                       "its codes; HEADs for manifest checks; extraction retries add to these")
+    gpu_hours, source = _gpu_hours(plan, tokens, flops_per_token)
+    blocks = max(int(s.name.split(".")[1]) for s in plan.sites) + 1
+    return RunEstimate(tokens, n_ctx, n_units, arrays, requests, weights_bytes, blocks, gpu_hours, source, assumptions)
+
+
+def _stats_bytes(n_units: int, widths: dict[str, int], kinds: dict[str, tuple[str, str]],
+                 stored_bytes: dict[str, float]) -> tuple[int, int, int]:
+    """Per-unit rows (one object each per unit) plus the merged row: logical, stored, objects.
+    ``stored_bytes`` is the estimated size of one row's object, per array."""
+    logical = stored = 0.0
+    for name, width in widths.items():
+        logical += (n_units + 1) * width * np.dtype(kinds[name][0]).itemsize
+        stored += (n_units + 1) * stored_bytes[name] + 2 * ARRAY_META_BYTES
+    # per array: a row object per unit and a zarr.json, the merged row and its zarr.json (rows
+    # that are all zeros are not written: zarr skips chunks equal to the fill value)
+    return int(logical), int(stored), len(widths) * (n_units + 3)
+
+
+def _index_buckets(d_sae: int, nnz: int, bucket_nnz: int) -> int:
+    return max(1, min(d_sae, math.ceil(nnz / max(bucket_nnz, 1))))
+
+
+def model_flops_per_token(config: Any, blocks: int, ctx_len: int) -> float:
+    """Model FLOPs per token of the first ``blocks`` blocks of a (Llama/Gemma-style) config: 2 x
+    the matmul parameters, plus attention scores and mixing (causal: half the context on
+    average; sliding-window layers at most the window)."""
+    d, ff, h = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or h
+    hd = getattr(config, "head_dim", None) or d // h
+    params = d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * ff
+    kinds = getattr(config, "layer_types", None) or ["full_attention"] * blocks
+    window = getattr(config, "sliding_window", None) or ctx_len
+    spans = [ctx_len if kind == "full_attention" else min(ctx_len, window) for kind in kinds[:blocks]]
+    return 2.0 * params * blocks + sum(2 * 2 * h * hd * span / 2 for span in spans)
+
+
+def _gpu_hours(plan: ExtractPlan, tokens: int, flops_per_token: float | None) -> tuple[float | None, str]:
+    name = str(plan.model_meta.get("name") or "")
+    for (model, device), (tok_s, _, source) in MEASURED.items():
+        if name.endswith(model):
+            return tokens / tok_s / 3600, f"measured for {model} on {device}: {source}"
+    if flops_per_token is None:
+        return None, "no measured throughput for this model"
+    model, device = "gemma-2-2b", "NVIDIA H100 80GB HBM3"
+    tok_s = MEASURED[(model, device)][0] * _MEASURED_FLOPS[model] / flops_per_token
+    return tokens / tok_s / 3600, (f"scaled by model FLOPs/token from the {model} measurement on {device} "
+                                   f"({MEASURED[(model, device)][2]}); not measured for this model")

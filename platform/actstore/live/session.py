@@ -1,0 +1,223 @@
+"""The live session: a store's model and SAEs loaded once, answering features on a text,
+corpus evidence for a live value, steering, and dose-response sweeps.
+
+>>> session = open_session("runs/demo")  # doctest: +SKIP
+>>> session.features("async def main():", top=5)  # doctest: +SKIP
+>>> session.steer("The weather today", [("topk-2048", 1444, 8.0)], unit="max").steered_text  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
+from actstore.errors import ConfigError
+from actstore.live import run
+from actstore.live.features import LatentStats, rank_features
+from actstore.live.steering import Edit, Intervention, Method, Positions, Sampling
+from actstore.models.capture import capture_sites
+from actstore.models.loading import load_model
+from actstore.query.latents import SaeLatents
+from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, store_tokenizer, windows
+from actstore.saes.encode import SAEEncoder
+from actstore.saes.formats import SAEWeights, load_sae
+from actstore.store.metadata import SaeInfo
+from actstore.store.store import Store, open_store
+
+__all__ = ["LiveSession", "LoadedSae", "open_session"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedSae:
+    """An SAE of the store, its weights on the session's device, and its corpus statistics."""
+
+    info: SaeInfo
+    weights: SAEWeights
+    encoder: SAEEncoder
+    latents: SaeLatents
+    stats: LatentStats
+
+
+def open_session(store: str, *, saes: Sequence[str] | None = None, device: Literal["auto", "cpu", "cuda"] = "auto",
+                 storage_options: dict[str, Any] | None = None) -> LiveSession:
+    """Load the model and SAEs a store records (see :class:`LiveConfig` for overrides)."""
+    return LiveSession.from_config(LiveConfig(store=StoreConfig(url=store, storage_options=storage_options or {}),
+                                              saes=None if saes is None else list(saes), device=device))
+
+
+class LiveSession:
+    """A model and SAEs loaded once. Methods take text (or token ids) and return polars frames
+    or frozen results; the web app and the Ray Serve deployment call the same object."""
+
+    def __init__(self, store: Store, model: Any, saes: dict[str, LoadedSae], device: torch.device) -> None:
+        self.store, self.model, self.saes, self.device = store, model, saes, device
+        self.tokenizer = store_tokenizer(store)
+        meta = store.meta.tokenizer
+        self.bos_id = meta.bos_token_id
+        self.special_ids = sorted({meta.bos_token_id, meta.pad_token_id, *(self.tokenizer.all_special_ids or [])}
+                                  | ({meta.eos_token_id} if meta.eos_token_id is not None else set()))
+        vocab = int(model.config.vocab_size)
+        self.suppress = list(range(len(self.tokenizer), vocab))  # ids the model has but the tokenizer lacks
+        self.max_tokens = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+
+    def __repr__(self) -> str:
+        return f"<actstore.LiveSession {self.store.location.url!r} saes={sorted(self.saes)} device={self.device}>"
+
+    @classmethod
+    def from_config(cls, config: LiveConfig) -> LiveSession:
+        store = open_store(config.store.url, storage_options=config.store.storage_options)
+        device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+                              else "cpu")
+        if store.meta.model is None and config.model is None:
+            raise ConfigError(f"the store at {store.location.url!r} records no model (it was only ingested); give model=")
+        names = config.saes if config.saes is not None else [s.name for s in store.meta.saes]
+        infos = {s.name: s for s in store.meta.saes}
+        unknown = [n for n in [*names, *config.sae_paths] if n not in infos]
+        if unknown:
+            raise ConfigError(f"the store at {store.location.url!r} has no SAE {unknown}; it has {sorted(infos) or 'none'}")
+        saes = {name: _load_sae(store, infos[name], config.sae_paths.get(name), device) for name in names}
+        source = config.model or ModelConfig(**store.meta.model["source"],  # type: ignore[index]
+                                             dtype=store.meta.model.get("dtype", "float32"))  # type: ignore[union-attr]
+        dtype = source.dtype if source.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+        model = load_model(HFSource(**source.model_dump(include={"id", "revision", "gguf_file", "package"})),
+                           dtype=dtype, device=str(device), attn_implementation=source.attn_implementation)
+        return cls(store, model, saes, device)
+
+    # -- tokens -------------------------------------------------------------------------------
+    def tokenize(self, text: str | Sequence[int], *, chat: bool = False) -> list[int]:
+        """BOS + the text's tokens as the store packs them (or the chat template's ids with
+        ``chat``); token ids are taken as given. Empty or over-long input is refused."""
+        if isinstance(text, str):
+            if not text.strip():
+                raise ConfigError("the text is empty")
+            if chat:
+                if not getattr(self.tokenizer, "chat_template", None):
+                    raise ConfigError("the store's tokenizer has no chat template; use chat=False")
+                ids = list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                              add_generation_prompt=True, tokenize=True))
+                ids = [int(i) for i in (ids[0] if ids and isinstance(ids[0], list) else ids)]
+            else:
+                ids = [self.bos_id, *self.tokenizer.encode(text, add_special_tokens=False)]
+        else:
+            ids = [int(i) for i in text]
+            if not ids:
+                raise ConfigError("no token ids given")
+            vocab = int(self.model.config.vocab_size)
+            if min(ids) < 0 or max(ids) >= vocab:
+                raise ConfigError(f"token ids must lie in [0, {vocab}); got {min(ids)}..{max(ids)}")
+        if len(ids) > self.max_tokens:
+            raise ConfigError(f"the input has {len(ids)} tokens; the model's context holds {self.max_tokens}")
+        return ids
+
+    def special(self, ids: Sequence[int]) -> np.ndarray:
+        return np.isin(np.asarray(ids), self.special_ids)
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        return decode_tokens(self.store, list(ids))
+
+    def sae(self, name: str) -> LoadedSae:
+        if name not in self.saes:
+            raise ConfigError(f"SAE {name!r} is not loaded in this session; loaded: {sorted(self.saes)}")
+        return self.saes[name]
+
+    def check_latent(self, sae: str, latent: int) -> LoadedSae:
+        loaded = self.sae(sae)
+        if not 0 <= int(latent) < loaded.info.d_sae:
+            raise ConfigError(f"latent {latent} is out of range for SAE {sae!r} (d_sae={loaded.info.d_sae})")
+        return loaded
+
+    # -- features -----------------------------------------------------------------------------
+    def encode(self, ids: Sequence[int], saes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Dense latents [T, d_sae] (float32) of each SAE on ``ids``, from one truncated forward."""
+        chosen = [self.sae(s) for s in saes]
+        acts = capture_sites(self.model, torch.tensor([list(ids)], device=self.device), [s.info.site for s in chosen])
+        return {s.info.name: s.encoder.encode(acts[s.info.site][0].float() * s.info.input_scale).cpu().numpy()
+                for s in chosen}
+
+    def features(self, text: str | Sequence[int], *, saes: Sequence[str] | None = None, top: int = 10,
+                 rank: Literal["value", "percentile"] = "value", max_density: float | None = None,
+                 include_special: bool = False) -> pl.DataFrame:
+        """Per token, the ``top`` latents across ``saes`` (default all loaded): value, its
+        percentile among the latent's corpus values, density, label. BOS and special tokens are
+        flagged (``special``) and left out unless ``include_special``. Columns: FEATURES_SCHEMA."""
+        ids = self.tokenize(text)
+        names = list(saes) if saes is not None else sorted(self.saes)
+        dense = self.encode(ids, names)
+        return rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
+                             top=top, rank=rank, max_density=max_density, include_special=include_special)
+
+    def evidence(self, sae: str, latent: int, value: float, *, k: int = 10, window: int = 12) -> pl.DataFrame:
+        """The ``k`` corpus occurrences of ``latent`` whose values are nearest ``value`` (from the
+        index), value descending, with their windows (columns of ``top_k`` plus ``distance``)."""
+        loaded = self.check_latent(sae, latent)
+        tokens, values = loaded.latents.postings(int(latent))
+        if tokens.size == 0:
+            return pl.DataFrame(schema={**WINDOW_SCHEMA, "distance": pl.Float32()})
+        near = np.sort(np.argsort(np.abs(values - np.float32(value)), kind="stable")[:k])
+        frame = windows(self.store, tokens[near], window=window, sae=sae, latent=int(latent), values=values[near])
+        return frame.with_columns(distance=(pl.col("value") - float(value)).abs().cast(pl.Float32))
+
+    # -- steering -----------------------------------------------------------------------------
+    def resolve(self, interventions: Sequence[Intervention | tuple[str, int, float]], *,
+                unit: Literal["raw", "max"]) -> list[Edit]:
+        """Interventions checked against the loaded SAEs, with strength in raw units."""
+        if unit not in ("raw", "max"):
+            raise ConfigError(f"unit must be 'raw' or 'max', got {unit!r}")
+        if not interventions:
+            raise ConfigError("give at least one (sae, latent, strength) intervention")
+        edits = []
+        for sae, latent, strength in interventions:
+            loaded = self.check_latent(sae, int(latent))
+            scale = 1.0
+            if unit == "max":
+                scale = float(loaded.stats.max[int(latent)])
+                if scale <= 0:
+                    raise ConfigError(f"latent {latent} of {sae!r} never fired in the store: unit='max' has no scale; use unit='raw'")
+            direction = torch.tensor(loaded.weights.W_dec[int(latent)] / loaded.info.input_scale, device=self.device)
+            edits.append(Edit(sae, loaded.info.site, int(latent), float(strength) * scale, loaded.encoder, direction,
+                              loaded.info.input_scale))
+        return edits
+
+    def steer(self, prompt: str | Sequence[int], interventions: Sequence[Intervention | tuple[str, int, float]], *,
+              method: Method = "add", positions: Positions = "all", unit: Literal["raw", "max"] = "raw",
+              include_special: bool = False, temperature: float = 0.5, top_p: float = 1.0, seed: int = 16,
+              max_new_tokens: int = 32, chat: bool = False) -> run.SteerResult:
+        """Default and steered continuations from one call with the same seed, the steered
+        positions, and each steered latent's activation on every generated token; see
+        :class:`actstore.live.run.SteerResult`."""
+        return run.steer(self, prompt, interventions, method=method, positions=positions, unit=unit,
+                     include_special=include_special, sampling=Sampling(temperature, top_p, seed, max_new_tokens), chat=chat)
+
+    def sweep(self, prompt: str | Sequence[int], intervention: Intervention | tuple[str, int, float], *,
+              strengths: Sequence[float], method: Method = "add", positions: Positions = "all",
+              unit: Literal["raw", "max"] = "raw", include_special: bool = False, temperature: float = 0.5,
+              top_p: float = 1.0, seed: int = 16, max_new_tokens: int = 32, chat: bool = False) -> pl.DataFrame:
+        """Dose-response: per strength, the latent's mean activation on generated tokens and the
+        KL divergence of next-token distributions from the default; see :func:`actstore.live.run.sweep`."""
+        return run.sweep(self, prompt, intervention, strengths=strengths, method=method, positions=positions, unit=unit,
+                     include_special=include_special, sampling=Sampling(temperature, top_p, seed, max_new_tokens), chat=chat)
+
+
+def _load_sae(store: Store, info: SaeInfo, path: str | None, device: torch.device) -> LoadedSae:
+    """Load an SAE's files and check them against the hash the store recorded."""
+    source = path or info.source
+    try:
+        weights = load_sae(source)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot load SAE {info.name!r} from {source!r} (relative paths resolve from "
+                          f"{Path.cwd()}): {exc}. Give its location with sae_paths.") from None
+    if weights.sha256 != info.sha256:
+        raise ConfigError(f"the SAE files at {source!r} are not the ones SAE {info.name!r} of the store was made "
+                          f"with (sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
+    latents = SaeLatents(store, info.name)
+    return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))

@@ -1,0 +1,200 @@
+"""A reader of actstore stores written from ``schemas/STORE.md`` alone: zarr-python, numpy,
+ml_dtypes and pyarrow, and no actstore import (``test_conformance`` checks that by parsing this
+file). It lists what the spec says a store holds, checks every array and group against it and
+every object in the store against the list, and decodes the values the way the spec says.
+
+When the spec changes, change this file from the spec's text, not from actstore's code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import ml_dtypes
+import numpy as np
+import pyarrow.parquet as pq
+import zarr
+
+# STORE.md "Tokens": name -> (dtype, fill)
+TOKENS = {"ids": ("int32", 0), "doc": ("int64", -1), "pos": ("int32", -1), "flags": ("uint8", 4)}
+FLAG_BOS, FLAG_PAD = 1, 4
+HIST_BINS, L0_BINS = 58, 1025
+# STORE.md "Statistics": name -> (per-unit dtype, merged dtype, shape of one row given the width)
+SITE_STATS = {"count": ("int64", "int64", lambda d: ()), "sum": ("float64", "float64", lambda d: (d,)),
+              "sumsq": ("float64", "float64", lambda d: ())}
+SAE_STATS = {"tokens": ("int64", "int64", lambda d: ()), "fired": ("int64", "int64", lambda d: (d,)),
+             "sum": ("float64", "float64", lambda d: (d,)), "max": ("float32", "float32", lambda d: (d,)),
+             "hist": ("int32", "int64", lambda d: (d, HIST_BINS)), "l0_hist": ("int64", "int64", lambda d: (L0_BINS,)),
+             "over_cap": ("int64", "int64", lambda d: ())}
+# STORE.md "The token axis and units": the attributes an array may carry
+ARRAY_ATTRIBUTES = {"logical_dtype", "per_token", "axes", "site", "sae", "hist_edges"}
+
+
+class ArraySpec(NamedTuple):
+    path: str
+    logical: str
+    shape: tuple[int, ...]
+    per_token: bool
+    fill: int | float | None = None
+
+
+def storage(logical: str) -> np.dtype:
+    """bfloat16 is stored as uint16; everything else as itself."""
+    return np.dtype(np.uint16) if logical == "bfloat16" else np.dtype(logical)
+
+
+def view(values: np.ndarray, logical: str) -> np.ndarray:
+    return values.view(ml_dtypes.bfloat16) if logical == "bfloat16" else values
+
+
+def root_metadata(root: Path) -> dict[str, Any]:
+    node = json.loads((root / "zarr.json").read_text())
+    assert node["zarr_format"] == 3 and node["node_type"] == "group", node
+    meta = node["attributes"]["actstore"]
+    assert meta["format"] == "actstore" and meta["format_version"] == 1, meta
+    return dict(meta)
+
+
+def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
+    """Every array the spec says this store holds, from its root metadata and index attributes."""
+    n_ctx, ctx_len, n_units = meta["n_ctx"], meta["ctx_len"], meta["n_units"]
+    out = [ArraySpec(f"tokens/{n}", dt, (n_ctx, ctx_len), True, fill) for n, (dt, fill) in TOKENS.items()]
+    for site in meta["sites"]:
+        if site["stored"]:
+            out.append(ArraySpec(f"activations/{site['name']}", site["dtype"], (n_ctx, ctx_len, site["d"]), True))
+        merged = meta["stages"].get("extract", {}).get("complete", False)
+        for name, (unit_dt, merged_dt, tail) in SITE_STATS.items():
+            out.append(ArraySpec(f"stats/sites/{site['name']}/units/{name}", unit_dt, (n_units, *tail(site["d"])), False))
+            if merged:
+                out.append(ArraySpec(f"stats/sites/{site['name']}/{name}", merged_dt, tail(site["d"]) or (1,), False))
+    for sae in meta["saes"]:
+        name, cap = sae["name"], sae["code_cap"]
+        out += [ArraySpec(f"codes/{name}/idx", "int32", (n_ctx, ctx_len, cap), True, -1),
+                ArraySpec(f"codes/{name}/val", sae["value_dtype"], (n_ctx, ctx_len, cap), True, 0),
+                ArraySpec(f"codes/{name}/l0", "int32", (n_ctx, ctx_len), True)]
+        merged = meta["stages"].get(sae["stage"], {}).get("complete", False)
+        for stat, (unit_dt, merged_dt, tail) in SAE_STATS.items():
+            out.append(ArraySpec(f"stats/saes/{name}/units/{stat}", unit_dt, (n_units, *tail(sae["d_sae"])), False))
+            if merged:
+                out.append(ArraySpec(f"stats/saes/{name}/{stat}", merged_dt, tail(sae["d_sae"]) or (1,), False))
+        plan = index_plan(root, name)
+        if plan is not None:
+            for b in range(plan["n_buckets"]):
+                lo = b * plan["latents_per_bucket"]
+                n_lat = min(lo + plan["latents_per_bucket"], plan["d_sae"]) - lo
+                nnz = int(np.asarray(zarr.open_array(str(root / bucket(name, b, "offsets")), mode="r")[-1]))
+                out += [ArraySpec(bucket(name, b, "offsets"), "int64", (n_lat + 1,), False),
+                        ArraySpec(bucket(name, b, "token"), "int64", (nnz,), False),
+                        ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False)]
+    return out
+
+
+def bucket(sae: str, b: int, name: str) -> str:
+    return f"index/{sae}/b{b:05d}/{name}"
+
+
+def index_plan(root: Path, sae: str) -> dict[str, Any] | None:
+    path = root / "index" / sae / "zarr.json"
+    if not path.exists():
+        return None
+    return dict(json.loads(path.read_text())["attributes"]["actstore_index"])
+
+
+def check_store(root: Path) -> dict[str, tuple[str, str]]:
+    """Check the store against the spec; return {array: (zarr dtype, logical dtype)} of every
+    array checked. Raises AssertionError listing every difference."""
+    meta = root_metadata(root)
+    specs = expected_arrays(root, meta)
+    problems: list[str] = []
+    checked: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        if not (root / spec.path / "zarr.json").exists():
+            problems.append(f"{spec.path}: missing")
+            continue
+        arr = zarr.open_array(str(root / spec.path), mode="r")
+        attrs = dict(arr.attrs)
+        found = {"dtype": str(arr.dtype), "shape": tuple(arr.shape), "logical_dtype": attrs.get("logical_dtype"),
+                 "per_token": attrs.get("per_token")}
+        want = {"dtype": str(storage(spec.logical)), "shape": spec.shape, "logical_dtype": spec.logical, "per_token": spec.per_token}
+        if spec.fill is not None:
+            found["fill"], want["fill"] = arr.fill_value, spec.fill
+        for key in want:
+            if found[key] != want[key]:
+                problems.append(f"{spec.path}: {key} is {found[key]!r}, the spec says {want[key]!r}")
+        extra = set(attrs) - ARRAY_ATTRIBUTES
+        if extra:
+            problems.append(f"{spec.path}: attributes {sorted(extra)} are not in the spec")
+        checked[spec.path] = (str(arr.dtype), str(attrs.get("logical_dtype")))
+    problems += unlisted_objects(root, meta, {s.path for s in specs})
+    assert not problems, "store differs from STORE.md:\n" + "\n".join(problems)
+    return checked
+
+
+def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list[str]:
+    """Objects in the store that the spec does not name."""
+    groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
+    with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}  # the only group attribute
+    stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]}
+    stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
+    manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == "zarr.json" or any(rel == f"{a}/zarr.json" or rel.startswith(f"{a}/c/") for a in arrays):
+            continue
+        group = rel[: -len("/zarr.json")] if rel.endswith("/zarr.json") else None
+        if group is not None and (group in groups or group in with_attributes):
+            node = json.loads(path.read_text())
+            allowed = {with_attributes[group]} if group in with_attributes else set()
+            if node["node_type"] != "group" or set(node.get("attributes") or {}) != allowed:
+                out.append(f"{rel}: a {node['node_type']} with attributes {sorted(node.get('attributes') or {})}, the spec says {sorted(allowed)}")
+            continue
+        m = manifest.fullmatch(rel)
+        if m and m["stage"] in stages:
+            continue
+        if re.fullmatch(r"_runs/[^/]+\.json", rel) or re.fullmatch(r"documents/part-\d{6}\.parquet", rel):
+            continue
+        out.append(f"{rel}: not in the spec")
+    return out
+
+
+# -- decoding, as the spec says --------------------------------------------------------------
+
+def done_units(root: Path, stage: str) -> list[int]:
+    return sorted(int(p.stem) for p in (root / "_manifests" / stage).glob("*.json"))
+
+
+def read(root: Path, path: str) -> np.ndarray:
+    arr = zarr.open_array(str(root / path), mode="r")
+    return view(np.asarray(arr[...]), str(arr.attrs["logical_dtype"]))
+
+
+def documents(root: Path) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(p) for p in sorted((root / "documents").glob("part-*.parquet"))])
+
+
+def postings(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat token, value) of one latent from its index bucket's CSR arrays."""
+    plan = index_plan(root, sae)
+    assert plan is not None and plan["complete"]
+    b, i = divmod(latent, plan["latents_per_bucket"])
+    offsets = read(root, bucket(sae, b, "offsets"))
+    lo, hi = int(offsets[i]), int(offsets[i + 1])
+    return read(root, bucket(sae, b, "token"))[lo:hi], read(root, bucket(sae, b, "value"))[lo:hi]
+
+
+def occurrences_from_codes(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same list derived from the token-major codes: BOS and padding left out, value
+    descending, ties by token ascending."""
+    flags = read(root, "tokens/flags").reshape(-1)
+    idx = read(root, f"codes/{sae}/idx").reshape(flags.size, -1)
+    val = read(root, f"codes/{sae}/val").reshape(flags.size, -1)
+    rows, slots = np.nonzero((idx == latent) & ((flags & (FLAG_BOS | FLAG_PAD)) == 0)[:, None])
+    values = val[rows, slots]
+    order = np.lexsort((rows, -values.astype(np.float64)))
+    return rows[order].astype(np.int64), values[order]

@@ -1,0 +1,91 @@
+"""Storage failures read as actstore's own one-line errors, against a real S3 API server:
+stopped, bucket absent, credentials refused, write denied by policy. The secret never shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actstore.errors import StorageAccessError
+from actstore.store._fs import Location, check_access
+from tests.conftest import _free_port, start_moto
+
+SECRET = "s3cr3t-never-printed"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[tuple[str, dict[str, str]]]:
+    """An S3 API server that checks credentials, with a user allowed to list and read only."""
+    import boto3
+
+    proc, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})  # the 4 set-up calls below
+    try:
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}))
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="data")
+        yield endpoint, {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _error(location: Location, *, write: bool = True) -> str:
+    with pytest.raises(StorageAccessError) as err:
+        check_access(location, write=write)
+    message = str(err.value)
+    assert "\n" not in message and SECRET not in message and err.value.__cause__ is None
+    return message
+
+
+def test_unreachable_endpoint() -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    fast = {"endpoint_url": endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
+    assert _error(Location("s3://data/run", fast)) == (
+        f"s3://data/run: cannot reach the storage endpoint {endpoint} (storage_options); check that the server "
+        "runs and that AWS_ENDPOINT_URL or storage_options.endpoint_url points at it")
+
+
+def test_missing_bucket_names_the_endpoint_from_the_environment(s3_endpoint, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    assert _error(Location("s3://no-such-bucket/run")) == (
+        f"s3://no-such-bucket/run: bucket 'no-such-bucket' does not exist at endpoint {s3_endpoint} "
+        "(from AWS_ENDPOINT_URL); create it, or fix the store URL or the endpoint")
+
+
+def test_wrong_credentials(auth_server) -> None:
+    endpoint, _ = auth_server
+    message = _error(Location("s3://data/run", {"endpoint_url": endpoint, "key": "AKIAWRONG", "secret": SECRET}))
+    assert message.startswith(f"s3://data/run: access denied: endpoint {endpoint} (storage_options) refused the "
+                              "credentials; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def test_denied_write_but_allowed_read(auth_server) -> None:
+    endpoint, key = auth_server
+    location = Location("s3://data/run", {"endpoint_url": endpoint, **key})
+    check_access(location, write=False)  # reading is allowed
+    message = _error(location)
+    assert message.startswith(f"s3://data/run: access denied: writing is not allowed at endpoint {endpoint}")
+    assert "s3:PutObject" in message and key["secret"] not in message
+
+
+def test_cli_prints_one_line_and_no_traceback(s3_endpoint) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=s3_endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_DEFAULT_REGION="us-east-1")
+    done = subprocess.run([str(BIN / "actstore"), "info", "s3://no-such-bucket/run"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and SECRET not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"actstore info: error: s3://no-such-bucket/run: bucket 'no-such-bucket' does not exist at endpoint "
+        f"{s3_endpoint} (from AWS_ENDPOINT_URL); create it, or fix the store URL or the endpoint")
