@@ -148,9 +148,6 @@ class _Pages:
         sae, latent = request.path_params["sae"], request.path_params["latent"]
         defaults = _export_defaults(self.source, {"sae": sae, "site": self.source.sae(sae).info.site})
         model_id, source_id = params["model_id"] or defaults["model_id"], params["source_id"] or defaults["source_id"]
-        for name, value in (("model_id", model_id), ("source_id", source_id)):
-            if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value):
-                raise RequestError(f"{name} may hold letters, digits, '.', '_' and '-' only, got {value!r}")
         body = views.neuronpedia_zip(self.source, sae, latent, model_id=model_id, source_id=source_id)
         name = f"neuronpedia-{source_id}-{latent}.zip"
         return Response(body, media_type="application/zip", headers={"content-disposition": f'attachment; filename="{name}"'})
@@ -166,8 +163,8 @@ def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str
     """Neuronpedia ids to prefill: the model's short name and ``<layer>-actstore-<sae>``."""
     model = (source.store.meta.model or {}).get("name") or (source.store.meta.model or {}).get("id") or "model"
     layer = re.search(r"blocks\.(\d+)\.", view["site"])
-    short = re.sub(r"[^A-Za-z0-9._-]", "-", str(model).rstrip("/").rsplit("/", 1)[-1])[:100] or "model"
-    tail = re.sub(r"[^A-Za-z0-9._-]", "-", f"actstore-{view['sae']}")
+    short = re.sub(r"[^a-z0-9_-]", "-", str(model).rstrip("/").rsplit("/", 1)[-1].lower())[:100] or "model"
+    tail = re.sub(r"[^A-Za-z0-9_-]", "-", f"actstore-{view['sae']}")
     return {"model_id": short, "source_id": f"{layer.group(1) if layer else 0}-{tail}"[:100]}
 
 

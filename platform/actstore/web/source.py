@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any
 
+from actstore.api import Store, open_store
 from actstore.errors import NotFoundError
-from actstore.store.store import Store, open_store
 
 __all__ = ["StoreSource"]
 

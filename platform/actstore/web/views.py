@@ -124,6 +124,7 @@ def neuronpedia_zip(source: StoreSource, sae: str, latent: int, *, model_id: str
         summary = export_neuronpedia(latents, [latent], tmp, model_id=model_id, source_id=source_id)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-            for path in (summary.features, summary.activations):
-                zf.write(path, Path(path).relative_to(tmp).as_posix())
+            for path in sorted(Path(summary.folder).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
     return buf.getvalue()
