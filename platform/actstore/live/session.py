@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from actstore.api import Store, open_store
 from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
 from actstore.errors import ConfigError
 from actstore.live import run
@@ -30,7 +31,6 @@ from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, store_tokenizer
 from actstore.saes.encode import SAEEncoder
 from actstore.saes.formats import SAEWeights, load_sae
 from actstore.store.metadata import SaeInfo
-from actstore.store.store import Store, open_store
 
 __all__ = ["LiveSession", "LoadedSae", "open_session"]
 
