@@ -33,7 +33,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(web_store: Path) -> Iterator[str]:
-    """``actstore serve STORE --port P`` in its own process, as a user starts it."""
+    """``actstore serve STORE --port P`` in its own process, as a user starts it, after
+    ``actstore logits STORE`` kept the SAE's output logits."""
+    from actstore.cli import main
+
+    assert main(["logits", str(web_store)]) == 0
     port = _free_port()
     exe = shutil.which("actstore", path=str(Path(sys.executable).parent)) or "actstore"
     proc = subprocess.Popen([exe, "serve", str(web_store), "--port", str(port)], env=os.environ.copy(),
@@ -113,6 +117,7 @@ def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page
     assert page.locator("svg.plot rect").count() >= 1
     assert page.locator("h3.bin").count() >= 2 and "occurrences" in page.locator("h3.bin").first.inner_text()
     assert page.locator("#export").is_visible()
+    assert page.locator("table.logits-top tbody tr").count() == page.locator("table.logits-bottom tbody tr").count() > 0
     _shot(page, "feature")
     link = page.locator("a.cofire").first
     target = int(link.inner_text())

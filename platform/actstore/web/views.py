@@ -18,13 +18,13 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from actstore.errors import IndexNotFoundError, RequestError
+from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
 from actstore.web.source import StoreSource
 
 __all__ = ["LIMITS", "SORT_COLUMNS", "feature_view", "neuronpedia_zip", "sae_view", "search_view", "store_view"]
 
-LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "per_page": 500, "limit": 200,
-          "text": 400}
+LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
+          "per_page": 500, "limit": 200, "text": 400}
 SORT_COLUMNS = ("latent", "count", "density", "mean", "max")
 DENSITY_BINS = 40
 
@@ -87,11 +87,13 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
-                 per_bin: int = 3, cofiring: int = 20) -> dict[str, Any]:
+                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 100) -> dict[str, Any]:
     """The feature page: density and histogram, top contexts, equal-count and equal-width
-    quantile samples, co-firing latents; all as the query API returns them."""
+    quantile samples, co-firing latents among its ``cofiring_sample`` strongest occurrences
+    (each costs a context of codes), output logits when the store keeps them; all as the
+    query API returns them."""
     bounded("k", k), bounded("window", window, 0), bounded("bins", bins), bounded("per_bin", per_bin)
-    bounded("cofiring", cofiring)
+    bounded("cofiring", cofiring), bounded("cofiring_sample", cofiring_sample)
     latents = source.sae(sae)
     stats = latents.density(latent).to_dicts()[0]
     fired = stats["count"] > 0
@@ -100,7 +102,16 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
             "hist_edges": np.asarray(latents.hist_edges).tolist(),
             "top": latents.top_k(latent, k=k, window=window).to_dicts(), "quantiles": quantiles,
-            "cofiring": latents.cofiring(latent, top=cofiring).to_dicts() if fired else []}
+            "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample).to_dicts() if fired else [],
+            "cofiring_sample": cofiring_sample, **_logits(latents, latent)}
+
+
+def _logits(latents: Any, latent: int) -> dict[str, Any]:
+    """Top and bottom output logits (``actstore logits`` keeps them), or why there are none."""
+    try:
+        return {"logits": latents.logits(latent).to_dicts(), "logits_missing": None}
+    except LogitsNotFoundError as exc:
+        return {"logits": [], "logits_missing": str(exc)}
 
 
 def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12) -> dict[str, Any]:
