@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from actstore.store.store import Store
+from actstore.api import Store
 from actstore.web.app import create_app
 
 PERCENTILES = (0.5, 0.9, 0.99)

@@ -74,7 +74,7 @@ SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "page": (int, 1), "per_page": (int, 50)}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "cofiring_sample": (int, 100)}
+    "cofiring_sample": (int, 20)}
 SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 

@@ -48,8 +48,9 @@ def store_view(source: StoreSource) -> dict[str, Any]:
             indexed = False
         density = latents.density().select("density").to_series().to_numpy()
         alive = density[density > 0]
-        low = float(np.floor(np.log10(alive.min()))) if alive.size else -6.0
-        counts, edges = np.histogram(np.log10(alive), bins=DENSITY_BINS, range=(low, 0.0))
+        high = max(float(np.ceil(np.log10(alive.max()))), 0.0) if alive.size else 0.0
+        low = min(float(np.floor(np.log10(alive.min()))), high - 1) if alive.size else -6.0
+        counts, edges = np.histogram(np.log10(alive), bins=DENSITY_BINS, range=(low, high))
         l0 = latents.l0_hist()
         last = int(np.flatnonzero(l0)[-1]) + 1 if l0.any() else 1
         saes.append({**info.model_dump(mode="json"), "indexed": indexed, "dead": int(density.size - alive.size),
@@ -87,7 +88,7 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
-                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 100) -> dict[str, Any]:
+                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 20) -> dict[str, Any]:
     """The feature page: density and histogram, top contexts, equal-count and equal-width
     quantile samples, co-firing latents among its ``cofiring_sample`` strongest occurrences
     (each costs a context of codes), output logits when the store keeps them; all as the
