@@ -25,7 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check platform tests jobs benchmarks
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

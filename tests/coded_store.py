@@ -28,9 +28,10 @@ def coded_config(root: Path) -> ExtractConfig:
     })
 
 
-def build_coded_store(root: Path, tokenizer: Path) -> Path:
-    """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path."""
-    write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5))
+def build_coded_store(root: Path, tokenizer: Path, *, records: list[dict] | None = None) -> Path:
+    """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path.
+    ``records``: the corpus (default: 30 sample documents)."""
+    write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5) if records is None else records)
     make_tiny_gemma2(root / "model", tokenizer)
     make_gemma_scope_sae(root / "sae/params.npz", 64, D_SAE, seed=2, threshold=3.3)
     return Path(run_extract(coded_config(root)).location.url)

@@ -15,8 +15,9 @@ SAMPLE_TEXT = (
 ) * 4
 
 
-def make_tiny_tokenizer(folder: Path) -> Path:
-    """Train a small BPE tokenizer (vocab < 256) with Gemma's special ids: pad 0, eos 1, bos 2."""
+def make_tiny_tokenizer(folder: Path, *, extra_text: str = "") -> Path:
+    """Train a small BPE tokenizer (vocab < 256) with Gemma's special ids: pad 0, eos 1, bos 2;
+    ``extra_text`` adds its characters to the alphabet."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -24,7 +25,7 @@ def make_tiny_tokenizer(folder: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=250, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"])
-    tok.train_from_iterator([SAMPLE_TEXT], trainer=trainer)
+    tok.train_from_iterator([SAMPLE_TEXT, extra_text], trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )

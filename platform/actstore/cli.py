@@ -244,6 +244,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from actstore.web.server import serve
+
+    serve(args.store, host=args.host, port=args.port)
+    return 0
+
+
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
                   json_flag: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
@@ -372,6 +379,12 @@ def _parser() -> argparse.ArgumentParser:
                                              "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
     add_live_verbs(verbs)
+
+    srv = verbs.add_parser("serve", help="browse a store in a web browser (read-only; 127.0.0.1 by default)")
+    srv.add_argument("store", help="store URL or path")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (another one makes it reachable from other machines)")
+    srv.add_argument("--port", type=int, default=8000, help="port")
+    srv.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -11,6 +11,8 @@ __all__ = [
     "ActstoreError",
     "ConfigError",
     "CorpusError",
+    "NotFoundError",
+    "RequestError",
     "StorageAccessError",
     "StoreExistsError",
     "StoreMismatchError",
@@ -67,3 +69,11 @@ class IndexNotFoundError(ActstoreError, LookupError):
 
 class LogitsNotFoundError(ActstoreError, LookupError):
     """An SAE's output logits were asked for, and they have not been computed into the store."""
+
+
+class NotFoundError(ActstoreError, LookupError):
+    """A name asked for (an SAE, a page) does not exist in the store; the message lists what does."""
+
+
+class RequestError(ActstoreError, ValueError):
+    """A web or API request is malformed or asks for more than the server's limits allow."""

@@ -201,6 +201,11 @@ class SaeLatents:
             "max": stats["max"][rows].astype(np.float32), "hist": stats["hist"][rows].astype(np.int64),
         }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
 
+    def l0_hist(self) -> np.ndarray:
+        """Tokens by L0 (number of latents firing on a token), BOS and padding left out; the
+        last bin counts L0 >= ``L0_BINS - 1``. Same sources as :meth:`density`."""
+        return self._stats(("l0_hist",))["l0_hist"].astype(np.int64)
+
     def _stats(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         return current_totals(self.store, "saes", self.name, names, self.info.stage)
 
@@ -248,15 +253,16 @@ class SaeLatents:
         val = self.store.read_contexts(code_array(self.name, "val"), ctxs)[inverse, flat % ctx_len]
         return idx, val.astype(np.float32)
 
-    def cofiring(self, latent: int, *, top: int = 20, block: int = 4096) -> pl.DataFrame:
+    def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, block: int = 4096) -> pl.DataFrame:
         """Latents that fire on the same tokens as ``latent``, ranked by Jaccard then count.
 
         The intersection with every other posting list is counted from the token-major codes of
         ``latent``'s own tokens (its posting list, read in blocks), so cost grows with its
-        occurrences, never with d_sae squared. Columns: latent, together (|A and B|), count (|B|),
-        jaccard (|A and B| / |A or B|).
+        occurrences, never with d_sae squared. ``limit``: A is only its ``limit`` strongest
+        occurrences (cost bounded by ``limit`` contexts; the feature browser's default).
+        Columns: latent, together (|A and B|), count (|B|), jaccard (|A and B| / |A or B|).
         """
-        tokens, _ = self.postings(latent)
+        tokens, _ = self.postings(latent, limit=limit)
         together = np.zeros(self.info.d_sae, np.int64)
         for i in range(0, tokens.size, block):
             part = np.sort(tokens[i : i + block])

@@ -1,0 +1,241 @@
+"""The feature browser as an ASGI app (Starlette): HTML pages and a JSON API over one store.
+
+Both surfaces call the functions of :mod:`actstore.web.views`; a page is its view's dict
+rendered by a Jinja2 template with autoescaping on, so corpus text and labels reach the page
+as text. The app is read-only (GET and HEAD only, the store opened with mode "r"), refuses
+request bodies and long query strings, serves every asset itself and sends a
+Content-Security-Policy that allows nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
+from actstore.web import views
+from actstore.web.plots import bar_chart, rebin
+from actstore.web.source import StoreSource
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+MAX_QUERY_BYTES = 4096
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+                                 b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0) -> Starlette:
+    """The browser over the store at ``url`` (local or ``s3://``); the store is opened now, so a
+    wrong URL fails here rather than on the first request."""
+    source = StoreSource(url, storage_options=storage_options, refresh_s=refresh_s)
+    pages = _Pages(source, _templates())
+    routes = [
+        Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
+        Route("/search", pages.search),
+        Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
+        Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
+        Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
+            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS)),
+        Route("/api/search", pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS)),
+        Route("/api/sae/{sae}/latent/{latent:int}/neuronpedia.zip", pages.export),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={ActstoreError: _error, HTTPException: _error, Exception: _error})
+    app.state.source = source
+    app.add_middleware(_Guard)
+    return app
+
+
+# -- query parameters: typed, bounded, unknown ones refused -------------------------------------
+SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
+    "page": (int, 1), "per_page": (int, 50)}
+FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
+    "cofiring_sample": (int, 20)}
+SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
+
+
+def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]]) -> dict[str, Any]:
+    unknown = sorted(set(request.query_params) - set(spec))
+    if unknown:
+        raise RequestError(f"unknown query parameters {unknown}; this page takes {sorted(spec)}")
+    out = {}
+    for name, (kind, default) in spec.items():
+        raw = request.query_params.get(name)
+        if raw is None or (raw == "" and kind is not str):
+            out[name] = default
+            continue
+        try:
+            out[name] = kind(raw)
+        except ValueError:
+            raise RequestError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    return out
+
+
+class _Pages:
+    """Page and API endpoints (plain functions run in Starlette's thread pool: queries block)."""
+
+    def __init__(self, source: StoreSource, templates: Jinja2Templates) -> None:
+        self.source, self.templates = source, templates
+
+    def _render(self, request: Request, name: str, **context: Any) -> Response:
+        store = self.source.store
+        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
+                                                               "root": request.scope.get("root_path", ""), **context})
+
+    def store(self, request: Request) -> Response:
+        _params(request, {})
+        view = views.store_view(self.source)
+        charts = {}
+        for sae in view["saes"]:
+            counts = sae["l0_hist"]["counts"]
+            l0, edges = rebin(counts, list(range(len(counts) + 1)), most=64)
+            charts[sae["name"]] = [
+                bar_chart("L0: latents firing per token", l0, edges, fmt="{:.0f}"),
+                bar_chart("density of latents: log10(fraction of tokens fired)", sae["density_hist"]["counts"],
+                          sae["density_hist"]["log10_edges"], fmt="{:.1f}", trim=False),
+            ]
+        return self._render(request, "store.html", view=view, charts=charts)
+
+    def sae(self, request: Request) -> Response:
+        params = _params(request, SAE_PARAMS)
+        view = views.sae_view(self.source, request.path_params["sae"], **params)
+
+        def link(changes: dict[str, Any]) -> str:
+            """This table's URL with some parameters changed (unset ones left out)."""
+            query = {k: v for k, v in {**params, **changes}.items() if v is not None}
+            return f"{request.scope.get('root_path', '')}/sae/{quote(view['sae'], safe='')}?{urlencode(query)}"
+
+        return self._render(request, "sae.html", view=view, params=params, link=link)
+
+    def feature(self, request: Request) -> Response:
+        params = _params(request, FEATURE_PARAMS)
+        view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
+                         [0.0, *view["hist_edges"], float("inf")], log_y=True)
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+
+    def search(self, request: Request) -> Response:
+        params = _params(request, SEARCH_PARAMS)
+        view = views.search_view(self.source, **params) if params["text"] else None
+        return self._render(request, "search.html", view=view, params=params)
+
+    def export(self, request: Request) -> Response:
+        params = _params(request, EXPORT_PARAMS)
+        sae, latent = request.path_params["sae"], request.path_params["latent"]
+        defaults = _export_defaults(self.source, {"sae": sae, "site": self.source.sae(sae).info.site})
+        model_id, source_id = params["model_id"] or defaults["model_id"], params["source_id"] or defaults["source_id"]
+        body = views.neuronpedia_zip(self.source, sae, latent, model_id=model_id, source_id=source_id)
+        name = f"neuronpedia-{source_id}-{latent}.zip"
+        return Response(body, media_type="application/zip", headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    @staticmethod
+    def api(view: Callable[..., dict[str, Any]], spec: dict[str, tuple[Callable[[str], Any], Any]]) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            return JSONResponse(view(request, **_params(request, spec)))
+        return endpoint
+
+
+def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:
+    """Neuronpedia ids to prefill: the model's short name and ``<layer>-actstore-<sae>``."""
+    model = (source.store.meta.model or {}).get("name") or (source.store.meta.model or {}).get("id") or "model"
+    layer = re.search(r"blocks\.(\d+)\.", view["site"])
+    short = re.sub(r"[^a-z0-9_-]", "-", str(model).rstrip("/").rsplit("/", 1)[-1].lower())[:100] or "model"
+    tail = re.sub(r"[^A-Za-z0-9_-]", "-", f"actstore-{view['sae']}")
+    return {"model_id": short, "source_id": f"{layer.group(1) if layer else 0}-{tail}"[:100]}
+
+
+# -- errors: JSON under /api, a page elsewhere ----------------------------------------------------
+def _status(exc: Exception) -> int:
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, NotFoundError | LookupError) and not isinstance(exc, UnitNotDoneError):
+        return 404
+    if isinstance(exc, UnitNotDoneError):
+        return 409
+    if isinstance(exc, ActstoreError):
+        return 400
+    return 500
+
+
+def _error(request: Request, exc: Exception) -> Response:
+    status = _status(exc)
+    if status == 500:
+        log.exception("error serving %s", request.url.path, exc_info=exc)
+        message = "internal error; the server log has the details"
+    else:
+        message = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+    return _templates().TemplateResponse(request, "error.html", {"message": message, "status": status, "store_url": "",
+                                                                    "root": request.scope.get("root_path", "")},
+                                      status_code=status)
+
+
+class _Guard:
+    """Read-only and small: GET/HEAD only, no request body, a bounded query string; adds the
+    security headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        refusal = None
+        if scope["method"] not in ("GET", "HEAD"):
+            refusal = (405, f"this server is read-only: {scope['method']} is not allowed")
+        elif int(headers.get(b"content-length", b"0") or 0) > 0 or b"transfer-encoding" in headers:
+            refusal = (413, "requests may not carry a body")
+        elif len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+            refusal = (414, f"the query string is longer than {MAX_QUERY_BYTES} bytes")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        if refusal is not None:
+            response = JSONResponse({"error": refusal[1], "status": refusal[0]}, status_code=refusal[0],
+                                    headers={"allow": "GET, HEAD"} if refusal[0] == 405 else None)
+            await response(scope, receive, with_headers)
+            return
+        await self.app(scope, receive, with_headers)
+
+
+# -- templates --------------------------------------------------------------------------------------
+@functools.cache
+def _templates() -> Jinja2Templates:
+    """One template environment per process, autoescaping everything."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["visible"] = lambda tok: tok.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
+    env.filters["shade"] = lambda v, top: min(int(10 * v / top), 9) if top and v and v > 0 else 0
+    env.filters["num"] = lambda v, f="{:.4g}": "-" if v is None else f.format(v)
+    return Jinja2Templates(env=env)

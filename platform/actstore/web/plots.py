@@ -1,0 +1,72 @@
+"""Histograms as SVG geometry, computed on the server: the pages need no plotting library and
+no script, and every number reaching the SVG is a float we made (labels go through the
+template's escaping like any other text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["Bar", "BarChart", "bar_chart", "rebin"]
+
+WIDTH, HEIGHT, PAD = 480.0, 140.0, 4.0
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: its box in SVG units, what it counts and the range it covers."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    count: int
+    label: str
+
+
+@dataclass(frozen=True)
+class BarChart:
+    """A histogram ready to draw: bars, the axis labels at both ends, the tallest count."""
+
+    title: str
+    bars: list[Bar]
+    left: str
+    right: str
+    peak: int
+    width: float = WIDTH
+    height: float = HEIGHT
+
+
+def rebin(counts: ArrayLike, edges: ArrayLike, *, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge neighbouring bins so that at most ``most`` remain (``edges`` has one more entry)."""
+    counts, edges = np.asarray(counts, np.int64), np.asarray(edges, np.float64)
+    step = -(-counts.size // most)
+    if step <= 1:
+        return counts, edges
+    pad = (-counts.size) % step
+    merged = np.concatenate([counts, np.zeros(pad, np.int64)]).reshape(-1, step).sum(1)
+    merged_edges = np.append(edges[:-1:step], edges[-1])
+    return merged, merged_edges
+
+
+def bar_chart(title: str, counts: ArrayLike, edges: ArrayLike, *, fmt: str = "{:.3g}", log_y: bool = False,
+              trim: bool = True) -> BarChart:
+    """Bars for ``counts`` on bins ``edges`` (len(counts) + 1). ``trim`` drops empty bins at both
+    ends; ``log_y`` draws heights as log(1 + count), for distributions with a long tail."""
+    counts, edges = np.asarray(counts, np.int64), np.asarray(edges, np.float64)
+    if trim and counts.any():
+        nz = np.flatnonzero(counts)
+        counts, edges = counts[nz[0] : nz[-1] + 1], edges[nz[0] : nz[-1] + 2]
+    scale = np.log1p(counts) if log_y else counts.astype(np.float64)
+    top = float(scale.max()) if scale.size and scale.max() > 0 else 1.0
+    slot = (WIDTH - 2 * PAD) / max(counts.size, 1)
+    bars = []
+    for i, (c, s) in enumerate(zip(counts.tolist(), scale.tolist(), strict=True)):
+        h = (HEIGHT - 2 * PAD) * s / top
+        bars.append(Bar(x=PAD + i * slot, y=HEIGHT - PAD - h, width=max(slot - 1, 0.5), height=h, count=int(c),
+                        label=f"{fmt.format(edges[i])} to {fmt.format(edges[i + 1])}: {c:,}"))
+    left = fmt.format(edges[0]) if edges.size else ""
+    right = fmt.format(edges[-1]) if edges.size else ""
+    return BarChart(title=title, bars=bars, left=left, right=right, peak=int(counts.max()) if counts.size else 0)

@@ -1,0 +1,142 @@
+"""What each page shows, as plain JSON-ready data: the JSON API returns these dicts and the
+HTML pages render the same dicts, so both surfaces share one implementation. Every number and
+string comes from the Python query API (``actstore.open(url).sae(name)``); nothing here reads
+store arrays itself.
+
+Result sizes are bounded (``LIMITS``): a request past a bound is refused with a message naming
+the bound, before any work.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
+from actstore.web.source import StoreSource
+
+__all__ = ["LIMITS", "SORT_COLUMNS", "feature_view", "neuronpedia_zip", "sae_view", "search_view", "store_view"]
+
+LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
+          "per_page": 500, "limit": 200, "text": 400}
+SORT_COLUMNS = ("latent", "count", "density", "mean", "max")
+DENSITY_BINS = 40
+
+
+def bounded(name: str, value: int, lo: int = 1) -> int:
+    """``value`` when it lies in [lo, LIMITS[name]], else a :class:`RequestError` naming the bound."""
+    if not lo <= value <= LIMITS[name]:
+        raise RequestError(f"{name} must be between {lo} and {LIMITS[name]}, got {value}")
+    return value
+
+
+def store_view(source: StoreSource) -> dict[str, Any]:
+    """The store page: its summary, model, sites, and per SAE its L0 and density histograms."""
+    store = source.store
+    saes = []
+    for info in store.meta.saes:
+        latents = source.sae(info.name)
+        try:
+            indexed = latents.index.complete
+        except IndexNotFoundError:
+            indexed = False
+        density = latents.density().select("density").to_series().to_numpy()
+        alive = density[density > 0]
+        high = max(float(np.ceil(np.log10(alive.max()))), 0.0) if alive.size else 0.0
+        low = min(float(np.floor(np.log10(alive.min()))), high - 1) if alive.size else -6.0
+        counts, edges = np.histogram(np.log10(alive), bins=DENSITY_BINS, range=(low, high))
+        l0 = latents.l0_hist()
+        last = int(np.flatnonzero(l0)[-1]) + 1 if l0.any() else 1
+        saes.append({**info.model_dump(mode="json"), "indexed": indexed, "dead": int(density.size - alive.size),
+                     "density_hist": {"log10_edges": edges.tolist(), "counts": counts.tolist()},
+                     "l0_hist": {"counts": l0[:last].tolist()}})
+    return {"info": store.info(with_bytes=False).to_dict(), "model": store.meta.model,
+            "sites": [s.model_dump(mode="json") for s in store.meta.sites], "saes": saes}
+
+
+def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Literal["asc", "desc"] = "desc",
+             min_density: float | None = None, max_density: float | None = None, page: int = 1,
+             per_page: int = 50) -> dict[str, Any]:
+    """One page of the SAE's latents table (latent, count, density, mean, max), filtered by
+    density and sorted by ``sort``; ties broken by latent id."""
+    if sort not in SORT_COLUMNS:
+        raise RequestError(f"sort must be one of {list(SORT_COLUMNS)}, got {sort!r}")
+    if order not in ("asc", "desc"):
+        raise RequestError(f"order must be 'asc' or 'desc', got {order!r}")
+    bounded("per_page", per_page)
+    if page < 1:
+        raise RequestError(f"page must be >= 1, got {page}")
+    latents = source.sae(sae)
+    frame = latents.density().drop("hist")
+    if min_density is not None:
+        frame = frame.filter(pl.col("density") >= min_density)
+    if max_density is not None:
+        frame = frame.filter(pl.col("density") <= max_density)
+    keys = [sort] if sort == "latent" else [sort, "latent"]
+    frame = frame.sort(keys, descending=[order == "desc", False][: len(keys)])
+    total = frame.height
+    rows = frame.slice((page - 1) * per_page, per_page).to_dicts()
+    return {"sae": sae, "d_sae": latents.info.d_sae, "site": latents.info.site, "total": total, "page": page,
+            "per_page": per_page, "pages": max(-(-total // per_page), 1), "sort": sort, "order": order,
+            "min_density": min_density, "max_density": max_density, "rows": rows}
+
+
+def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
+                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 20) -> dict[str, Any]:
+    """The feature page: density and histogram, top contexts, equal-count and equal-width
+    quantile samples, co-firing latents among its ``cofiring_sample`` strongest occurrences
+    (each costs a context of codes), output logits when the store keeps them; all as the
+    query API returns them."""
+    bounded("k", k), bounded("window", window, 0), bounded("bins", bins), bounded("per_bin", per_bin)
+    bounded("cofiring", cofiring), bounded("cofiring_sample", cofiring_sample)
+    latents = source.sae(sae)
+    stats = latents.density(latent).to_dicts()[0]
+    fired = stats["count"] > 0
+    quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window).to_dicts()
+                 if fired else [] for kind in ("count", "width")}
+    return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
+            "hist_edges": np.asarray(latents.hist_edges).tolist(),
+            "top": latents.top_k(latent, k=k, window=window).to_dicts(), "quantiles": quantiles,
+            "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample).to_dicts() if fired else [],
+            "cofiring_sample": cofiring_sample, **_logits(latents, latent)}
+
+
+def _logits(latents: Any, latent: int) -> dict[str, Any]:
+    """Top and bottom output logits (``actstore logits`` keeps them), or why there are none."""
+    try:
+        return {"logits": latents.logits(latent).to_dicts(), "logits_missing": None}
+    except LogitsNotFoundError as exc:
+        return {"logits": [], "logits_missing": str(exc)}
+
+
+def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12) -> dict[str, Any]:
+    """Stored contexts containing ``text``'s token sequence (``store.find_tokens``)."""
+    if not text.strip():
+        raise RequestError("the search text is empty")
+    if len(text) > LIMITS["text"]:
+        raise RequestError(f"the search text is {len(text)} characters long; at most {LIMITS['text']} are allowed")
+    bounded("limit", limit), bounded("window", window, 0)
+    matches = source.store.find_tokens(text, limit=limit, window=window)
+    return {"text": text, "limit": limit, "matches": matches.to_dicts()}
+
+
+def neuronpedia_zip(source: StoreSource, sae: str, latent: int, *, model_id: str, source_id: str) -> bytes:
+    """The Neuronpedia bulk-import files of one latent (``actstore export``), zipped in memory."""
+    from actstore.query.export import export_neuronpedia
+
+    latents = source.sae(sae)
+    latents.density(latent)  # refuses a latent out of range before anything is written
+    with tempfile.TemporaryDirectory(prefix="actstore-export-") as tmp:
+        summary = export_neuronpedia(latents, [latent], tmp, model_id=model_id, source_id=source_id)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for path in sorted(Path(summary.folder).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
+    return buf.getvalue()

@@ -1,0 +1,187 @@
+"""The browser's JSON API against the Python API, its errors and limits, S3, a store still being
+written, and the Ray Serve deployment (HTTP through Starlette's test client or a real server)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import socket
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+import actstore
+from actstore.errors import LogitsNotFoundError
+from actstore.web.app import create_app
+from tests.coded_store import SAE
+
+
+@pytest.fixture(scope="module")
+def client(web_store: Path) -> TestClient:
+    return TestClient(create_app(str(web_store)))
+
+
+@pytest.fixture(scope="module")
+def latents(web_store: Path):
+    return actstore.open(str(web_store)).sae(SAE)
+
+
+def _mid_latent(latents) -> int:
+    density = latents.density().sort(["count", "latent"])
+    return int(density["latent"][density.height // 2])
+
+
+def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> None:
+    latent = _mid_latent(latents)
+    got = client.get(f"/api/sae/{SAE}/latent/{latent}", params={"k": 7, "window": 5, "bins": 3, "per_bin": 2}).json()
+    assert got["top"] == latents.top_k(latent, k=7, window=5).to_dicts()
+    for kind in ("count", "width"):
+        assert got["quantiles"][kind] == latents.quantile_examples(latent, bins=3, per_bin=2, kind=kind, window=5).to_dicts()
+    assert got["cofiring"] == latents.cofiring(latent, top=20, limit=20).to_dicts()
+    try:  # the browser tests keep the logits in the shared store (`actstore logits`)
+        assert got["logits"] == latents.logits(latent).to_dicts()
+    except LogitsNotFoundError:
+        assert got["logits"] == [] and "actstore logits" in got["logits_missing"]
+    assert got["stats"] == latents.density(latent).to_dicts()[0]
+    table = client.get(f"/api/sae/{SAE}", params={"sort": "density", "order": "asc", "min_density": 0.01,
+                                                  "page": 2, "per_page": 10}).json()
+    frame = latents.density().drop("hist")
+    frame = frame.filter(frame["density"] >= 0.01).sort(["density", "latent"])
+    assert table["total"] == frame.height and table["rows"] == frame.slice(10, 10).to_dicts()
+    store = latents.store
+    assert client.get("/api/search", params={"text": " of the store"}).json()["matches"] == \
+        store.find_tokens(" of the store", limit=20, window=12).to_dicts()
+    info = client.get("/api/store").json()
+    assert info["info"] == store.info(with_bytes=False).to_dict()
+    l0 = latents.l0_hist()
+    assert info["saes"][0]["l0_hist"]["counts"] == l0[: np.flatnonzero(l0)[-1] + 1].tolist()
+    assert sum(info["saes"][0]["density_hist"]["counts"]) + info["saes"][0]["dead"] == latents.info.d_sae
+
+
+def test_errors_are_json_with_a_message_and_requests_are_bounded(client: TestClient, latents) -> None:
+    cases = {
+        "/api/sae/nope": (404, "no SAE 'nope'"),
+        f"/api/sae/{SAE}/latent/{latents.info.d_sae}": (400, "out of range"),
+        f"/api/sae/{SAE}/latent/1?k=100000": (400, "k must be between 1 and 100"),
+        f"/api/sae/{SAE}/latent/1?k=abc": (400, "k must be an integer"),
+        f"/api/sae/{SAE}/latent/1?evil=1": (400, "unknown query parameters ['evil']"),
+        f"/api/sae/{SAE}?sort=__class__": (400, "sort must be one of"),
+        "/api/search?text=" + "x" * 500: (400, "at most 400"),
+        "/api/search?text=" + "x" * 5000: (414, "longer than 4096 bytes"),
+        "/api/nothing": (404, "Not Found"),
+    }
+    for path, (status, message) in cases.items():
+        r = client.get(path)
+        assert r.status_code == status and r.headers["content-type"] == "application/json", path
+        assert message in r.json()["error"] and r.json()["status"] == status, (path, r.json())
+    for method in ("post", "put", "delete", "patch"):  # read-only
+        r = client.request(method, "/api/store")
+        assert r.status_code == 405 and "read-only" in r.json()["error"]
+    assert client.request("GET", "/api/store", content=b"x" * 10).status_code == 413
+    page = client.get(f"/sae/{SAE}/latent/999999")  # pages show errors as a page, escaped
+    assert page.status_code == 400 and "out of range" in page.text and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("path", ["/static/../pyproject.toml", "/static/%2e%2e/%2e%2e/%2e%2e/pyproject.toml",
+                                  "/static/..%2f..%2fapp.py", "/static//etc/passwd", "/static/%2fetc%2fpasswd",
+                                  "/sae/..%2f..%2fzarr.json"])
+def test_no_path_traversal(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404
+    assert "[project]" not in r.text and "root:" not in r.text and "zarr_format" not in r.text
+
+
+def test_neuronpedia_export_button_returns_the_export(client: TestClient, latents) -> None:
+    latent = _mid_latent(latents)
+    r = client.get(f"/api/sae/{SAE}/latent/{latent}/neuronpedia.zip", params={"model_id": "gemma-2-2b", "source_id": "1-res"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:  # actstore.query.export's layout, zipped
+        read = lambda name: [json.loads(x) for x in gzip.decompress(zf.read(f"gemma-2-2b/1-res/{name}")).splitlines()]  # noqa: E731
+        features, acts = read("features/batch-0.jsonl.gz"), read("activations/batch-0.jsonl.gz")
+    assert [f["index"] for f in features] == [str(latent)] and features[0]["modelId"] == "gemma-2-2b"
+    assert acts and {a["layer"] for a in acts} == {"1-res"}
+    bad = client.get(f"/api/sae/{SAE}/latent/{latent}/neuronpedia.zip", params={"model_id": "../../x"})
+    assert bad.status_code == 400 and "model id must be" in bad.json()["error"]
+
+
+def test_on_s3(web_store: Path, s3_endpoint: str, s3_bucket: str, client: TestClient, latents) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests"):  # what the browser reads
+        fs.put(str(web_store / part), f"{s3_bucket}/store/{part}", recursive=True)
+    remote = TestClient(create_app(f"s3://{s3_bucket}/store", storage_options={"endpoint_url": s3_endpoint}))
+    latent = _mid_latent(latents)
+    for path in (f"/api/sae/{SAE}/latent/{latent}?k=5&bins=2&per_bin=1", f"/api/sae/{SAE}?per_page=20"):
+        here, there = client.get(path).json(), remote.get(path).json()
+        assert {k: v for k, v in there.items() if k != "logits_missing"} == \
+            {k: v for k, v in here.items() if k != "logits_missing"}  # the message names the store's URL
+    page = remote.get(f"/sae/{SAE}/latent/{latent}")
+    shown = remote.get(f"/api/sae/{SAE}/latent/{latent}").json()
+    examples = len(shown["top"]) + len(shown["quantiles"]["count"]) + len(shown["quantiles"]["width"])
+    assert page.status_code == 200 and page.text.count('<mark class="tok focus') == examples
+
+
+def test_a_store_still_being_written(web_store: Path, tmp_path: Path) -> None:
+    """Before the last unit commits and the index exists: the summary, the latents table (from
+    committed units) and search work, a feature page says what to run; the view follows commits."""
+    from actstore.store.store import Store
+
+    url = tmp_path / "store"
+    shutil.copytree(web_store, url)
+    shutil.rmtree(url / "index")
+    last = sorted((url / "_manifests/extract").iterdir())[-1]
+    manifest = last.read_bytes()
+    last.unlink()
+    writer = Store.open(str(url), mode="r+")
+    writer.update_meta(stages={**writer.meta.stages, "extract": writer.meta.stages["extract"].model_copy(
+        update={"complete": False, "finalized_at": None})})
+    app = TestClient(create_app(str(url), refresh_s=0.0))
+    summary = app.get("/api/store").json()
+    units = summary["info"]["units_total"]
+    assert not summary["info"]["complete"] and summary["info"]["units_done"] == units - 1
+    assert summary["saes"][0]["indexed"] is False
+    partial = actstore.open(str(url)).sae(SAE).density().drop("hist").sort(["count", "latent"], descending=[True, False])
+    table = app.get(f"/api/sae/{SAE}", params={"per_page": 500}).json()
+    assert table["rows"] == partial.to_dicts()
+    assert sum(r["count"] for r in table["rows"]) < actstore.open(str(web_store)).sae(SAE).density()["count"].sum()
+    r = app.get(f"/api/sae/{SAE}/latent/3")
+    assert r.status_code == 404 and "actstore index" in r.json()["error"]
+    assert "being written" in app.get("/").text and "no index yet" in app.get("/").text
+    last.write_bytes(manifest)  # the unit commits
+    assert app.get("/api/store").json()["info"]["units_done"] == units
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ray_serve_deployment_serves_the_same_app(web_store: Path, client: TestClient, ray_cluster: None) -> None:
+    from ray import serve
+
+    from actstore.web.deployment import browser_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(browser_app(str(web_store), num_cpus=0), name="browser", route_prefix="/browser")
+        path = f"/api/sae/{SAE}?per_page=5"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser{path}", timeout=60) as r:
+            assert json.loads(r.read()) == client.get(path).json()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser/", timeout=60) as r:
+            page = r.read().decode()
+        assert '<svg class="plot"' in page and 'href="/browser/static/app.css"' in page  # links keep the prefix
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/browser/static/app.css", timeout=60) as r:
+            assert r.status == 200
+    finally:
+        serve.shutdown()

@@ -1,0 +1,157 @@
+"""The browser in a real headless Chromium (Debian's package, driven by Playwright): the pages
+of a small store served by ``actstore serve`` as the README runs it, the marked tokens, the
+plots, a co-firing link followed, and a hostile corpus that renders as text and runs nothing.
+Screenshots land in the test's temporary folder (``screenshots``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import actstore
+from tests.coded_store import SAE
+from tests.web.conftest import HOSTILE
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(web_store: Path) -> Iterator[str]:
+    """``actstore serve STORE --port P`` in its own process, as a user starts it, after
+    ``actstore logits STORE`` kept the SAE's output logits."""
+    from actstore.cli import main
+
+    assert main(["logits", str(web_store)]) == 0
+    port = _free_port()
+    exe = shutil.which("actstore", path=str(Path(sys.executable).parent)) or "actstore"
+    proc = subprocess.Popen([exe, "serve", str(web_store), "--port", str(port)], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}/static/app.css", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"actstore serve exited: {proc.stdout.read() if proc.stdout else ''}") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.shots = tmp_path_factory.mktemp("screenshots")  # type: ignore[attr-defined]
+        pg.outside = []  # type: ignore[attr-defined]  # requests leaving the server (CDNs...)
+        pg.on("request", lambda r: None if r.url.startswith("http://127.0.0.1") else pg.outside.append(r.url))
+        yield pg
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def latents(web_store: Path):
+    return actstore.open(str(web_store)).sae(SAE)
+
+
+def test_store_and_sae_pages(server: str, page, latents) -> None:
+    page.goto(server + "/")
+    assert page.locator("h1").inner_text() == "Store"
+    assert page.locator("svg.plot").count() == 2 and page.locator("svg.plot rect").count() > 4
+    assert latents.store.meta.sites[0].name in page.locator("body").inner_text()
+    _shot(page, "store")
+    page.click(f"a[href='/sae/{SAE}']")
+    rows = page.locator("table.latents tbody tr")
+    assert rows.count() == 50
+    page.click("th a.sort:has-text('density')")  # sorted by density, descending
+    page.wait_for_url("**sort=density**")
+    shown = [float(t) for t in page.locator("table.latents tbody tr td:nth-child(3)").all_inner_texts()]
+    assert shown == sorted(shown, reverse=True) and shown[0] == pytest.approx(latents.density()["density"].max(), rel=1e-3)
+    page.fill("input[name=max_density]", "0.05")
+    page.click("form.filters button")
+    shown = [float(t) for t in page.locator("table.latents tbody tr td:nth-child(3)").all_inner_texts()]
+    assert shown and max(shown) <= 0.05
+    _shot(page, "sae")
+
+
+def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page, latents) -> None:
+    density = latents.density().sort(["count", "latent"])
+    latent = int(density["latent"][density.height // 2])
+    top = latents.top_k(latent, k=20, window=12)
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}")
+    marks = page.locator("table.examples").first.locator("mark.focus")
+    assert marks.count() == top.height
+    assert marks.all_inner_texts()[0] == top["tokens"][0][top["focus"][0]].replace("\n", "⏎")
+    assert float(marks.first.get_attribute("title") or "nan") == pytest.approx(top["value"][0], rel=1e-3)
+    marks.first.hover()
+    assert page.locator("svg.plot rect").count() >= 1
+    assert page.locator("h3.bin").count() >= 2 and "occurrences" in page.locator("h3.bin").first.inner_text()
+    assert page.locator("#export").is_visible()
+    assert page.locator("table.logits-top tbody tr").count() == page.locator("table.logits-bottom tbody tr").count() > 0
+    _shot(page, "feature")
+    link = page.locator("a.cofire").first
+    target = int(link.inner_text())
+    link.click()
+    page.wait_for_url(f"**/latent/{target}")
+    assert page.locator("h1").inner_text().startswith(f"Latent {target} ")
+    assert page.locator("mark.focus").count() >= 1
+    _shot(page, "cofiring")
+
+
+def test_search_page(server: str, page, latents) -> None:
+    page.goto(server + "/search")
+    page.fill("form.search input[name=text]", " of the store")
+    page.click("form.search button")
+    page.wait_for_url("**text=**")
+    expect = latents.store.find_tokens(" of the store", limit=20, window=12)
+    assert page.locator("table.examples mark.focus").count() == expect.height > 0
+    _shot(page, "search")
+
+
+def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, latents) -> None:
+    hit = next(latent for latent in range(latents.info.d_sae)
+               if any("<script" in "".join(t) for t in latents.top_k(latent, k=20, window=12)["tokens"].to_list()))
+    for path, shown in ((f"/sae/{SAE}/latent/{hit}", "<script>"), ("/search?text=+of+the+store", "<script>"),
+                        ("/search?text=an+image+of+the", "<img src=x onerror="),
+                        ("/search?text=%3Cscript%3Ealert(1)%3C%2Fscript%3E", "<script>alert(1)</script>")):
+        page.goto(server + path)
+        assert page.evaluate("window.__pwned") is None
+        assert shown in page.locator("main").inner_text()
+        assert page.locator("main script, main img, table.examples a, main iframe").count() == 0
+    page.goto(f"{server}/sae/{SAE}/latent/{hit}")
+    text = page.locator("main").inner_text().replace("⏎", "\n")
+    assert '<script>window.__pwned = "script"</script>' in text
+    page.goto(server + "/search?text=an+image+of+the")
+    assert HOSTILE[1].split(" an image")[0] in page.locator("main").inner_text()
+    _shot(page, "hostile")
+    assert page.outside == []  # every asset came from the app
