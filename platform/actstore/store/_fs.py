@@ -78,9 +78,13 @@ class Location:
         """The Zarr store at this location."""
         if self.is_local:
             return zarr.storage.LocalStore(self.local_path, read_only=read_only)
-        return RetryingStore(zarr.storage.FsspecStore.from_url(
-            self.url, storage_options=dict(self.storage_options), read_only=read_only
-        ))
+        options = dict(self.storage_options)
+        if self.url.startswith(("s3://", "s3a://")):
+            # s3fs precedes every whole-object GET with a HEAD (to split large objects into
+            # concurrent ranges) unless max_concurrency is 1. Zarr's whole-object reads are inner
+            # chunks of a few MiB, so that split never pays, and the HEAD doubled a unit's reads.
+            options.setdefault("max_concurrency", 1)
+        return RetryingStore(zarr.storage.FsspecStore.from_url(self.url, storage_options=options, read_only=read_only))
 
     def child(self, *parts: str) -> Location:
         """The location of a path below this one."""
