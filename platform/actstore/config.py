@@ -50,6 +50,12 @@ class StoreConfig(_Frozen):
         description="fsspec storage options (e.g. endpoint_url). Prefer credentials from the "
         "environment; secrets given here are never written to the store or logs.",
     )
+    backend: Literal["fsspec", "obstore"] = Field(
+        default="fsspec",
+        description="How extraction workers and loaders reach an s3:// store's arrays: fsspec (s3fs) "
+        "or obstore (zarr's ObjectStore; endpoint_url, region_name, anon, key/secret are mapped). "
+        "The stored bytes are the same either way; see docs/storage.md.",
+    )
 
 
 class HFSource(_Frozen):
