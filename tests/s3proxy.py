@@ -2,7 +2,8 @@
 
 Every ``every``-th request is answered ``500 InternalError`` (an S3 error body) without reaching
 the server, and every ``reset_every``-th has its connection closed with no answer at all. Both
-are transient faults a real object store produces.
+are transient faults a real object store produces. ``every=0``/``reset_every=0`` fail nothing:
+the proxy then only counts, and ``log`` keeps every request's method and path (request budgets).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class FlakyProxy:
         self.upstream = urlparse(upstream)
         self.every, self.reset_every = every, reset_every
         self.requests = self.failed = self.resets = 0
+        self.log: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -35,13 +37,14 @@ class FlakyProxy:
                 with proxy._lock:
                     proxy.requests += 1
                     n = proxy.requests
-                if n % proxy.reset_every == 0:
+                    proxy.log.append((self.command, self.path))
+                if proxy.reset_every and n % proxy.reset_every == 0:
                     with proxy._lock:
                         proxy.resets += 1
                     self.close_connection = True
                     self.connection.close()
                     return
-                if n % proxy.every == 0:
+                if proxy.every and n % proxy.every == 0:
                     with proxy._lock:
                         proxy.failed += 1
                     self.send_response(500)

@@ -7,6 +7,7 @@ units already committed are skipped, so a resubmitted job resumes where it stopp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -64,7 +65,7 @@ class _Worker:
                            attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
         self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
-        store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+        store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend)
         self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
 
     def describe(self) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     any work. Units already committed are skipped, so a killed job resubmitted with the same
     config resumes and ends with the same arrays as an uninterrupted run.
     """
-    location = Location(config.store.url, dict(config.store.storage_options))
+    location = Location(config.store.url, dict(config.store.storage_options), config.store.backend)
     check_access(location, write=True)
     ensure_ray(config.ray)
     layout = _worker_layout(config)
@@ -175,7 +176,8 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
     # With 2 units in flight an actor computes one while writing the other (UnitRunner's lock).
     actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=plan.units_in_flight,  # type: ignore[call-overload]
                            max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
-    actors = [actor_cls.remote(plan, store.location, weights_ref, record.attempt, test_environment())
+    location = dataclasses.replace(store.location, backend=plan.config.store.backend)  # workers write through it
+    actors = [actor_cls.remote(plan, location, weights_ref, record.attempt, test_environment())
               for _ in range(min(n_workers, len(todo)))]
     t0, tokens = time.perf_counter(), [0]
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)

@@ -106,7 +106,8 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         if self._store is None:
             from actstore.store.store import Store
 
-            self._store = Store.open(self.location.url, storage_options=self.location.storage_options)
+            self._store = Store.open(self.location.url, storage_options=self.location.storage_options,
+                                     backend=self.location.backend)
         return self._store
 
     @property

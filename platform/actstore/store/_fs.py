@@ -12,17 +12,20 @@ import json
 import posixpath
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import zarr.storage
 from fsspec.core import url_to_fs
 from zarr.abc.store import Store as StoreLike
 
+from actstore.store._obstore import obstore_zarr_store
 from actstore.store._retry import RetryingStore, retrying
 from actstore.store._storage_errors import translated
 
-__all__ = ["Location", "redact_storage_options"]
+__all__ = ["Backend", "Location", "redact_storage_options"]
+
+Backend = Literal["fsspec", "obstore"]
 
 _SAFE_OPTION_KEYS = frozenset(
     {"endpoint_url", "anon", "use_ssl", "region_name", "client_kwargs", "config_kwargs",
@@ -54,6 +57,7 @@ class Location:
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
+    backend: Backend = "fsspec"  # how zarr reaches s3:// (side files always go through fsspec)
 
     def __repr__(self) -> str:  # never print credentials
         return f"Location({self.url!r})"
@@ -78,13 +82,19 @@ class Location:
         """The Zarr store at this location."""
         if self.is_local:
             return zarr.storage.LocalStore(self.local_path, read_only=read_only)
-        return RetryingStore(zarr.storage.FsspecStore.from_url(
-            self.url, storage_options=dict(self.storage_options), read_only=read_only
-        ))
+        if self.backend == "obstore":
+            return RetryingStore(obstore_zarr_store(self.url, self.storage_options, read_only=read_only))
+        options = dict(self.storage_options)
+        if self.url.startswith(("s3://", "s3a://")):
+            # s3fs precedes every whole-object GET with a HEAD (to split large objects into
+            # concurrent ranges) unless max_concurrency is 1. Zarr's whole-object reads are inner
+            # chunks of a few MiB, so that split never pays, and the HEAD doubled a unit's reads.
+            options.setdefault("max_concurrency", 1)
+        return RetryingStore(zarr.storage.FsspecStore.from_url(self.url, storage_options=options, read_only=read_only))
 
     def child(self, *parts: str) -> Location:
         """The location of a path below this one."""
-        return Location(posixpath.join(self.url.rstrip("/"), *parts), self.storage_options)
+        return Location(posixpath.join(self.url.rstrip("/"), *parts), self.storage_options, self.backend)
 
 
 class SideFiles:

@@ -61,7 +61,9 @@ class SiteInfo(_Meta):
     d: int = Field(description="Width of the site's vectors.")
     dtype: str = Field(description="Logical dtype of stored activations.")
     stored: bool = Field(description="Whether activations of this site are stored.")
-    compression: Literal["none", "zstd"] = Field(default="none", description="Codec of the stored activations.")
+    compression: Literal["none", "zstd", "shuffle-zstd"] = Field(
+        default="none", description="Codec chain of the stored activations (schemas/STORE.md)."
+    )
 
 
 class SaeInfo(_Meta):

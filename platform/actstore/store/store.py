@@ -14,7 +14,7 @@ import zarr
 import zarr.errors
 
 from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
-from actstore.store._fs import Location, SideFiles
+from actstore.store._fs import Backend, Location, SideFiles
 from actstore.store._storage_errors import not_found, translated
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
@@ -89,10 +89,10 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r"
+        cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r", backend: Backend = "fsspec"
     ) -> Self:
-        """Open an existing store (``mode`` "r" or "r+")."""
-        location = Location(url, dict(storage_options or {}))
+        """Open an existing store (``mode`` "r" or "r+"); ``backend`` picks how zarr reaches s3:// URLs."""
+        location = Location(url, dict(storage_options or {}), backend)
         try:
             with translated(location, writing=False):
                 group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
@@ -125,7 +125,8 @@ class Store:
 
     def reopen(self, *, mode: Mode = "r+") -> Self:
         """The same store opened again (fresh metadata), e.g. inside a worker."""
-        return type(self).open(self.location.url, storage_options=self.location.storage_options, mode=mode)
+        return type(self).open(self.location.url, storage_options=self.location.storage_options, mode=mode,
+                               backend=self.location.backend)
 
     # -- metadata ---------------------------------------------------------------------------
     def update_meta(self, **changes: Any) -> RootMetadata:

@@ -62,7 +62,7 @@ def _device(config: TrainConfig) -> torch.device:
 
 def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
     """Train on the stored activations of ``config.site`` and save an SAELens folder."""
-    store = Store.open(config.store.url, storage_options=dict(config.store.storage_options))
+    store = Store.open(config.store.url, storage_options=dict(config.store.storage_options), backend=config.store.backend)
     site = next((s for s in store.meta.sites if s.name == config.site), None)
     if site is None or not site.stored:
         raise ConfigError(f"the store at {config.store.url!r} holds no activations of {config.site!r}")
