@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from actstore.config import ExtractConfig, IngestConfig, TrainConfig
+from actstore.explain.config import ExplainConfig
 from actstore.store.metadata import RootMetadata
 
 __all__ = ["SCHEMAS", "render_schemas", "write_schemas"]
@@ -22,6 +23,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "extract-config.schema.json": ExtractConfig,
     "store-metadata.schema.json": RootMetadata,
     "train-config.schema.json": TrainConfig,
+    "explain-config.schema.json": ExplainConfig,
 }
 
 
