@@ -30,7 +30,7 @@ from actstore.explain.prompts import (
 from actstore.explain.scorers import score_answers
 from actstore.explain.table import utc_now
 
-__all__ = ["Job", "cache_key", "plan_job", "run_job"]
+__all__ = ["Job", "cache_key", "plan_job", "run_job", "score_text"]
 
 
 class Job(NamedTuple):
@@ -98,9 +98,17 @@ def run_job(backend: ChatBackend, job: Job, config: ExplainConfig) -> tuple[dict
         "parsed": text is not None, "raw": raw, "key": job.key, "created": utc_now(),
     }
     if text is not None:
-        for scorer in config.scorers:
-            shown = job.plain if scorer == "detection" else job.fuzzed
-            answers = [backend.judge(judge_messages(scorer, text, example)) for example in shown]
-            scores = score_answers(job.labels, [a[0] for a in answers], [a[1] for a in answers], density=job.density)
-            row.update({f"{scorer}_{name}": value for name, value in scores._asdict().items()})
+        row.update(score_text(backend, job, text, config))
     return row, prompt_tokens
+
+
+def score_text(backend: ChatBackend, job: Job, text: str, config: ExplainConfig) -> dict[str, Any]:
+    """The judges' scores of ``text`` as an explanation of ``job``'s latent (the table's
+    ``<scorer>_<metric>`` columns). Also scores a text from elsewhere, e.g. a shuffled baseline."""
+    out: dict[str, Any] = {}
+    for scorer in config.scorers:
+        shown = job.plain if scorer == "detection" else job.fuzzed
+        answers = [backend.judge(judge_messages(scorer, text, example)) for example in shown]
+        scores = score_answers(job.labels, [a[0] for a in answers], [a[1] for a in answers], density=job.density)
+        out.update({f"{scorer}_{name}": value for name, value in scores._asdict().items()})
+    return out
