@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import ray
 
-from actstore.cluster.runtime import ensure_ray, run_on_pool, unwrapped_errors
+from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool, unwrapped_errors
 from actstore.config import RayConfig
 from actstore.errors import ConfigError
 from actstore.explain.backends import make_backend
@@ -115,8 +115,9 @@ def _results(jobs: list[Job], config: ExplainConfig, ray_config: RayConfig | Non
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         n, options = max(1, int(gpus / backend.num_gpus)), {"num_gpus": backend.num_gpus, "num_cpus": 1}
-    else:
-        n, options = backend.cpu_actors, {"num_cpus": 1}
+    else:  # the free CPUs shared out among the actors (Ray sets an actor's torch threads to its num_cpus)
+        free = int(ray.available_resources().get("CPU", 1))
+        n, options = backend.cpu_actors, {"num_cpus": max(1, min(cluster_cpus(), free) // backend.cpu_actors)}
     actor = ray.remote(**options)(_Explainer)  # type: ignore[call-overload]
     actors = [actor.remote(backend, config) for _ in range(min(n, len(jobs)))]
     try:

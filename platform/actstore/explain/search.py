@@ -11,6 +11,7 @@ latent firing at its usual strength outranks an always-on one firing at its usua
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,9 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     judges; null for a label) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
     import bm25s
 
+    # bm25s sets its own logger to DEBUG on import, which would print index-building chatter
+    # through any application's root handler; keep it at the library default instead.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
     rows = scan_explanations(latents.store, latents.name).filter(pl.col("parsed")).with_columns(
