@@ -160,10 +160,9 @@ def test_features_on_my_text(server: str, page) -> None:
 
 def test_steering_page(server: str, page, latents) -> None:
     latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
-    page.goto(f"{server}/sae/{SAE}/latent/{latent}")
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer")  # the form alone: nothing runs yet
+    assert page.locator("section.default").count() == 0
     page.fill("form.steer input[name=prompt]", "the future of")
-    page.click("#steer")
-    page.wait_for_url("**/steer?**")
     page.fill("input[name=max_new_tokens]", "3")
     page.fill("input[name=strengths]", "0,8")
     page.click("form.steer button")
