@@ -20,6 +20,7 @@ import yaml
 
 from actstore.cli import main as cli
 from actstore.config import ExtractConfig, TrainConfig, load_config
+from actstore.explain.config import ExplainConfig
 
 INFRA = Path(__file__).parents[1] / "infra"
 REPO = INFRA.parent
@@ -177,4 +178,6 @@ def test_dockerfile_image_and_build_context() -> None:
 
 def test_example_configs_are_valid() -> None:
     for path in sorted((REPO / "jobs" / "configs").glob("*.yaml")):
-        load_config(path, TrainConfig if "out" in yaml.safe_load(path.read_text()) else ExtractConfig)
+        keys = set(yaml.safe_load(path.read_text()))
+        kind = TrainConfig if "out" in keys else ExplainConfig if "backend" in keys else ExtractConfig
+        load_config(path, kind)

@@ -36,7 +36,7 @@ def test_plan_matches_a_real_run_within_5_percent(coded_store: Path, tmp_path: P
     assert abs(plan["objects"] - objects) / objects < 0.05, (plan["objects"], objects)
     activations = next(a for a in plan["arrays"] if a["path"].startswith("activations/"))
     real = _on_disk(coded_store / "activations")[0]
-    assert abs(activations["stored_bytes"] - real) / real < 0.01  # uncompressed: exact but for metadata
+    assert abs(activations["stored_bytes"] - real) / real < 0.1  # shuffle-zstd at the ratio measured on SmolLM2
     blocks = plan["blocks_per_worker"]
     assert blocks == 2 and plan["weights_bytes_per_worker"] == _loaded_weights(coded_store.parent / "model", blocks)
     # and the text form names the figures' sources

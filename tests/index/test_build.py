@@ -91,9 +91,9 @@ def test_index_on_s3(coded_store: Path, s3_endpoint: str, s3_bucket: str) -> Non
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
-    # what indexing and top_k read: metadata, token arrays, the codes, `fired`, manifests
+    # what indexing and top_k read: metadata, token arrays, the codes, `fired`, the tokenizer, manifests
     for part in ("zarr.json", "tokens/ids", "tokens/doc", "tokens/flags", f"codes/{SAE}/idx", f"codes/{SAE}/val",
-                 f"stats/saes/{SAE}/fired", "_manifests/tokens", "_manifests/extract"):
+                 f"stats/saes/{SAE}/fired", "tokenizer", "_manifests/tokens", "_manifests/extract"):
         fs.put(str(coded_store / part), f"{s3_bucket}/store/{part}", recursive=True)
     url, opts = f"s3://{s3_bucket}/store", {"endpoint_url": s3_endpoint}
     run_index(url, SAE, storage_options=opts, bucket_nnz=BUCKET_NNZ)

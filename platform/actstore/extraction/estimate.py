@@ -2,8 +2,9 @@
 
 Sizes follow the layout (schemas/STORE.md): every per-token array is ``[n_ctx, ctx_len, ...]``
 with one shard object per unit; per-unit statistics are one object per unit and array.
-Uncompressed arrays (activations by default) are exact: values plus the shard index (16 bytes
-per inner chunk and a 4-byte checksum). zstd arrays are estimated from what they hold: a code
+Uncompressed arrays are exact: values plus the shard index (16 bytes per inner chunk and a 4-byte
+checksum). Compressed activations (``shuffle-zstd`` by default) use the ratios measured on real
+activations (:data:`COMPRESSION_RATIOS`). zstd arrays are estimated from what they hold: a code
 array's slots past a token's L0 are fill and compress to almost nothing, so codes cost about
 ``L0 x (index bytes + value bytes)`` per token, at the SAE's mean L0 (given, read from a Gemma
 Scope path such as ``average_l0_82``, or a quarter of the code cap, as stated in the output).
@@ -25,7 +26,14 @@ from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
 from actstore.store.stats import L0_BINS, N_BINS, SAE_STATS, SITE_STATS
 
-__all__ = ["MEASURED", "ArrayEstimate", "RunEstimate", "estimate_run", "model_flops_per_token"]
+# raw / stored size of activations per (codec chain, dtype), measured on real SmolLM2-135M
+# activations (layers 5, 15, 25) by benchmarks/bench_codecs.py; see docs/storage.md
+COMPRESSION_RATIOS: dict[tuple[str, str], float] = {
+    ("shuffle-zstd", "bfloat16"): 1.45, ("shuffle-zstd", "float32"): 1.18,
+    ("zstd", "bfloat16"): 1.28, ("zstd", "float32"): 1.08,
+}
+
+__all__ = ["COMPRESSION_RATIOS", "MEASURED", "ArrayEstimate", "RunEstimate", "estimate_run", "model_flops_per_token"]
 
 # stored bytes per token of the zstd token arrays (ids: ~2-3 bytes of entropy for a 50-256k
 # vocabulary; doc and pos: runs, nearly free; flags: nearly all zero)
@@ -151,9 +159,12 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
                    f"({'BOS + ' if ctx.packing == 'pack' else ''}{per_ctx} tokens each), {n_units:,} units"]
     for site in plan.sites:
         if site.stored:
-            compressed = site.compression != "none"
-            arrays.append(_per_token(f"activations/{site.name}", plan, n_ctx, n_units, site.d, site.dtype,
-                                     note="zstd: about 0.9 of this" if compressed else "exact"))
+            ratio = COMPRESSION_RATIOS.get((site.compression, site.dtype), 1.0) if site.compression != "none" else None
+            arrays.append(_per_token(
+                f"activations/{site.name}", plan, n_ctx, n_units, site.d, site.dtype,
+                stored_per_token=None if ratio is None else site.d * storage_dtype(site.dtype).itemsize / ratio,
+                note="exact" if ratio is None else f"{site.compression}: {ratio:g}x smaller than raw, as measured on "
+                     "SmolLM2 activations by benchmarks/bench_codecs.py"))
         stored_site: dict[str, float] = {"count": 17, "sum": site.d * 8, "sumsq": 17}
         arrays.append(ArrayEstimate(f"stats/sites/{site.name}", *_stats_bytes(n_units, {"count": 1, "sum": site.d, "sumsq": 1},
                                                                              SITE_STATS, stored_site)))
