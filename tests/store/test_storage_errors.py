@@ -92,8 +92,8 @@ def test_cli_prints_one_line_and_no_traceback(s3_endpoint) -> None:
 
 
 def test_existing_bucket_without_a_store_is_not_called_a_missing_bucket(s3_endpoint, s3_bucket) -> None:
-    from actstore.errors import StoreNotFoundError
     from actstore.api import open_store
+    from actstore.errors import StoreNotFoundError
 
     with pytest.raises(StoreNotFoundError, match=f"no actstore store at 's3://{s3_bucket}/nothing'"):
         open_store(f"s3://{s3_bucket}/nothing", storage_options={"endpoint_url": s3_endpoint})

@@ -45,8 +45,8 @@ def draw_examples(latents: Any, latent: int, config: ExampleConfig) -> ExampleSe
     rng = np.random.default_rng([config.seed, latent])
     chosen, test, bins = split_occurrences(tokens // ctx_len, config, rng)
     seen_ctx = set((tokens[chosen] // ctx_len).tolist())
-    explain = windows(store, tokens[chosen], window=config.window, sae=latents.name, latent=latent, values=values[chosen])
-    positives = windows(store, tokens[test], window=config.window, sae=latents.name, latent=latent, values=values[test])
+    explain = windows(store, tokens[chosen], window=config.window, occurrences=latents.postings_by_token(latent), values=values[chosen])
+    positives = windows(store, tokens[test], window=config.window, occurrences=latents.postings_by_token(latent), values=values[test])
     positives = positives.with_columns(label=pl.lit(1, pl.Int8), source=pl.Series(bins, dtype=pl.String))
     avoid = seen_ctx | set((tokens[test] // ctx_len).tolist())
     want = len(test) if config.negatives is None else config.negatives
@@ -105,8 +105,8 @@ def _off_windows(latents: Any, latent: int, config: ExampleConfig, candidates: n
     ctx_len = latents.store.meta.ctx_len
     fresh = [int(t) for t in candidates if int(t) // ctx_len not in taken]
     if n <= 0 or not fresh:
-        return windows(latents.store, np.zeros(0, np.int64), window=config.window, sae=latents.name, latent=latent)
-    frame = windows(latents.store, np.asarray(fresh, np.int64), window=config.window, sae=latents.name, latent=latent)
+        return windows(latents.store, np.zeros(0, np.int64), window=config.window, occurrences=latents.postings_by_token(latent))
+    frame = windows(latents.store, np.asarray(fresh, np.int64), window=config.window, occurrences=latents.postings_by_token(latent))
     keep = []
     for i, (ctx, vals) in enumerate(zip(frame["ctx"].to_list(), frame["values"].to_list(), strict=True)):
         if ctx not in taken and max(vals, default=0.0) == 0.0:
