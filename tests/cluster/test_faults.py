@@ -3,20 +3,28 @@ driver killed mid-run and resumed. Each final store must equal a clean run's, ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
+import torch
+from transformers import AutoModelForCausalLM
 
 import actstore
 from actstore.cluster.extract import run_extract
 from actstore.config import ExtractConfig
+from actstore.models.capture import capture_sites
+from actstore.saes.encode import SAEEncoder, sparse_codes
+from actstore.saes.formats import load_sae
 from actstore.store.runs import read_run_records
 from tests.helpers import (
     make_gemma_scope_sae,
@@ -28,6 +36,7 @@ from tests.helpers import (
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
 RES = "blocks.1.hook_resid_post"
+RES0 = "blocks.0.hook_resid_post"
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +51,17 @@ def setup(tmp_path_factory, tiny_tokenizer):
     return root, store_hashes(clean)
 
 
-def _config(root: Path, url: Path, *, max_tokens: int | None = None) -> ExtractConfig:
+def _config(root: Path, url: Path, *, max_tokens: int | None = None, added: bool = False) -> ExtractConfig:
+    """The faults config; ``added`` also names a new site with an SAE and a new SAE on the old site."""
+    more = {"sites": [{"name": RES0}], "saes": [{"name": "res0", "site": RES0, "path": str(root / "sae"), "code_cap": 16},
+                                                {"name": "res1b", "site": RES, "path": str(root / "sae"), "code_cap": 8}]}
     return ExtractConfig.model_validate({
         "store": {"url": str(url)},
         "corpus": {"paths": [str(root / "corpus.jsonl")]},
         "model": {"id": str(root / "model")},
         "context": {"ctx_len": 16, "contexts_per_unit": 4, "max_tokens": max_tokens},
-        "sites": [{"name": RES}],
-        "saes": [{"name": "res1", "site": RES, "path": str(root / "sae"), "code_cap": 16}],
+        "sites": [{"name": RES}, *(more["sites"] if added else [])],
+        "saes": [{"name": "res1", "site": RES, "path": str(root / "sae"), "code_cap": 16}, *(more["saes"] if added else [])],
         "workers": {"num_workers": 2, "batch_size": 2},
     })
 
@@ -75,21 +87,27 @@ def test_worker_killed_mid_unit(setup, tmp_path, monkeypatch, point) -> None:
           f"hashes equal clean run: yes, wall {time.perf_counter() - start:.1f} s")
 
 
-def test_driver_killed_then_resumed(setup, tmp_path) -> None:
-    root, clean = setup
+def _kill_driver_after(config: ExtractConfig, tmp_path: Path, stage: str, units: int) -> int:
+    """Run the extraction in a CLI driver, SIGKILL it once ``units`` units of ``stage`` are
+    committed; returns how many were committed when it died."""
     config_path = tmp_path / "config.json"
-    config_path.write_text(_config(root, tmp_path / "s").model_dump_json())
+    config_path.write_text(config.model_dump_json())
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "ACTSTORE_UNIT_DELAY_S": "0.5"}
     driver = subprocess.Popen([sys.executable, "-m", "actstore.cli", "extract", str(config_path), "-q"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifests = tmp_path / "s" / "_manifests" / "extract"
+    manifests = Path(config.store.url) / "_manifests" / stage
     deadline = time.time() + 180
-    while time.time() < deadline and len(list(manifests.glob("*.json"))) < 2:
+    while time.time() < deadline and len(list(manifests.glob("*.json"))) < units:
         assert driver.poll() is None, "the driver ended before it could be killed"
         time.sleep(0.1)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    killed_done = len(list(manifests.glob("*.json")))
+    return len(list(manifests.glob("*.json")))
+
+
+def test_driver_killed_then_resumed(setup, tmp_path) -> None:
+    root, clean = setup
+    killed_done = _kill_driver_after(_config(root, tmp_path / "s"), tmp_path, "extract", 2)
     store = actstore.open(str(tmp_path / "s"))
     assert 0 < killed_done < store.meta.n_units
     info = store.info()  # a live (here: interrupted) store shows its progress
@@ -106,6 +124,54 @@ def test_driver_killed_then_resumed(setup, tmp_path) -> None:
     assert committers.count(records["running"]["attempt"]) + committers.count(done["attempt"]) == resumed.meta.n_units
     print(f"\n[figure] driver killed after {killed_done} units, resumed: {done['units_run']} units run, "
           f"hashes equal clean run: yes, resume wall {time.perf_counter() - start:.1f} s")
+
+
+def _file_bytes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_adding_sites_killed_and_resumed(setup, tmp_path) -> None:
+    """A new site (with an SAE) and a new SAE on the old site, added to a finished store as stage
+    extract-2: the driver is killed mid-stage and the job resubmitted. Every object of the first
+    extraction keeps its bytes; the new arrays equal a direct forward over the stored tokens."""
+    root, _ = setup
+    url = tmp_path / "s"
+    shutil.copytree(root / "clean", url)
+    before = _file_bytes(url)
+    killed_done = _kill_driver_after(_config(root, url, added=True), tmp_path, "extract-2", 1)
+    partial = actstore.open(str(url))
+    assert 0 < killed_done < partial.meta.n_units and not partial.info().complete
+    with pytest.raises(actstore.UnitNotDoneError, match="extract-2"):  # readers check the new site's own stage
+        partial.read(f"activations/{RES0}", slice(None))
+    time.sleep(1.0)  # let Ray reap the dead driver's actors
+    store = run_extract(_config(root, url, added=True))
+    after = _file_bytes(url)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed == {"zarr.json"}  # the root metadata (new sites, SAEs, stage); no array of the first stage
+    assert {s.name: s.stage for s in store.meta.sites} == {RES: "extract", RES0: "extract-2"}
+    assert {a.name: a.stage for a in store.meta.saes} == {"res1": "extract", "res0": "extract-2", "res1b": "extract-2"}
+    info = actstore.open(str(url)).info()
+    assert info.complete and info.stages["extract-2"]["units_done"] == store.meta.n_units
+
+    ids = torch.from_numpy(store.tokens(slice(None))["ids"].astype(np.int64))
+    model = AutoModelForCausalLM.from_pretrained(str(root / "model"), attn_implementation="eager").eval()
+    direct = capture_sites(model, ids, [RES0, RES])
+    assert np.array_equal(store.read(f"activations/{RES0}", slice(None)), direct[RES0].numpy())
+    encoder = SAEEncoder(load_sae(str(root / "sae")))
+    for name, site, cap in (("res0", RES0, 16), ("res1b", RES, 8)):
+        ref = sparse_codes(encoder.encode(direct[site].reshape(-1, 64)), cap)
+        assert np.array_equal(store.read(f"codes/{name}/idx", slice(None)).reshape(-1, cap), ref.idx.numpy())
+        assert np.array_equal(store.read(f"codes/{name}/l0", slice(None)).reshape(-1), ref.l0.numpy())
+    assert store.array(f"stats/sites/{RES0}/count")[0] == store.array(f"stats/sites/{RES}/count")[0]
+    loader = actstore.open(str(url)).loader(RES0, batch_size=32)  # readers see the new stage
+    assert next(iter(loader)).shape[-1] == 64
+
+    data = json.loads(_config(root, url, added=True).model_dump_json())
+    data["sites"][1]["dtype"] = "bfloat16"  # an existing site with other settings is still refused
+    with pytest.raises(actstore.StoreMismatchError, match=rf"sites\.{RES0}\.dtype: store has 'float32', now 'bfloat16'"):
+        run_extract(ExtractConfig.model_validate(data))
+    print(f"\n[figure] added a site and 2 SAEs as stage extract-2, driver killed after {killed_done} units, resumed: "
+          f"first-stage objects unchanged: {len(before) - 1} of {len(before) - 1}")
 
 
 def test_resume_with_other_settings_is_refused(setup, tmp_path) -> None:

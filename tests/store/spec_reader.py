@@ -54,7 +54,7 @@ def root_metadata(root: Path) -> dict[str, Any]:
     node = json.loads((root / "zarr.json").read_text())
     assert node["zarr_format"] == 3 and node["node_type"] == "group", node
     meta = node["attributes"]["actstore"]
-    assert meta["format"] == "actstore" and meta["format_version"] == 1, meta
+    assert meta["format"] == "actstore" and meta["format_version"] in (1, 2), meta
     return dict(meta)
 
 
@@ -65,7 +65,7 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
     for site in meta["sites"]:
         if site["stored"]:
             out.append(ArraySpec(f"activations/{site['name']}", site["dtype"], (n_ctx, ctx_len, site["d"]), True))
-        merged = meta["stages"].get("extract", {}).get("complete", False)
+        merged = meta["stages"].get(site.get("stage", "extract"), {}).get("complete", False)
         for name, (unit_dt, merged_dt, tail) in SITE_STATS.items():
             out.append(ArraySpec(f"stats/sites/{site['name']}/units/{name}", unit_dt, (n_units, *tail(site["d"])), False))
             if merged:
@@ -137,7 +137,7 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
     """Objects in the store that the spec does not name."""
     groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
     with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}  # the only group attribute
-    stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]}
+    stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]} | {s.get("stage", "extract") for s in meta["sites"]}
     stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
     manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")
     out = []
@@ -156,6 +156,8 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
         if m and m["stage"] in stages:
             continue
         if re.fullmatch(r"_runs/[^/]+\.json", rel) or re.fullmatch(r"documents/part-\d{6}\.parquet", rel):
+            continue
+        if rel == meta["tokenizer"].get("file"):  # format v2: the tokenizer inside the store
             continue
         out.append(f"{rel}: not in the spec")
     return out

@@ -14,7 +14,7 @@ import numpy as np
 import ray
 
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, activation_array, token_array
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import Store
 
 __all__ = ["site_dataset"]
 
@@ -24,7 +24,7 @@ def site_dataset(url: str, site: str, *, storage_options: dict[str, Any] | None 
     """The committed tokens of ``site`` as a Ray Dataset (chunk order permuted by ``seed``; None keeps store order)."""
     store = Store.open(url, storage_options=storage_options)
     per = int(store.array(activation_array(site)).chunks[0])
-    firsts = np.asarray([c for u in store.units_done(EXTRACT_STAGE) for c in store.grid.contexts(u)[::per]], np.int64)
+    firsts = np.asarray([c for u in store.units_done(store.site_stage(site)) for c in store.grid.contexts(u)[::per]], np.int64)
     if seed is not None:
         firsts = firsts[np.random.default_rng(seed).permutation(firsts.size)]
     drop = (FLAG_BOS | FLAG_PAD) if drop_special else 0

@@ -49,6 +49,9 @@ def run_encode(url: str, sae_path: str, *, name: str | None = None, site: str | 
         raise ConfigError(f"the extraction of {url!r} is not finished; encode after it completes")
     weights = load_sae(sae_path)
     info, site_info = _sae_info(store, weights, sae_path, name=name, site=site, code_cap=code_cap, value_dtype=value_dtype)
+    if not store.meta.stages[site_info.stage].complete:
+        raise ConfigError(f"stage {site_info.stage!r} (site {site_info.name!r}) of {url!r} is not finished; "
+                          "resume that extraction first")
     _prepare(store, info)
     todo = sorted(set(range(store.meta.n_units)) - set(store.units_done(info.stage)))
     if todo:

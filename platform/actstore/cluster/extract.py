@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -27,10 +28,11 @@ from actstore.config import ExtractConfig
 from actstore.errors import StoreMismatchError
 from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.plan import ExtractPlan, plan_extraction
+from actstore.extraction.stages import added_stage, require_weights, stage_plans
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
-from actstore.store.metadata import StageInfo
+from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
 from actstore.store.stats import merge_stats
 from actstore.store.store import EXTRACT_STAGE, Store, utc_now
@@ -108,21 +110,26 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     plan, weights = plan_extraction(config, gpu_workers=layout[1] > 0)
     _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
-    _prepare_store(store, plan)
-    done = set(store.units_done(EXTRACT_STAGE))
-    todo = sorted(set(range(store.meta.n_units)) - done)
+    stages = _prepare_store(store, plan)
     record = RunRecord(run_id=run_id("extract", location.url, redacted_config(config)), kind="extract",
-                       started=utc_now(), units_total=store.meta.n_units, units_skipped=len(done))
+                       started=utc_now())
     try:
-        if todo:
-            with unwrapped_errors():
-                _run_units(store, plan, weights, todo, layout, record, progress)
-        store = finalize_extract(store, plan)
-        if config.index.build and store.meta.stages[EXTRACT_STAGE].complete:
+        for stage in stages:  # the first extraction, then each stage that added sites or SAEs
+            done = set(store.units_done(stage.stage))
+            todo = sorted(set(range(store.meta.n_units)) - done)
+            record.units_total += store.meta.n_units
+            record.units_skipped += len(done)
+            if todo:
+                require_weights(stage, set(weights))
+                with unwrapped_errors():
+                    _run_units(store, stage, {a.name: weights[a.name] for a in stage.saes}, todo, layout, record, progress)
+            store = finalize_extract(store, stage)
+        complete = all(store.meta.stages[s.stage].complete for s in stages)
+        if config.index.build and complete:
             for sae in plan.saes:
                 run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
                           bucket_nnz=config.index.bucket_nnz, progress=progress)
-        record.status = "complete" if store.meta.stages[EXTRACT_STAGE].complete else "incomplete"
+        record.status = "complete" if complete else "incomplete"
     except BaseException as exc:
         record.status = "failed"
         record.failures.append(f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -143,30 +150,42 @@ def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
 
 
 def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
-    """Refuse a store extracted with a different model, dtype, site or SAE, naming the difference."""
+    """Refuse a store extracted with a different model, or whose sites or SAEs the config names
+    with other settings (file, width, dtype, ...), naming the difference. Sites and SAEs the
+    store lacks are new (a later stage adds them); those the config leaves out are kept."""
     if EXTRACT_STAGE not in store.meta.stages:
         return
-    new = {"model": plan.model_meta, "sites": [s.model_dump() for s in plan.sites],
-           "saes": [s.model_dump() for s in plan.saes]}
-    old = {"model": store.meta.model, "sites": [s.model_dump() for s in store.meta.sites],
-           "saes": [s.model_dump() for s in store.meta.saes]}
-    differences = settings_differences(_keyed(old), _keyed(new), kind="extract")
+    stored = {"sites": _keyed(store.meta.sites), "saes": _keyed(store.meta.saes)}
+    wanted = {"sites": _keyed(plan.sites), "saes": _keyed(plan.saes)}
+    old: dict[str, Any] = {"model": store.meta.model}
+    new: dict[str, Any] = {"model": plan.model_meta}
+    for kind in ("sites", "saes"):
+        both = stored[kind].keys() & wanted[kind].keys()
+        old[kind] = {name: stored[kind][name] for name in both}
+        new[kind] = {name: wanted[kind][name] for name in both}
+    differences = settings_differences(old, new, kind="extract")
     if differences:
         raise StoreMismatchError(f"the store at {store.location.url!r} was extracted differently: "
-                                 + "; ".join(differences) + ". Use a new store URL, or the original config to resume.")
+                                 + "; ".join(differences) + ". Use a new store URL or a new site/SAE name, "
+                                 "or the original config to resume.")
 
 
-def _prepare_store(store: Store, plan: ExtractPlan) -> None:
-    """Create the extraction arrays once (coordinator only); a resumed run finds them in place."""
-    if EXTRACT_STAGE in store.meta.stages:
+def _prepare_store(store: Store, plan: ExtractPlan) -> list[ExtractPlan]:
+    """Create the arrays of the first extraction, or of a new stage for sites and SAEs the store
+    lacks (coordinator only; a resumed run finds them in place). Returns every extraction stage's plan."""
+    if EXTRACT_STAGE not in store.meta.stages:
+        create_extract_arrays(store, plan, config_record=redacted_config(plan.config))
+    else:
         _check_extract_settings(store, plan)
-        return
-    create_extract_arrays(store, plan, config_record=redacted_config(plan.config))
+        added = added_stage(plan, store.meta)
+        if added is not None:
+            create_extract_arrays(store, added, config_record=redacted_config(plan.config))
+    return stage_plans(plan, store.meta)
 
 
-def _keyed(d: dict[str, Any]) -> dict[str, Any]:
-    """Lists of named entries as mappings, so differences name the site or SAE."""
-    return {k: ({e["name"]: e for e in v} if isinstance(v, list) else v) for k, v in d.items()}
+def _keyed(entries: Sequence[SiteInfo | SaeInfo]) -> dict[str, dict[str, Any]]:
+    """Named entries as mappings without their stage, so differences name the site or SAE."""
+    return {e.name: e.model_dump(exclude={"stage"}) for e in entries}
 
 
 def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],
@@ -194,7 +213,7 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
                         w["device_name"], w["blocks"], w["weights_bytes"] / 1e9)
         record.save(store.files)
         run_units(actors, todo, record, in_flight=plan.units_in_flight,
-                  is_done=lambda u: store.manifests.is_done(EXTRACT_STAGE, u),
+                  is_done=lambda u: store.manifests.is_done(plan.stage, u),
                   max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
         record.tokens_per_s = record.tokens / max(time.perf_counter() - t0, 1e-9)
     finally:
@@ -204,12 +223,15 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
 
 
 def finalize_extract(store: Store, plan: ExtractPlan) -> Store:
-    """Merge per-unit statistics and mark the extraction complete (only when every unit is done)."""
-    done = store.units_done(EXTRACT_STAGE)
+    """Merge the stage's per-unit statistics and mark it complete (only when every unit is done;
+    a stage already complete is left as it is)."""
+    if store.meta.stages[plan.stage].complete:
+        return store
+    done = store.units_done(plan.stage)
     if len(done) < store.meta.n_units:
         logger.warning("%s: %d of %d units done; not finalizing", store.location.url, len(done), store.meta.n_units)
         return store
     merge_stats(store.group, done, [s.name for s in plan.sites], [a.name for a in plan.saes])
-    store.update_meta(stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(
+    store.update_meta(stages={**store.meta.stages, plan.stage: StageInfo(
         units_total=store.meta.n_units, complete=True, finalized_at=utc_now())})
     return store

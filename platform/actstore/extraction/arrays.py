@@ -12,14 +12,15 @@ from actstore.extraction.plan import ExtractPlan
 from actstore.store.layout import activation_array, code_array, create_unit_array
 from actstore.store.metadata import StageInfo
 from actstore.store.stats import create_stats_arrays
-from actstore.store.store import EXTRACT_STAGE, Store
+from actstore.store.store import Store
 
 __all__ = ["create_extract_arrays"]
 
 
 def create_extract_arrays(store: Store, plan: ExtractPlan, *, config_record: dict[str, Any]) -> None:
-    """Activations, codes and statistics arrays of ``plan``; the store's metadata records the
-    model, sites, SAEs, the extract stage and ``config_record`` (the config with secrets stripped)."""
+    """Activations, codes and statistics arrays of ``plan``'s sites and SAEs; the store's metadata
+    adds them, records the model, the plan's stage and ``config_record`` (the config with secrets
+    stripped). A later stage (new sites on an existing store) creates only its own arrays."""
     grid = store.grid
     for site in plan.sites:
         if site.stored:
@@ -33,6 +34,7 @@ def create_extract_arrays(store: Store, plan: ExtractPlan, *, config_record: dic
         create_unit_array(store.group, code_array(sae.name, "l0"), grid, (), "int32",
                           attributes={"axes": ["ctx", "pos"], "sae": sae.name})
     create_stats_arrays(store.group, grid, {s.name: s.d for s in plan.sites}, {a.name: a.d_sae for a in plan.saes})
-    store.update_meta(model=plan.model_meta, sites=list(plan.sites), saes=list(plan.saes),
-                      stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(units_total=store.meta.n_units)},
-                      configs={**store.meta.configs, "extract": config_record})
+    meta = store.meta
+    store.update_meta(model=plan.model_meta, sites=[*meta.sites, *plan.sites], saes=[*meta.saes, *plan.saes],
+                      stages={**meta.stages, plan.stage: StageInfo(units_total=meta.n_units)},
+                      configs={**meta.configs, plan.stage: config_record})

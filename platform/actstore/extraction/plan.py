@@ -33,6 +33,13 @@ class ExtractPlan:
     sites: tuple[SiteInfo, ...]
     saes: tuple[SaeInfo, ...]
     exclude_flags: int
+    stage: str = "extract"  # the manifest stage this plan's units commit
+    reads: tuple[SiteInfo, ...] = ()  # sites of earlier stages captured only as input to this stage's SAEs
+
+    @property
+    def captured(self) -> tuple[SiteInfo, ...]:
+        """Every site the forward captures: this stage's own and those its SAEs read."""
+        return self.sites + self.reads
 
     @property
     def units_in_flight(self) -> int:
@@ -42,11 +49,11 @@ class ExtractPlan:
     @property
     def layers_needed(self) -> int:
         """Blocks a worker loads: up to the deepest site's, none after it."""
-        return max(parse_site(s.name).layer for s in self.sites) + 1
+        return max(parse_site(s.name).layer for s in self.captured) + 1
 
     @property
     def capture(self) -> list[str]:
-        return [s.name for s in self.sites]
+        return [s.name for s in self.captured]
 
     @property
     def model_meta(self) -> dict[str, object]:

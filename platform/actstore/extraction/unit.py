@@ -25,7 +25,7 @@ from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
 from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
-from actstore.store.store import EXTRACT_STAGE, Store, Write
+from actstore.store.store import Store, Write
 
 __all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage"]
 
@@ -157,7 +157,7 @@ class UnitRunner:
         fault_point("before_manifest", unit)
         time.sleep(self._delay)
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
-        self.store.manifests.commit(EXTRACT_STAGE, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
+        self.store.manifests.commit(self.plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
                                                           "counted": counted, "run": self.run_attempt})
         return UnitReport(unit, n_tokens, time.perf_counter() - start, retries_so_far() - retries_before)
 
@@ -169,7 +169,7 @@ class UnitRunner:
         n, ctx_len = ids.shape
         buf = UnitBuffers(plan.sites, plan.saes, n, ctx_len, device)
         batch = plan.config.workers.batch_size
-        site_of = {s.name: s for s in plan.sites}
+        site_of = {s.name: s for s in plan.captured}
         for b0 in range(0, n, batch):
             rows = slice(b0, min(b0 + batch, n))
             captured = capture_sites(self.model, ids[rows].to(device), plan.capture)
@@ -182,6 +182,8 @@ class UnitRunner:
                 if site.stored:
                     tensor_to_storage(x, site.dtype, out=buf.acts[site.name][rows])
                 buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
+            for site in plan.reads:  # an earlier stage's site: input to this stage's SAEs, never rewritten
+                captured[site.name] = captured[site.name].to(torch_dtype(site.dtype))
             for sae in plan.saes:
                 x = captured[sae.site].reshape(-1, site_of[sae.site].d)
                 encode_codes(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))

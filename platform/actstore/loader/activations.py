@@ -32,7 +32,6 @@ import torch
 from actstore.errors import ConfigError
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, activation_array, token_array
-from actstore.store.store import EXTRACT_STAGE
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -113,7 +112,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
     @property
     def mixing(self) -> Mixing:
         """How many places of the store each batch draws from (see :class:`Mixing`)."""
-        n_chunks = sum(len(self.store.grid.contexts(u)[:: self.chunk_contexts]) for u in self.store.units_done(EXTRACT_STAGE))
+        n_chunks = sum(len(self.store.grid.contexts(u)[:: self.chunk_contexts]) for u in self.store.units_done(self.store.site_stage(self.site)))
         return Mixing(self.chunk_contexts, min(self.mix_chunks, n_chunks), n_chunks, self.mix_chunks * self._chunk_bytes)
 
     # -- position ---------------------------------------------------------------------------
@@ -137,7 +136,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
     def groups(self, epoch: int, *, rank: int | None = None) -> list[np.ndarray]:
         """A rank's chunk groups (arrays of first-context indices) in epoch ``epoch`` (this rank's by default)."""
         store, per = self.store, self.chunk_contexts
-        contexts = [c for u in store.units_done(EXTRACT_STAGE) for c in store.grid.contexts(u)[::per]]
+        contexts = [c for u in store.units_done(store.site_stage(self.site)) for c in store.grid.contexts(u)[::per]]
         chunks = np.asarray(contexts, dtype=np.int64)
         if self.shuffle:
             chunks = chunks[np.random.default_rng([self.seed, epoch]).permutation(chunks.size)]
@@ -148,7 +147,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         """Tokens kept (not dropped as special) per chunk; read once from the flags (one byte a token)."""
         if self._counts is None:
             store, per = self.store, self.chunk_contexts
-            firsts = [c for u in store.units_done(EXTRACT_STAGE) for c in store.grid.contexts(u)[::per]]
+            firsts = [c for u in store.units_done(store.site_stage(self.site)) for c in store.grid.contexts(u)[::per]]
             ctx = np.concatenate([np.arange(f, min(f + per, store.meta.n_ctx)) for f in firsts]) if firsts else np.empty(0, np.int64)
             kept = ((store.read_contexts(token_array("flags"), ctx) & self.drop_flags) == 0).sum(axis=1)
             starts = np.searchsorted(ctx, np.asarray(firsts, np.int64))

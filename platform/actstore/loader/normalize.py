@@ -9,7 +9,6 @@ import numpy as np
 
 from actstore.errors import ConfigError
 from actstore.store.stats import current_totals
-from actstore.store.store import EXTRACT_STAGE
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -21,7 +20,7 @@ def _totals(store: Store, site: str) -> dict[str, np.ndarray]:
     """count, sum and sumsq of a site over the counted tokens."""
     if site not in {s.name for s in store.meta.sites}:
         raise ConfigError(f"the store at {store.location.url!r} has no site {site!r}")
-    return current_totals(store, "sites", site, ("count", "sum", "sumsq"), EXTRACT_STAGE)
+    return current_totals(store, "sites", site, ("count", "sum", "sumsq"), store.site_stage(site))
 
 
 def input_scale(store: Store, site: str) -> float:

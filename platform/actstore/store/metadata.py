@@ -64,6 +64,8 @@ class SiteInfo(_Meta):
     compression: Literal["none", "zstd", "shuffle-zstd"] = Field(
         default="none", description="Codec chain of the stored activations (schemas/STORE.md)."
     )
+    stage: str = Field(default="extract", description="Manifest stage whose units commit this site's activations and "
+                       "statistics: extract, or extract-<n> for a site added to an existing store by a later extraction.")
 
 
 class SaeInfo(_Meta):
@@ -84,7 +86,8 @@ class SaeInfo(_Meta):
                                     "activations reproduces them bit for bit. None in stores written before this rule.")
     input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
     stage: str = Field(default="extract", description="Manifest stage whose units commit this SAE's codes and statistics: "
-                       "extract, or encode-<name> for an SAE added later from stored activations.")
+                       "extract, extract-<n> (added with new sites by a later extraction) or encode-<name> (added later from "
+                       "stored activations).")
 
 
 class StageInfo(_Meta):

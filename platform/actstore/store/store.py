@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TOKENS_STAGE = "tokens"
 EXTRACT_STAGE = "extract"
-_STAGE_OF = {"tokens": TOKENS_STAGE, "activations": EXTRACT_STAGE}
+_STAGE_OF = {"tokens": TOKENS_STAGE}
 Mode = Literal["r", "r+"]
 READ_THREADS = 8
 WRITE_THREADS = 8
@@ -206,13 +206,19 @@ class Store:
         """The manifest stage that commits an SAE's codes (extract, or encode-<name>)."""
         return next((s.stage for s in self.meta.saes if s.name == sae), EXTRACT_STAGE)
 
+    def site_stage(self, site: str) -> str:
+        """The manifest stage that commits a site's activations (extract, or extract-<n> for a site added later)."""
+        return next((s.stage for s in self.meta.sites if s.name == site), EXTRACT_STAGE)
+
     def _stage_of(self, path: str) -> str | None:
         """Which stage's manifests vouch for the rows of an array (None: not unit-committed)."""
         parts = path.split("/")
         if parts[0] == "codes" or (parts[:2] == ["stats", "saes"] and "units" in parts):
             return self.sae_stage(parts[1 if parts[0] == "codes" else 2])
+        if parts[0] == "activations" or (parts[:2] == ["stats", "sites"] and "units" in parts):
+            return self.site_stage(parts[1 if parts[0] == "activations" else 2])
         if parts[0] == "stats":
-            return EXTRACT_STAGE if "units" in parts else None
+            return None
         return _STAGE_OF.get(parts[0])
 
     @staticmethod
