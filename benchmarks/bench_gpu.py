@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,23 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Setup:
+    """Everything a measurement needs: the truncated model, the prepared store, a unit runner."""
+
+    device: torch.device
+    cfg: Any
+    model: Any
+    store: Store
+    runner: UnitRunner
+    sites: list[str]
+    layers: tuple[int, ...]
+    ids: torch.Tensor  # every context's token ids [n_ctx, ctx_len]
+    root: Path
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    """Build the model, the store (tokens, extraction arrays) and the SAEs; run nothing timed."""
     from transformers import Gemma2Config, Gemma2Model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -132,6 +149,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store = Store.open(store_url, mode="r+")
     create_extract_arrays(store, plan, config_record={})
     runner = UnitRunner(store, plan, model, {n: SAEEncoder(w, device) for n, w in weights.items()}, device)
+    return Setup(device, cfg, model, store, runner, sites, layers, ids_all, root)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    s = setup(args)
+    device, cfg, model, store, runner, sites, layers, ids_all, root = (s.device, s.cfg, s.model, s.store, s.runner, s.sites,
+                                                                      s.layers, s.ids, s.root)
+    plan = runner.plan
     units = list(range(store.meta.n_units))
     n_tokens = store.meta.n_ctx * args.ctx_len
 

@@ -3,7 +3,9 @@
 1. ingest and extract the layer-15 residual stream into a local store (runs/demo);
 2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
 3. encode the stored activations with it and build its feature-major index;
-4. print the top contexts of a frequent and two mid-density latents, firing token marked.
+4. print the top contexts of a frequent and two mid-density latents, firing token marked;
+5. explain and score those three with the local SmolLM2-135M-Instruct, add one manual label,
+   and search the explanations and by example.
 
 Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
 finished steps are kept (delete runs/ to start over).
@@ -58,8 +60,27 @@ def main() -> int:
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
         print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
+    if _explain(train.store.url, [latent for _, latent in chosen], start):
+        return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try: actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
+
+
+def _explain(url: str, ids: list[int], start: float) -> int:
+    """Step 5: automatic explanations with scores, a manual label, and searches."""
+    _step("5. explain those latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
+    if cli(["explain", url, "--sae", SAE_NAME, "--latents", ",".join(map(str, ids)),
+            "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
+        return 1
+    cli(["explanations", url, "--sae", SAE_NAME, "--current"])
+    top = open_store(url).sae(SAE_NAME).top_k(ids[1], k=1, window=0)
+    word = str(top["tokens"][0][top["focus"][0]]).strip() or "whitespace"
+    _step(f"5. a manual label for latent {ids[1]} from its top token, then search", start)
+    cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[1]), f"the word {word}", "--author", "demo"])
+    print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r}")
+    cli(["search", url, "--sae", SAE_NAME, word])
+    print("\n$ actstore search runs/demo --sae topk-2048 --by-example ' await' --top 5")
+    return cli(["search", url, "--sae", SAE_NAME, "--by-example", " await", "--top", "5"])
 
 
 def _indexed(url: str) -> bool:

@@ -251,6 +251,44 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    key = _latents(args).label(args.latent, args.text, author=args.author or os.environ.get("USER") or "unknown")
+    print(f"labelled latent {args.latent} of {args.sae}: {args.text!r} ({key[:12]})")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from actstore.cluster.explain import run_explain
+    from actstore.config import load_config
+    from actstore.explain.config import ExplainConfig
+
+    config = load_config(args.config, ExplainConfig) if args.config else ExplainConfig()
+    ids = [int(x) for x in args.latents.split(",")] if args.latents else None
+    s = run_explain(args.store, args.sae, latents=ids, densest=args.densest, config=config, progress=not args.quiet)
+    print(f"explained {s.made} latents ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
+          f"{s.prompt_tokens / max(s.made, 1):.0f} prompt tokens each; {s.cached} already done, "
+          f"{s.skipped} skipped (too few occurrences)")
+    return 0
+
+
+def _cmd_explanations(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).explanations(current=args.current, latent=args.latent)
+    if not args.current:
+        frame = frame.select("latent", "kind", "author", "text", "parsed", "detection_balanced_accuracy",
+                             "fuzzing_balanced_accuracy", "created")
+    return _emit(frame, args, lambda: render_frame(frame))
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    latents = _latents(args)
+    frame = latents.search_by_example(args.text, top=args.top) if args.by_example else latents.search(args.text, top=args.top)
+    return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
+
+
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
                   json_flag: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
@@ -385,6 +423,30 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (another one makes it reachable from other machines)")
     srv.add_argument("--port", type=int, default=8000, help="port")
     srv.set_defaults(run=_cmd_serve)
+
+    label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,
+                          json_flag=False)
+    label.add_argument("text", help="the label")
+    label.add_argument("--author", help="who labels (default: $USER)")
+
+    explain = _query_parser(verbs, "explain", "explain latents with an LLM and score the explanations (resumable)",
+                            _cmd_explain, latent=None, json_flag=False)
+    which = explain.add_mutually_exclusive_group(required=True)
+    which.add_argument("--latents", help="comma-separated latent ids")
+    which.add_argument("--densest", type=int, help="the N latents firing most often")
+    explain.add_argument("--config", help="explain config, YAML or JSON (schemas/explain-config.schema.json)")
+    explain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    table = _query_parser(verbs, "explanations", "list a SAE's labels and explanations with their scores",
+                          _cmd_explanations, latent=False)
+    table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
+
+    search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
+                           _cmd_search, latent=None)
+    search.add_argument("text", help="words to look for in explanations, or text to look up with --by-example")
+    search.add_argument("--by-example", action="store_true",
+                        help="latents firing unusually high where the stored corpus holds TEXT")
+    search.add_argument("--top", type=int, default=20)
     return parser
 
 

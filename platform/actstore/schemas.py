@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from actstore.config import ExtractConfig, IngestConfig, LiveConfig, TrainConfig
+from actstore.explain.config import ExplainConfig
 from actstore.store.metadata import RootMetadata
 
 __all__ = ["SCHEMAS", "render_schemas", "write_schemas"]
@@ -23,6 +24,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "store-metadata.schema.json": RootMetadata,
     "train-config.schema.json": TrainConfig,
     "live-config.schema.json": LiveConfig,
+    "explain-config.schema.json": ExplainConfig,
 }
 
 

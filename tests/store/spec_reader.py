@@ -41,6 +41,16 @@ SHUFFLE_BLOCK = 1048576
 # STORE.md "Output logits": name -> dtype
 LOGITS = {"top_ids": "int32", "top_values": "float32", "bottom_ids": "int32", "bottom_values": "float32"}
 LOGITS_ATTRIBUTE = "actstore_logits"
+# STORE.md "Explanations": column -> type (string columns may be Arrow string or large_string)
+METRICS = {"balanced_accuracy": "float64", "precision": "float64", "recall": "float64", "f1": "float64",
+           "auroc": "float64", "n": "int64", "precision_at_density": "float64"}
+EXPLANATION_COLUMNS = {
+    "latent": "int64", "text": "string", "kind": "string", "author": "string", "template_hash": "string",
+    "sampling": "string", "explainer_examples": "list<int64>", "test_examples": "list<int64>",
+    "negative_examples": "list<int64>", "parsed": "bool", "raw": "string", "key": "string", "created": "string",
+    **{f"{scorer}_{m}": dt for scorer in ("detection", "fuzzing") for m, dt in METRICS.items()},
+}
+EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
 
 
 def site_codecs(compression: str, itemsize: int) -> list[tuple[str, dict[str, Any]]]:
@@ -99,6 +109,45 @@ def tokenizer(root: Path, meta: dict[str, Any]) -> Any:
     import tokenizers
 
     return tokenizers.Tokenizer.from_str((root / meta["tokenizer"]["file"]).read_text())
+
+
+def arrow_type(t: Any) -> str:
+    """A Parquet column's Arrow type in the spec's words."""
+    import pyarrow as pa
+
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{arrow_type(t.value_type)}>"
+    return {"double": "float64", "float": "float32"}.get(str(t), str(t))
+
+
+def explanation_problems(root: Path, sae: str) -> list[str]:
+    """Each committed part of an SAE's explanations table: named by its manifest, with the rows
+    and SHA-256 the manifest records and the spec's columns; a part without a manifest is allowed."""
+    folder, out = root / "explanations" / sae, []
+    for manifest in sorted((folder / "_committed").glob("*.json")):
+        record = json.loads(manifest.read_text())
+        if set(record) != {"part", "rows", "sha256", "created"} or record["part"] != f"part-{manifest.stem}.parquet":
+            out.append(f"{manifest.relative_to(root)}: {record} is not {{part: part-<id>.parquet, rows, sha256, created}}")
+            continue
+        data = (folder / record["part"]).read_bytes()
+        table = pq.read_table(folder / record["part"])
+        columns = {f.name: arrow_type(f.type) for f in table.schema}
+        if hashlib.sha256(data).hexdigest() != record["sha256"] or table.num_rows != record["rows"]:
+            out.append(f"{manifest.relative_to(root)}: its part's SHA-256 or row count differs")
+        if columns != EXPLANATION_COLUMNS:
+            out.append(f"explanations/{sae}/{record['part']}: columns {columns}, the spec says {EXPLANATION_COLUMNS}")
+    return out
+
+
+def explanations(root: Path, sae: str) -> Any:
+    """Every committed row of an SAE's explanations table, in the order of the manifests' ids."""
+    import pyarrow as pa
+
+    folder = root / "explanations" / sae
+    parts = [json.loads(m.read_text())["part"] for m in sorted((folder / "_committed").glob("*.json"))]
+    return pa.concat_tables([pq.read_table(folder / p) for p in parts])
 
 
 def logits_saes(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -189,6 +238,8 @@ def check_store(root: Path) -> dict[str, tuple[str, str]]:
         problems += layout_problems(root, spec, meta["contexts_per_unit"])
         checked[spec.path] = (str(arr.dtype), str(attrs.get("logical_dtype")))
     problems += tokenizer_problems(root, meta) + unlisted_objects(root, meta, {s.path for s in specs})
+    for sae in meta["saes"]:
+        problems += explanation_problems(root, sae["name"])
     assert not problems, "store differs from STORE.md:\n" + "\n".join(problems)
     return checked
 
@@ -253,6 +304,9 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
                 out.append(f"{rel}: run record fields {sorted(fields ^ RUN_FIELDS)} differ from the spec")
             continue
         if re.fullmatch(r"documents/part-\d{6}\.parquet", rel):
+            continue
+        m = EXPLANATION_PART.fullmatch(rel)
+        if m and m["sae"] in {s["name"] for s in meta["saes"]}:
             continue
         out.append(f"{rel}: not in the spec")
     return out

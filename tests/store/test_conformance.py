@@ -24,12 +24,21 @@ SITE0 = "blocks.0.hook_resid_post"
 @pytest.fixture(scope="module")
 def full_store(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path, ray_cluster: None) -> Path:
     """A small coded store whose SAE reads a bfloat16 site, with a second site compressed with
-    zstd, and the SAE's output logits kept (``actstore logits``)."""
+    zstd, the SAE's output logits kept (``actstore logits``) and an explanations table (two
+    labels and a scored automatic explanation)."""
     from actstore.cli import main
+    from actstore.explain.table import append_explanations
 
     sites = [{"name": SITE, "dtype": "bfloat16"}, {"name": SITE0, "dtype": "float32", "compression": "zstd"}]
     path = build_coded_store(tmp_path_factory.mktemp("full"), tiny_tokenizer, records=sample_records(12, seed=3), sites=sites)
     assert main(["logits", str(path)]) == 0
+    latents = actstore.open(str(path)).sae(SAE)
+    latents.label(3, "a <b>label</b>", author="spec")
+    latents.label(3, "a better label", author="spec")
+    append_explanations(latents.store, SAE, [{"latent": 5, "text": "commas", "kind": "auto", "author": "smollm2",
+                                              "parsed": True, "explainer_examples": [1, 2], "key": "k5",
+                                              "created": "2026-11-23T12:00:00+00:00", "detection_balanced_accuracy": 0.75,
+                                              "detection_n": 8}])
     return path
 
 
@@ -105,6 +114,12 @@ def test_logits_and_tokenizer_decode_as_the_spec_says(full_store: Path) -> None:
             assert rows["token_id"].to_list() == arrays[f"{side}_ids"][latent].tolist()
             assert np.array_equal(rows["value"].to_numpy(), arrays[f"{side}_values"][latent])
             assert rows["token"].to_list() == [tok.decode([int(i)], skip_special_tokens=False) for i in rows["token_id"]]
+
+
+def test_explanations_decode_as_the_spec_says(full_store: Path) -> None:
+    ours = spec.explanations(full_store, SAE).to_pylist()
+    theirs = actstore.open(str(full_store)).sae(SAE).explanations().to_dicts()
+    assert sorted(ours, key=lambda r: r["key"]) == sorted(theirs, key=lambda r: r["key"]) and len(ours) == 3
 
 
 def test_statistics_and_index_decode_as_the_spec_says(store_path: Path) -> None:

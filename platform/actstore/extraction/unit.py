@@ -41,12 +41,19 @@ class UnitReport(NamedTuple):
     storage_retries: int = 0  # retries this worker process made while the unit ran
 
 
-def tensor_to_storage(x: torch.Tensor, logical: str) -> np.ndarray:
-    """Cast to the logical dtype on the device, then to the numpy storage dtype (bf16 bits as uint16)."""
+def tensor_to_storage(x: torch.Tensor, logical: str, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Cast to the logical dtype on the device, then to the numpy storage dtype (bf16 bits as uint16).
+
+    With ``out`` (contiguous, x's shape) the values land there in one copy, straight from the
+    device, instead of a temporary array copied again into the unit's buffer.
+    """
     x = x.to(torch_dtype(logical))
     if logical == "bfloat16":
-        return x.view(torch.int16).cpu().numpy().view(np.uint16)
-    return x.cpu().numpy()
+        x = x.view(torch.int16)
+    if out is None:
+        out = np.empty(tuple(x.shape), storage_dtype(logical))
+    torch.from_numpy(out.view(np.int16) if logical == "bfloat16" else out).copy_(x)
+    return out
 
 
 class _SiteStats:
@@ -173,7 +180,7 @@ class UnitRunner:
                 # encoding the stored activations gives, bfloat16 sites included.
                 x = captured[site.name] = captured[site.name].to(torch_dtype(site.dtype))
                 if site.stored:
-                    buf.acts[site.name][rows] = tensor_to_storage(x, site.dtype)
+                    tensor_to_storage(x, site.dtype, out=buf.acts[site.name][rows])
                 buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
             for sae in plan.saes:
                 x = captured[sae.site].reshape(-1, site_of[sae.site].d)

@@ -277,6 +277,42 @@ class SaeLatents:
                 .head(top).cast(COFIRING_SCHEMA))
 
 
+    # -- explanations (actstore.explain: imported on use) -------------------------------------
+    def label(self, latent: int, text: str, *, author: str) -> str:
+        """Add a manual label of ``latent`` to the SAE's explanations table; returns its key.
+        The latest label of a latent is its current explanation."""
+        from actstore.explain.table import append_explanations, human_row
+
+        row = human_row(self._check_latent(latent), text, author=author)
+        append_explanations(self.store, self.name, [row])
+        return str(row["key"])
+
+    def explanations(self, *, current: bool = False, latent: int | None = None) -> pl.DataFrame:
+        """The explanations table (every label and automatic explanation with its scores), or with
+        ``current=True`` one row per latent: its latest label, else its best-scored automatic
+        explanation (the view a browser or an export shows)."""
+        from actstore.explain.table import current_explanations, scan_explanations
+
+        frame = scan_explanations(self.store, self.name)
+        if latent is not None:
+            frame = frame.filter(pl.col("latent") == self._check_latent(latent))
+        return current_explanations(frame) if current else frame.collect()
+
+    def search(self, text: str, *, top: int = 20) -> pl.DataFrame:
+        """Latents whose explanations match ``text`` (BM25): rank, latent, text, kind, author,
+        match, score, density."""
+        from actstore.explain.search import search_explanations
+
+        return search_explanations(self, text, top=top)
+
+    def search_by_example(self, text: str, *, top: int = 20) -> pl.DataFrame:
+        """Latents firing where the stored corpus holds ``text``, ranked by how unusual their
+        value is for them (percentile from the stored histograms), with their current label."""
+        from actstore.explain.search import search_by_example
+
+        return search_by_example(self, text, top=top)
+
+
 def _occurrence_frame(latent: int, tokens: np.ndarray, values: np.ndarray, ctx_len: int) -> pl.DataFrame:
     return pl.DataFrame({"latent": np.full(tokens.size, latent, np.int64), "rank": np.arange(tokens.size), "token": tokens,
                          "ctx": tokens // ctx_len, "pos": (tokens % ctx_len).astype(np.int32), "value": values}).cast(OCCURRENCE_SCHEMA)

@@ -1,0 +1,128 @@
+"""Prompts for the explainer and the judges, in delphi's format, and parsing their answers.
+
+An example is a token window. The explainer sees the tokens at >= ``threshold`` x the window's
+maximum wrapped in ``<<...>>`` (a run of such tokens wrapped once) and a list of
+(token, round(10 * a / max)) for them. The judges see one example at a time: plain text
+(detection) or highlighted text (fuzzing), and answer 1 or 0. The templates' texts are hashed
+into every result key, so editing a template makes new results instead of reusing old ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+
+__all__ = ["EXPLAINER_TEMPLATE", "JUDGE_TEMPLATES", "explainer_messages", "highlight", "judge_messages",
+           "marked", "parse_explanation", "parse_judgement", "template_hash"]
+
+Message = dict[str, str]
+
+EXPLAINER_SYSTEM = (
+    "You are a meticulous AI researcher investigating a neuron in a language model. You will see "
+    "text examples in which the neuron fires. Tokens where it fires are between delimiters like "
+    "<<this>>; after each example, a list of (token, activation 0-10) pairs. Find what the marked "
+    "tokens have in common and describe it in a short phrase (1 to 6 words). Reply with one line "
+    "of the form [EXPLANATION]: <your phrase>"
+)
+FEW_SHOT = (
+    ("Example 1: and he was <<over the moon>> to find\nActivations: (over, 5), ( the, 6), ( moon, 9)\n"
+     "Example 2: we'll be laughing <<till the cows come home>>! Pro\nActivations: (till, 5), ( the, 5), ( cows, 8), "
+     "( come, 8), ( home, 8)",
+     "[EXPLANATION]: Common idioms in text conveying positive sentiment."),
+    ("Example 1: x = <<await>> client.get(url)\nActivations: (await, 10)\n"
+     "Example 2: result = <<await>> asyncio.sleep(1)\nActivations: (await, 8)",
+     "[EXPLANATION]: The keyword await."),
+)
+EXPLAINER_TEMPLATE = json.dumps({"system": EXPLAINER_SYSTEM, "few_shot": FEW_SHOT, "answer_prefix": "[EXPLANATION]:"})
+
+JUDGE_SYSTEM = {
+    "detection": (
+        "You check explanations of a language-model neuron. You get an explanation and one text "
+        "example. Answer 1 if the example contains what the explanation describes, else 0. "
+        "Reply with the single digit 1 or 0."
+    ),
+    "fuzzing": (
+        "You check explanations of a language-model neuron. You get an explanation and one text "
+        "example with some tokens marked <<like this>>. Answer 1 if the marked tokens are ones "
+        "the explanation describes, else 0. Reply with the single digit 1 or 0."
+    ),
+}
+JUDGE_TEMPLATES = {name: json.dumps({"system": text, "user": "Explanation: {explanation}\nExample: {example}"})
+                   for name, text in JUDGE_SYSTEM.items()}
+ANSWER_PREFIX = "[EXPLANATION]:"
+
+
+def template_hash(*, scorers: Sequence[str]) -> str:
+    """sha256 (first 16 hex digits) of the explainer template and the judges' templates used."""
+    texts = [EXPLAINER_TEMPLATE, *(JUDGE_TEMPLATES[s] for s in sorted(scorers))]
+    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+
+
+def marked(values: Sequence[float], *, threshold: float) -> list[bool]:
+    """Which tokens are marked: value >= threshold x the window's maximum (none if it is 0)."""
+    top = max(values, default=0.0)
+    return [top > 0 and v >= threshold * top for v in values]
+
+
+def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
+    """The window as text with each run of marked tokens wrapped once in ``<<...>>``."""
+    out, inside = [], False
+    for tok, on in zip(tokens, marks, strict=True):
+        if on and not inside:
+            out.append("<<")
+        elif not on and inside:
+            out.append(">>")
+        inside = on
+        out.append(tok)
+    if inside:
+        out.append(">>")
+    return "".join(out)
+
+
+def _activations(tokens: Sequence[str], values: Sequence[float], marks: Sequence[bool]) -> str:
+    top = max(values, default=0.0) or 1.0
+    return ", ".join(f"({t}, {round(10 * v / top)})" for t, v, m in zip(tokens, values, marks, strict=True) if m)
+
+
+def explainer_messages(examples: Sequence[tuple[Sequence[str], Sequence[float]]], *, threshold: float,
+                       show_activations: bool = True) -> list[Message]:
+    """Chat messages asking for an explanation of (tokens, values) windows."""
+    parts = []
+    for i, (tokens, values) in enumerate(examples, 1):
+        marks = marked(values, threshold=threshold)
+        parts.append(f"Example {i}: {highlight(tokens, marks)}")
+        if show_activations:
+            parts.append(f"Activations: {_activations(tokens, values, marks)}")
+    messages: list[Message] = [{"role": "system", "content": EXPLAINER_SYSTEM}]
+    for user, answer in FEW_SHOT:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": "\n".join(parts)})
+    return messages
+
+
+def judge_messages(scorer: str, explanation: str, example: str) -> list[Message]:
+    """Chat messages asking a judge for 1 or 0 on one example (already highlighted for fuzzing)."""
+    return [{"role": "system", "content": JUDGE_SYSTEM[scorer]},
+            {"role": "user", "content": f"Explanation: {explanation}\nExample: {example}"}]
+
+
+def parse_explanation(answer: str) -> str | None:
+    """The text after the last ``[EXPLANATION]:`` up to the end of its line; None if there is
+    none or it is empty (the answer is then recorded as unparsed)."""
+    at = answer.rfind(ANSWER_PREFIX)
+    if at < 0:
+        return None
+    text = answer[at + len(ANSWER_PREFIX):].strip().splitlines()
+    found = text[0].strip().strip('"').strip() if text else ""
+    return found or None
+
+
+_DIGIT = re.compile(r"\b([01])\b")
+
+
+def parse_judgement(answer: str) -> int | None:
+    """The first standalone 0 or 1 in a judge's answer; None if there is none."""
+    found = _DIGIT.search(answer)
+    return None if found is None else int(found.group(1))

@@ -1,0 +1,113 @@
+"""The explanations table of an SAE: append-only Parquet parts, each committed by a manifest.
+
+``explanations/<sae>/part-<id>.parquet`` holds rows; ``explanations/<sae>/_committed/<id>.json``
+is written after it and commits it. ``<id>`` is a fresh uuid4 per part, so two writers (two
+``actstore explain`` runs, a label typed while a run goes on) never touch one object, and a
+part is never rewritten. Readers list the manifests and read only the parts they name, so a
+part whose writer died before committing is invisible. Works on any fsspec location (S3...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from actstore.errors import ConfigError
+
+if TYPE_CHECKING:
+    from actstore.store.store import Store
+
+__all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORERS", "append_explanations", "current_explanations",
+           "human_row", "mean_score", "scan_explanations"]
+
+PREFIX = "explanations"
+SCORERS = ("detection", "fuzzing")
+METRICS: dict[str, pl.DataType] = {
+    "balanced_accuracy": pl.Float64(), "precision": pl.Float64(), "recall": pl.Float64(), "f1": pl.Float64(),
+    "auroc": pl.Float64(), "n": pl.Int64(), "precision_at_density": pl.Float64(),
+}
+EXPLANATION_SCHEMA = pl.Schema({
+    "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
+    "template_hash": pl.String(), "sampling": pl.String(), "explainer_examples": pl.List(pl.Int64()),
+    "test_examples": pl.List(pl.Int64()), "negative_examples": pl.List(pl.Int64()), "parsed": pl.Boolean(),
+    "raw": pl.String(), "key": pl.String(), "created": pl.String(),
+    **{f"{s}_{m}": dtype for s in SCORERS for m, dtype in METRICS.items()},
+})
+CURRENT_SCHEMA = pl.Schema({"latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
+                            "score": pl.Float64(), "created": pl.String(), "key": pl.String()})
+
+
+def _folder(sae: str) -> str:
+    return f"{PREFIX}/{sae}"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def human_row(latent: int, text: str, *, author: str) -> dict[str, Any]:
+    """A manual label as a table row (no template, examples or scores)."""
+    text = text.strip()
+    if not text:
+        raise ConfigError("a label needs some text; got an empty string")
+    if not author.strip():
+        raise ConfigError("a label needs an author (e.g. your name or handle)")
+    created = utc_now()
+    key = hashlib.sha256(json.dumps(["human", latent, text, author, created]).encode()).hexdigest()
+    return {"latent": int(latent), "text": text, "kind": "human", "author": author, "parsed": True, "key": key,
+            "created": created, "explainer_examples": [], "test_examples": [], "negative_examples": []}
+
+
+def append_explanations(store: Store, sae: str, rows: list[dict[str, Any]]) -> str | None:
+    """Write ``rows`` as one new part and commit it; returns the part id (None for no rows).
+
+    Missing columns are null; unknown columns are refused before anything is written.
+    """
+    if not rows:
+        return None
+    unknown = sorted({k for r in rows for k in r} - set(EXPLANATION_SCHEMA))
+    if unknown:
+        raise ConfigError(f"unknown explanation columns {unknown}; the table has {list(EXPLANATION_SCHEMA)}")
+    frame = pl.DataFrame([{k: r.get(k) for k in EXPLANATION_SCHEMA} for r in rows], schema=EXPLANATION_SCHEMA)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    data = buffer.getvalue()
+    part = uuid.uuid4().hex
+    store.files.write_bytes(f"{_folder(sae)}/part-{part}.parquet", data)
+    store.files.write_json(f"{_folder(sae)}/_committed/{part}.json", {
+        "part": f"part-{part}.parquet", "rows": frame.height, "sha256": hashlib.sha256(data).hexdigest(),
+        "created": utc_now()})
+    return part
+
+
+def scan_explanations(store: Store, sae: str) -> pl.LazyFrame:
+    """Every committed row of ``sae``'s table (all kinds, all versions), in part order."""
+    folder = _folder(sae)
+    parts = [name.removesuffix(".json") for name in store.files.list(f"{folder}/_committed") if name.endswith(".json")]
+    if not parts:
+        return pl.LazyFrame(schema=EXPLANATION_SCHEMA)
+    frames = [pl.read_parquet(io.BytesIO(store.files.read_bytes(f"{folder}/part-{p}.parquet"))) for p in parts]
+    return pl.concat(frames, how="vertical").lazy().cast(EXPLANATION_SCHEMA)  # type: ignore[arg-type]
+
+
+def mean_score(columns: tuple[str, ...] = SCORERS) -> pl.Expr:
+    """The ranking score of an automatic explanation: mean balanced accuracy over its scorers."""
+    return pl.mean_horizontal([pl.col(f"{s}_balanced_accuracy") for s in columns])
+
+
+def current_explanations(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """One row per latent: its latest human label, else its best-scored parsed automatic
+    explanation (ties: the latest). Columns: :data:`CURRENT_SCHEMA`."""
+    rows = frame.lazy().filter(pl.col("parsed")).with_columns(
+        score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None),
+        human=(pl.col("kind") == "human").cast(pl.Int8),
+    )
+    order = ["human", "score", "created"]
+    best = rows.sort(order, descending=True, nulls_last=True).group_by("latent", maintain_order=True).first()
+    return best.select(list(CURRENT_SCHEMA)).sort("latent").collect().cast(CURRENT_SCHEMA)  # type: ignore[arg-type]

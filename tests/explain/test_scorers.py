@@ -1,0 +1,55 @@
+"""Scorer metrics against hand-computed confusion matrices; answer parsing; prompt marking."""
+
+from __future__ import annotations
+
+import pytest
+
+from actstore.explain.prompts import highlight, marked, parse_explanation, parse_judgement
+from actstore.explain.scorers import auroc, confusion, precision_at_density, score_answers
+
+
+def test_metrics_of_a_hand_computed_confusion_matrix() -> None:
+    # 6 activating, 4 not: tp=4 fn=2, fp=1 tn=3
+    labels = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    preds = [1, 1, 1, 1, 0, 0, 1, 0, 0, 0]
+    assert confusion(labels, preds) == (4, 1, 3, 2)
+    s = score_answers(labels, preds, [None] * 10, density=0.01)
+    assert s.recall == pytest.approx(4 / 6)
+    assert s.precision == pytest.approx(4 / 5)
+    assert s.balanced_accuracy == pytest.approx((4 / 6 + 3 / 4) / 2)
+    assert s.f1 == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))
+    assert s.auroc is None and s.n == 10
+    # at 1% density: r*d / (r*d + fpr*(1-d)) with fpr = 1/4
+    assert s.precision_at_density == pytest.approx((4 / 6 * 0.01) / (4 / 6 * 0.01 + 0.25 * 0.99))
+    assert s.precision_at_density < s.precision  # the balanced test flatters a rare latent
+
+
+def test_unparsed_answers_are_left_out_and_degenerate_cases_are_none() -> None:
+    s = score_answers([1, 1, 0, 0], [1, None, 0, None], [0.9, None, 0.2, None], density=0.5)
+    assert s.n == 2 and s.balanced_accuracy == 1.0 and s.auroc == 1.0
+    never_yes = score_answers([1, 0], [0, 0], [None, None], density=0.1)
+    assert never_yes.precision is None and never_yes.f1 == 0.0 and never_yes.balanced_accuracy == 0.5
+    assert score_answers([1, 1], [1, 1], [None, None], density=0.1).balanced_accuracy is None  # one class only
+
+
+def test_auroc_counts_ties_half() -> None:
+    assert auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
+    assert auroc([1, 0], [0.5, 0.5]) == 0.5
+    assert auroc([1, 1, 0], [0.2, 0.9, 0.5]) == 0.5
+    assert auroc([1, 1], [0.2, 0.9]) is None
+    assert precision_at_density(None, 0.1, 0.5) is None and precision_at_density(0.0, 0.0, 0.5) is None
+
+
+def test_parsing_answers() -> None:
+    assert parse_explanation("blah\n[EXPLANATION]: first try\n[EXPLANATION]:  the word future \nmore") == "the word future"
+    assert parse_explanation("The word future.") is None
+    assert parse_explanation("[EXPLANATION]:   \n") is None
+    assert parse_judgement("1") == 1 and parse_judgement(" 0.") == 0 and parse_judgement("yes, 10") is None
+
+
+def test_highlight_wraps_runs_above_threshold() -> None:
+    tokens, values = ["a", " b", " c", " d", " e"], [0.0, 1.0, 0.5, 0.1, 0.9]
+    marks = marked(values, threshold=0.3)
+    assert marks == [False, True, True, False, True]
+    assert highlight(tokens, marks) == "a<< b c>> d<< e>>"
+    assert marked([0.0, 0.0], threshold=0.3) == [False, False]
