@@ -297,6 +297,9 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
             continue
         m = manifest.fullmatch(rel)
         if m and m["stage"] in stages:
+            record = json.loads(path.read_text())
+            if (record.get("stage"), record.get("unit")) != (m["stage"], int(path.stem)):
+                out.append(f"{rel}: stage {record.get('stage')!r}, unit {record.get('unit')!r} differ from its name")
             continue
         if re.fullmatch(r"_runs/\d{4}-\d\d-\d\dT\d{6}\+0000-[0-9a-f]{8}\.json", rel):
             fields = set(json.loads(path.read_text()))
