@@ -75,3 +75,20 @@ def test_ids_neuronpedia_would_refuse_are_refused_first(coded_store: Path, tmp_p
         with pytest.raises(ConfigError, match="source id"):
             export_neuronpedia(latents, [0], tmp_path, model_id=model_id, source_id=source_id)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_stores_own_labels_are_exported(coded_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(coded_store, copy)
+    latents = actstore.open(str(copy)).sae(SAE)
+    latent = int(np.argmax(latents.counts()))
+    latents.label(latent, "the most frequent latent", author="ann")
+    summary = export_neuronpedia(latents, [latent], tmp_path / "np", model_id="tiny-gemma2", source_id="1-res-96",
+                                 k=3, window=4, quantile_bins=2, per_bin=1)
+    db, problems = rules.simulate_import(summary.folder)
+    assert problems == []
+    [row] = db["Explanation"]
+    assert row["description"] == "the most frequent latent" and row["index"] == str(latent)
+    assert row["notes"] == "human by ann"

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import polars as pl
 
 from actstore.errors import ConfigError
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from actstore.query.latents import SaeLatents
 
-__all__ = ["DEFAULT_CREATOR_ID", "EXPLANATION_COLUMNS", "ExportSummary", "explanation_rows", "export_neuronpedia"]
+__all__ = ["DEFAULT_CREATOR_ID", "EXPLANATION_COLUMNS", "ExportSummary", "explanation_rows", "export_neuronpedia",
+           "stored_explanations"]
 
 # The user Neuronpedia's own seed creates (apps/webapp/prisma/seed.ts) and its webapp's
 # DEFAULT_CREATOR_USER_ID (lib/env.ts): it exists in every local Neuronpedia database.
@@ -49,7 +49,8 @@ def export_neuronpedia(latents: SaeLatents, features: Sequence[int], out: str | 
                        per_bin: int = 2, hist_bins: int = 50, explanations: pl.DataFrame | None = None) -> ExportSummary:
     """Write the export of ``features`` of one SAE. ``source_id`` is Neuronpedia's
     ``<layer>-<source set>`` (e.g. ``12-gemmascope-res-16k``); ``creator_id`` must be an existing
-    Neuronpedia user id. ``explanations``: rows of :data:`EXPLANATION_COLUMNS`, see :func:`explanation_rows`."""
+    Neuronpedia user id. ``explanations``: rows of :data:`EXPLANATION_COLUMNS` (see
+    :func:`explanation_rows`); by default the store's own labels and explanations of ``features``."""
     match = _SOURCE_ID.fullmatch(source_id)
     if not _MODEL_ID.fullmatch(model_id) or match is None:
         raise ConfigError(f"Neuronpedia ids: the model id must be lower-case letters, digits, '-' or '_' (got {model_id!r}) "
@@ -77,7 +78,9 @@ def export_neuronpedia(latents: SaeLatents, features: Sequence[int], out: str | 
         "features/batch-0.jsonl.gz": neurons,
         "activations/batch-0.jsonl.gz": activations,
     }
-    if explanations is not None and explanations.height:
+    if explanations is None:
+        explanations = stored_explanations(latents, features)
+    if explanations.height:
         tables["explanations/batch-0.jsonl.gz"] = explanation_rows(explanations, model_id=model_id, source_id=source_id,
                                                                     creator_id=creator_id)
     for name, rows in tables.items():
@@ -127,6 +130,15 @@ def _activations(latents: SaeLatents, latent: int, key: dict[str, str], max_valu
     return out
 
 
+def stored_explanations(latents: SaeLatents, features: Sequence[int]) -> pl.DataFrame:
+    """The store's labels and parsed explanations of ``features`` as :data:`EXPLANATION_COLUMNS`,
+    each row's scorer metrics (``detection_*``, ``fuzzing_*``) gathered into ``scores``."""
+    table = latents.explanations().filter(pl.col("latent").is_in([int(f) for f in features]) & pl.col("text").is_not_null())
+    metrics = [c for c in table.columns if c.startswith(("detection_", "fuzzing_"))]
+    scores = pl.struct(metrics) if metrics else pl.lit(None)
+    return table.select("latent", "text", "kind", "author", scores.alias("scores"))
+
+
 def explanation_rows(frame: pl.DataFrame, *, model_id: str, source_id: str, creator_id: str = DEFAULT_CREATOR_ID) -> list[dict[str, Any]]:
     """``Explanation`` rows from a frame of :data:`EXPLANATION_COLUMNS`: ``latent``, ``text``,
     ``kind`` (e.g. ``label`` or ``auto``), ``author`` (a person or the explainer model) and
@@ -138,7 +150,10 @@ def explanation_rows(frame: pl.DataFrame, *, model_id: str, source_id: str, crea
         raise ConfigError(f"explanations need columns {list(EXPLANATION_COLUMNS)}; missing {sorted(missing)}")
     rows = []
     for i, r in enumerate(frame.select(EXPLANATION_COLUMNS).iter_rows(named=True)):
-        scores = r["scores"] if isinstance(r["scores"], str) or r["scores"] is None else json.dumps(r["scores"], sort_keys=True)
+        scores = r["scores"]
+        if isinstance(scores, dict):  # a struct of metrics: the ones a row has (a label has none)
+            scores = json.dumps({k: v for k, v in scores.items() if v is not None}, sort_keys=True) if any(
+                v is not None for v in scores.values()) else None
         rows.append({"id": f"{model_id}@{source_id}@{r['latent']}@explanation{i}", "modelId": model_id, "layer": source_id,
                      "index": str(r["latent"]), "description": str(r["text"]), "authorId": creator_id,
                      "notes": f"{r['kind']} by {r['author']}" + (f"; scores {scores}" if scores else "")})
