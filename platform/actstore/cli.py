@@ -247,7 +247,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from actstore.web.server import serve
 
-    serve(args.store, host=args.host, port=args.port)
+    serve(args.store, host=args.host, port=args.port, model=args.model)
     return 0
 
 
@@ -422,6 +422,8 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("store", help="store URL or path")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (another one makes it reachable from other machines)")
     srv.add_argument("--port", type=int, default=8000, help="port")
+    srv.add_argument("--model", action="store_true",
+                     help="load the store's model and SAEs: features on your text and steering (needs torch)")
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,

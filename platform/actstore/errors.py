@@ -11,6 +11,7 @@ __all__ = [
     "ActstoreError",
     "ConfigError",
     "CorpusError",
+    "LiveNotAttachedError",
     "NotFoundError",
     "RequestError",
     "StorageAccessError",
@@ -73,6 +74,11 @@ class LogitsNotFoundError(ActstoreError, LookupError):
 
 class NotFoundError(ActstoreError, LookupError):
     """A name asked for (an SAE, a page) does not exist in the store; the message lists what does."""
+
+
+class LiveNotAttachedError(NotFoundError):
+    """The browser runs without a model (``actstore serve`` without ``--model``): live panels
+    have nothing to compute with; the message says how to attach one."""
 
 
 class RequestError(ActstoreError, ValueError):

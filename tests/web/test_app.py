@@ -185,3 +185,41 @@ def test_ray_serve_deployment_serves_the_same_app(web_store: Path, client: TestC
             assert r.status == 200
     finally:
         serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def live_client(web_store: Path):
+    from actstore.live import open_session
+
+    session = open_session(str(web_store), device="cpu")
+    return session, TestClient(create_app(str(web_store), session=session))
+
+
+def test_live_api_answers_equal_the_session(live_client) -> None:
+    session, client = live_client
+    got = client.get("/api/features", params={"text": "the future of the store", "top": 3}).json()
+    frame = session.features("the future of the store", top=3)
+    flat = [{"pos": t["pos"], "token_id": t["token_id"], "token": t["token"], **f} for t in got["tokens"] for f in t["latents"]]
+    assert flat == frame.drop("special").to_dicts()
+    latent = int(frame["latent"][0])
+    steer = client.get(f"/api/sae/{SAE}/latent/{latent}/steer",
+                       params={"prompt": "the future", "strength": 8, "strengths": "0,8", "max_new_tokens": 3}).json()
+    result = session.steer("the future", [(SAE, latent, 8.0)], unit="max", max_new_tokens=3)
+    assert (steer["default_text"], steer["steered_text"]) == (result.default_text, result.steered_text)
+    sweep = session.sweep("the future", (SAE, latent, 0.0), strengths=[0.0, 8.0], unit="max", max_new_tokens=3)
+    assert steer["sweep"] == sweep.to_dicts()
+    for path, params, message in (
+            ("/api/features", {"text": "x" * 401}, "at most 400"), ("/api/features", {"text": "a", "top": 50}, "top must be"),
+            (f"/api/sae/{SAE}/latent/{latent}/steer", {"prompt": "a", "max_new_tokens": 500}, "max_new_tokens must be"),
+            (f"/api/sae/{SAE}/latent/{latent}/steer", {"prompt": "a", "strengths": "1,2,3,4,5,6,7,8,9"}, "1 to 8 strengths"),
+            (f"/api/sae/{SAE}/latent/{latent}/steer", {"prompt": ""}, "prompt is empty")):
+        answer = client.get(path, params=params)
+        assert answer.status_code == 400 and message in answer.json()["error"], answer.json()
+
+
+def test_live_panels_without_a_model_say_how_to_attach(client: TestClient) -> None:
+    answer = client.get("/api/features", params={"text": "the future"})
+    assert answer.status_code == 404 and "--model" in answer.json()["error"]
+    assert "--model" in client.get("/search", params={"mine": "the future"}).text
+    assert "--model" in client.get(f"/sae/{SAE}/latent/1/steer", params={"prompt": "a"}).text
+    assert "--model" in client.get(f"/sae/{SAE}/latent/1").text

@@ -33,18 +33,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(web_store: Path) -> Iterator[str]:
-    """``actstore serve STORE --port P`` in its own process, as a user starts it, after
-    ``actstore logits STORE`` kept the SAE's output logits."""
+    """``actstore serve STORE --model --port P`` in its own process, as a user starts it (the
+    tiny Gemma 2 attached for the live panels), after ``actstore logits STORE`` kept the SAE's
+    output logits."""
     from actstore.cli import main
 
     assert main(["logits", str(web_store)]) == 0
     port = _free_port()
     exe = shutil.which("actstore", path=str(Path(sys.executable).parent)) or "actstore"
-    proc = subprocess.Popen([exe, "serve", str(web_store), "--port", str(port)], env=os.environ.copy(),
+    proc = subprocess.Popen([exe, "serve", str(web_store), "--model", "--port", str(port)], env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        for _ in range(1200):  # loading torch and the model takes a few seconds on a loaded machine
             try:
                 urllib.request.urlopen(f"{base}/static/app.css", timeout=1)
                 break
@@ -136,6 +137,41 @@ def test_search_page(server: str, page, latents) -> None:
     expect = latents.store.find_tokens(" of the store", limit=20, window=12)
     assert page.locator("table.examples mark.focus").count() == expect.height > 0
     _shot(page, "search")
+
+
+def test_features_on_my_text(server: str, page) -> None:
+    text = '<script>window.__pwned = "mine"</script> the future of the store'
+    page.goto(server + "/search")
+    page.fill("input[name=mine]", text)
+    page.click("form.search:has(input[name=mine]) button")
+    page.wait_for_url("**mine=**")
+    rows = page.locator("table.features tbody tr")
+    assert rows.count() > 5 and page.evaluate("window.__pwned") is None
+    assert "<script>" in page.locator("table.features").inner_text()  # the typed text shows as text
+    link = page.locator("table.features a.latent").first
+    value = link.evaluate("a => a.nextSibling.textContent").strip()
+    assert float(value) > 0
+    _shot(page, "features-on-my-text")
+    target = int(link.inner_text())
+    link.click()
+    page.wait_for_url(f"**/latent/{target}")
+    assert page.locator("#steer").is_visible()
+
+
+def test_steering_page(server: str, page, latents) -> None:
+    latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer")  # the form alone: nothing runs yet
+    assert page.locator("section.default").count() == 0
+    page.fill("form.steer input[name=prompt]", "the future of")
+    page.fill("input[name=max_new_tokens]", "3")
+    page.fill("input[name=strengths]", "0,8")
+    page.click("form.steer button")
+    page.wait_for_url("**max_new_tokens=3**")
+    default, steered = page.locator("section.default pre").inner_text(), page.locator("section.steered pre").inner_text()
+    assert default and steered
+    assert page.locator("svg.plot polyline").count() == 2 and page.locator("svg.plot circle").count() == 4
+    assert page.locator("table.sweep tbody tr").count() == 2
+    _shot(page, "steering")
 
 
 def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, latents) -> None:

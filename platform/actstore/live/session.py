@@ -180,7 +180,8 @@ class LiveSession:
         if tokens.size == 0:
             return pl.DataFrame(schema={**WINDOW_SCHEMA, "distance": pl.Float32()})
         near = np.sort(np.argsort(np.abs(values - np.float32(value)), kind="stable")[:k])
-        frame = windows(self.store, tokens[near], window=window, sae=sae, latent=int(latent), values=values[near])
+        frame = windows(self.store, tokens[near], window=window, values=values[near],
+                        occurrences=loaded.latents.postings_by_token(int(latent)))
         return frame.with_columns(distance=(pl.col("value") - float(value)).abs().cast(pl.Float32))
 
     # -- steering -----------------------------------------------------------------------------

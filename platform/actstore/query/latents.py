@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
 
+BY_TOKEN_CACHE = 4  # latents whose token-ordered postings a SaeLatents keeps
 OCCURRENCE_SCHEMA = pl.Schema({"latent": pl.Int64(), "rank": pl.Int64(), "token": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(),
                      "value": pl.Float32()})
 DENSITY_SCHEMA = pl.Schema({"latent": pl.Int64(), "count": pl.Int64(), "density": pl.Float64(), "mean": pl.Float64(),
@@ -44,6 +45,7 @@ class SaeLatents:
         self.store, self.name, self.info = store, name, info
         self._plan: IndexPlan | None = None
         self._offsets: dict[int, np.ndarray] = {}
+        self._by_token: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a few latents' postings by token
 
     def __repr__(self) -> str:
         return f"<actstore.SaeLatents {self.name!r} d_sae={self.info.d_sae} site={self.info.site!r}>"
@@ -105,6 +107,19 @@ class SaeLatents:
         tokens = np.asarray(self.store.array(bucket_array(self.name, bucket, "token"))[start:stop])
         return tokens, values
 
+    def postings_by_token(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """A latent's postings ordered by flat token index (for windows to look values up in);
+        the last few latents asked for are kept, so one feature page reads them once."""
+        found = self._by_token.get(latent)
+        if found is None:
+            tokens, values = self.postings(latent)
+            order = np.argsort(tokens, kind="stable")
+            found = (tokens[order], values[order])
+            while len(self._by_token) >= BY_TOKEN_CACHE:
+                self._by_token.pop(next(iter(self._by_token)), None)
+            self._by_token[latent] = found
+        return found
+
     # -- occurrences and examples ------------------------------------------------------------
     def occurrences(self, latent: int, *, min_value: float | None = None, limit: int | None = None) -> pl.DataFrame:
         """Every occurrence of ``latent`` (at least ``min_value``, at most ``limit``), value descending."""
@@ -118,7 +133,8 @@ class SaeLatents:
         if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
             raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
         chosen_t, chosen_v = self._spread(latent, k, per_doc)
-        frame = windows(self.store, chosen_t, window=window, sae=self.name, latent=latent, values=chosen_v)
+        frame = windows(self.store, chosen_t, window=window, values=chosen_v,
+                        occurrences=self.postings_by_token(latent))
         return frame.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(["rank", *WINDOW_SCHEMA])
 
     def _spread(self, latent: int, k: int, per_doc: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +197,8 @@ class SaeLatents:
             picks.append(chosen)
             meta += [(b, float(values[members[0]]), float(values[members[-1]]), int(members.size))] * chosen.size
         chosen = np.concatenate(picks) if picks else np.zeros(0, np.int64)
-        frame = windows(self.store, tokens[chosen], window=window, sae=self.name, latent=latent, values=values[chosen])
+        frame = windows(self.store, tokens[chosen], window=window, values=values[chosen],
+                        occurrences=self.postings_by_token(latent))
         bin_cols = pl.DataFrame(meta, schema={"bin": pl.Int32, "bin_min": pl.Float32, "bin_max": pl.Float32,
                                               "bin_count": pl.Int64}, orient="row")
         return pl.concat([bin_cols, frame], how="horizontal")

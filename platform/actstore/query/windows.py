@@ -13,7 +13,7 @@ import polars as pl
 
 from actstore.config import HFSource
 from actstore.corpus.tokenize import source_tokenizer
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
 from actstore.store.tokenizer import StoredTokenizer, read_tokenizer
 
 if TYPE_CHECKING:
@@ -51,21 +51,29 @@ def decode_tokens(store: Store, ids: list[int]) -> list[str]:
     return [b[len(a):] if b.startswith(a) else b for a, b in pairwise(prefixes)]
 
 
-def windows(store: Store, tokens: np.ndarray, *, window: int, sae: str | None = None, latent: int | None = None,
-            values: np.ndarray | None = None) -> pl.DataFrame:
+def windows(store: Store, tokens: np.ndarray, *, window: int, values: np.ndarray | None = None,
+            occurrences: tuple[np.ndarray, np.ndarray] | None = None) -> pl.DataFrame:
     """One row per flat token index in ``tokens``: up to ``window`` tokens either side of it.
 
-    ``values`` column: the latent's value on each window token (from the token-major codes,
-    0 where it did not fire or fell past the code cap); empty lists when no latent is given.
+    ``occurrences``: a latent's postings as (flat token index ascending, value), e.g.
+    :meth:`SaeLatents.postings_by_token`. The ``values`` column then holds the latent's value on
+    each window token (0 where it did not fire), looked up there rather than in the token-major
+    codes: a window then costs no read of a context's codes (ctx_len x code cap) to show one
+    latent on ~25 tokens. Empty lists when no occurrences are given.
     """
     ctx_len = store.meta.ctx_len
     tokens = np.asarray(tokens, dtype=np.int64)
     ctxs, inverse = np.unique(tokens // ctx_len, return_inverse=True)
     rows = {name: store.read_contexts(token_array(name), ctxs) for name in ("ids", "doc", "flags")}
-    if latent is not None:
-        assert sae is not None
-        idx, val = store.read_contexts(code_array(sae, "idx"), ctxs), store.read_contexts(code_array(sae, "val"), ctxs)
-        dense = np.where(idx == latent, val.astype(np.float32), 0).sum(-1)  # [ctx, pos]: a latent appears once per token
+    latent = occurrences is not None
+    if occurrences is not None:
+        occ_tokens, occ_values = occurrences
+        flat = ctxs[:, None] * ctx_len + np.arange(ctx_len)  # [ctx, pos] flat token index
+        dense = np.zeros(flat.shape, np.float32)
+        if occ_tokens.size:
+            at = np.minimum(np.searchsorted(occ_tokens, flat), occ_tokens.size - 1)
+            hit = occ_tokens[at] == flat
+            dense[hit] = occ_values[at[hit]]
     records: dict[str, list[Any]] = {k: [] for k in WINDOW_SCHEMA}
     for n, (token, r) in enumerate(zip(tokens.tolist(), inverse.tolist(), strict=True)):
         pos = token % ctx_len
@@ -77,9 +85,9 @@ def windows(store: Store, tokens: np.ndarray, *, window: int, sae: str | None = 
         records["doc"].append(int(rows["doc"][r, pos]))
         records["ctx"].append(int(ctxs[r]))
         records["pos"].append(pos)
-        records["value"].append(float(values[n]) if values is not None else (float(dense[r, pos]) if latent is not None else 0.0))
+        records["value"].append(float(values[n]) if values is not None else (float(dense[r, pos]) if latent else 0.0))
         records["token_ids"].append(ids.tolist())
         records["tokens"].append(decode_tokens(store, ids.tolist()) if ids.size else [])
-        records["values"].append(dense[r, lo:hi][at].tolist() if latent is not None else [])
+        records["values"].append(dense[r, lo:hi][at].tolist() if latent else [])
         records["focus"].append(int(np.searchsorted(at, pos - lo)))
     return pl.DataFrame(records, schema=WINDOW_SCHEMA)

@@ -28,8 +28,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import views
-from actstore.web.plots import bar_chart, rebin
+from actstore.web import live_views, views
+from actstore.web.plots import bar_chart, line_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -46,14 +46,20 @@ SECURITY_HEADERS = [
 ]
 
 
-def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0) -> Starlette:
+def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0,
+               session: Any = None) -> Starlette:
     """The browser over the store at ``url`` (local or ``s3://``); the store is opened now, so a
-    wrong URL fails here rather than on the first request."""
+    wrong URL fails here rather than on the first request. ``session``: a
+    :class:`actstore.live.LiveSession` on the same store, for features on a text and steering
+    (without one those panels say how to attach it)."""
     source = StoreSource(url, storage_options=storage_options, refresh_s=refresh_s)
-    pages = _Pages(source, _templates())
+    pages = _Pages(source, _templates(), session)
     routes = [
         Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/search", pages.search),
+        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer), Route("/search", pages.search),
+        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
+        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
+            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
         Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
         Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
@@ -76,6 +82,11 @@ FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
     "cofiring_sample": (int, 20)}
 SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5)}  # + features on my text
+FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
+STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
+    "seed": (int, 16)}
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 
 
@@ -99,12 +110,14 @@ def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]])
 class _Pages:
     """Page and API endpoints (plain functions run in Starlette's thread pool: queries block)."""
 
-    def __init__(self, source: StoreSource, templates: Jinja2Templates) -> None:
-        self.source, self.templates = source, templates
+    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
+        self.source, self.templates, self.session = source, templates, session
 
     def _render(self, request: Request, name: str, **context: Any) -> Response:
         store = self.source.store
         return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
+                                                               "live": self.session is not None,
+                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
                                                                "root": request.scope.get("root_path", ""), **context})
 
     def store(self, request: Request) -> Response:
@@ -140,9 +153,22 @@ class _Pages:
         return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
 
     def search(self, request: Request) -> Response:
-        params = _params(request, SEARCH_PARAMS)
+        params = _params(request, SEARCH_PAGE_PARAMS)
+        mine, top = params.pop("mine"), params.pop("top")
         view = views.search_view(self.source, **params) if params["text"] else None
-        return self._render(request, "search.html", view=view, params=params)
+        features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
+        return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features)
+
+    def steer(self, request: Request) -> Response:
+        params = _params(request, STEER_PARAMS)
+        sae, latent = request.path_params["sae"], request.path_params["latent"]
+        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
+        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
+        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
+                            [r[column] for r in view["sweep"]])
+                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
+                 ] if view and view["sweep"] else []
+        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
@@ -158,6 +184,13 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
+
+
+def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
+           seed: int) -> dict[str, Any]:
+    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
+                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
+                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:

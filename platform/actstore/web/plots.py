@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["Bar", "BarChart", "bar_chart", "rebin"]
+__all__ = ["Bar", "BarChart", "LineChart", "bar_chart", "line_chart", "rebin"]
 
 WIDTH, HEIGHT, PAD = 480.0, 140.0, 4.0
 
@@ -70,3 +70,33 @@ def bar_chart(title: str, counts: ArrayLike, edges: ArrayLike, *, fmt: str = "{:
     left = fmt.format(edges[0]) if edges.size else ""
     right = fmt.format(edges[-1]) if edges.size else ""
     return BarChart(title=title, bars=bars, left=left, right=right, peak=int(counts.max()) if counts.size else 0)
+
+
+@dataclass(frozen=True)
+class LineChart:
+    """Points joined by a line, ready to draw: SVG coordinates, each with its tooltip label."""
+
+    title: str
+    points: list[tuple[float, float, str]]
+    left: str
+    right: str
+    top: str
+    width: float = WIDTH
+    height: float = HEIGHT
+
+    @property
+    def path(self) -> str:
+        """The SVG ``points`` attribute of the polyline."""
+        return " ".join(f"{x:.2f},{y:.2f}" for x, y, _ in self.points)
+
+
+def line_chart(title: str, xs: ArrayLike, ys: ArrayLike, *, fmt: str = "{:.3g}") -> LineChart:
+    """A line through (xs, ys), x and y scaled to the box (y from 0, or from the lowest value
+    when it is negative); used for the steering dose-response."""
+    x, y = np.asarray(xs, np.float64), np.nan_to_num(np.asarray(ys, np.float64))
+    x_lo, x_hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    y_lo, y_hi = (min(float(y.min()), 0.0), float(y.max())) if y.size else (0.0, 1.0)
+    x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
+    points = [(PAD + (WIDTH - 2 * PAD) * (a - x_lo) / x_span, HEIGHT - PAD - (HEIGHT - 2 * PAD) * (b - y_lo) / y_span,
+               f"{fmt.format(a)}: {fmt.format(b)}") for a, b in zip(x.tolist(), y.tolist(), strict=True)]
+    return LineChart(title=title, points=points, left=fmt.format(x_lo), right=fmt.format(x_hi), top=fmt.format(y_hi))
