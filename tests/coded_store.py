@@ -14,24 +14,26 @@ D_SAE = 96
 BUCKET_NNZ = 1500  # a few buckets on a tiny store
 
 
-def coded_config(root: Path) -> ExtractConfig:
-    """The extraction config of the coded store built under ``root``."""
+def coded_config(root: Path, *, sites: list[dict] | None = None) -> ExtractConfig:
+    """The extraction config of the coded store built under ``root``; ``sites``: the captured
+    sites (default: ``SITE`` in the model's dtype, default compression)."""
     return ExtractConfig.model_validate({
         "store": {"url": str(root / "store")},
         "corpus": {"paths": [str(root / "corpus.jsonl")]},
         "model": {"id": str(root / "model")},
         "context": {"ctx_len": 16, "contexts_per_unit": 4},
-        "sites": [{"name": SITE}],
+        "sites": sites or [{"name": SITE}],
         "saes": [{"name": SAE, "site": SITE, "path": str(root / "sae/params.npz"), "code_cap": 20}],
         "workers": {"num_workers": 1, "batch_size": 4},
         "index": {"build": True, "bucket_nnz": BUCKET_NNZ},
     })
 
 
-def build_coded_store(root: Path, tokenizer: Path, *, records: list[dict] | None = None) -> Path:
+def build_coded_store(root: Path, tokenizer: Path, *, records: list[dict] | None = None,
+                      sites: list[dict] | None = None) -> Path:
     """Extract a tiny Gemma 2 with one JumpReLU SAE and build its index; return the store path.
-    ``records``: the corpus (default: 30 sample documents)."""
+    ``records``: the corpus (default: 30 sample documents); ``sites``: as :func:`coded_config`."""
     write_jsonl(root / "corpus.jsonl", sample_records(30, seed=5) if records is None else records)
     make_tiny_gemma2(root / "model", tokenizer)
     make_gemma_scope_sae(root / "sae/params.npz", 64, D_SAE, seed=2, threshold=3.3)
-    return Path(run_extract(coded_config(root)).location.url)
+    return Path(run_extract(coded_config(root, sites=sites)).location.url)

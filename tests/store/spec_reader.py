@@ -8,6 +8,7 @@ When the spec changes, change this file from the spec's text, not from actstore'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -31,6 +32,35 @@ SAE_STATS = {"tokens": ("int64", "int64", lambda d: ()), "fired": ("int64", "int
              "over_cap": ("int64", "int64", lambda d: ())}
 # STORE.md "The token axis and units": the attributes an array may carry
 ARRAY_ATTRIBUTES = {"logical_dtype", "per_token", "axes", "site", "sae", "hist_edges"}
+FORMAT_VERSIONS = (1, 2)
+# STORE.md "Run records"
+RUN_FIELDS = {"run_id", "attempt", "kind", "started", "ended", "status", "workers", "units_total", "units_skipped",
+              "units_run", "units_retried", "worker_deaths", "tokens", "tokens_per_s", "storage_retries", "failures"}
+# STORE.md "Activations": a site's compression -> its bytes-to-bytes codecs (name, configuration)
+SHUFFLE_BLOCK = 1048576
+# STORE.md "Output logits": name -> dtype
+LOGITS = {"top_ids": "int32", "top_values": "float32", "bottom_ids": "int32", "bottom_values": "float32"}
+LOGITS_ATTRIBUTE = "actstore_logits"
+# STORE.md "Explanations": column -> type (string columns may be Arrow string or large_string)
+METRICS = {"balanced_accuracy": "float64", "precision": "float64", "recall": "float64", "f1": "float64",
+           "auroc": "float64", "n": "int64", "precision_at_density": "float64"}
+EXPLANATION_COLUMNS = {
+    "latent": "int64", "text": "string", "kind": "string", "author": "string", "template_hash": "string",
+    "sampling": "string", "explainer_examples": "list<int64>", "test_examples": "list<int64>",
+    "negative_examples": "list<int64>", "parsed": "bool", "raw": "string", "key": "string", "created": "string",
+    **{f"{scorer}_{m}": dt for scorer in ("detection", "fuzzing") for m, dt in METRICS.items()},
+}
+EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
+
+
+def site_codecs(compression: str, itemsize: int) -> list[tuple[str, dict[str, Any]]]:
+    """The bytes-to-bytes codecs the spec names for a site's compression."""
+    if compression == "none":
+        return []
+    if compression == "zstd":
+        return [("zstd", {"level": 0, "checksum": False})]
+    assert compression == "shuffle-zstd", compression
+    return [("blosc", {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "typesize": itemsize, "blocksize": SHUFFLE_BLOCK})]
 
 
 class ArraySpec(NamedTuple):
@@ -39,6 +69,7 @@ class ArraySpec(NamedTuple):
     shape: tuple[int, ...]
     per_token: bool
     fill: int | float | None = None
+    codecs: list[tuple[str, dict[str, Any]]] | None = None  # bytes-to-bytes codecs; None: zstd level 0
 
 
 def storage(logical: str) -> np.dtype:
@@ -54,8 +85,81 @@ def root_metadata(root: Path) -> dict[str, Any]:
     node = json.loads((root / "zarr.json").read_text())
     assert node["zarr_format"] == 3 and node["node_type"] == "group", node
     meta = node["attributes"]["actstore"]
-    assert meta["format"] == "actstore" and meta["format_version"] in (1, 2), meta
+    assert meta["format"] == "actstore" and meta["format_version"] in FORMAT_VERSIONS, meta
     return dict(meta)
+
+
+def tokenizer_problems(root: Path, meta: dict[str, Any]) -> list[str]:
+    """The stored tokenizer.json (format 2) against the root record: present, and its SHA-256."""
+    file = meta["tokenizer"].get("file")
+    if meta["format_version"] < 2:
+        return [] if file is None else [f"tokenizer.file is {file!r} in a version 1 store"]
+    if file != "tokenizer/tokenizer.json":
+        return [f"tokenizer.file is {file!r}, the spec says 'tokenizer/tokenizer.json'"]
+    if not (root / file).exists():
+        return [f"{file}: missing"]
+    digest = hashlib.sha256((root / file).read_bytes()).hexdigest()
+    if digest != meta["tokenizer"]["sha256"]:
+        return [f"{file}: SHA-256 {digest} differs from tokenizer.sha256 {meta['tokenizer']['sha256']}"]
+    return []
+
+
+def tokenizer(root: Path, meta: dict[str, Any]) -> Any:
+    """The stored tokenizer, with the ``tokenizers`` library as the spec says."""
+    import tokenizers
+
+    return tokenizers.Tokenizer.from_str((root / meta["tokenizer"]["file"]).read_text())
+
+
+def arrow_type(t: Any) -> str:
+    """A Parquet column's Arrow type in the spec's words."""
+    import pyarrow as pa
+
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{arrow_type(t.value_type)}>"
+    return {"double": "float64", "float": "float32"}.get(str(t), str(t))
+
+
+def explanation_problems(root: Path, sae: str) -> list[str]:
+    """Each committed part of an SAE's explanations table: named by its manifest, with the rows
+    and SHA-256 the manifest records and the spec's columns; a part without a manifest is allowed."""
+    folder, out = root / "explanations" / sae, []
+    for manifest in sorted((folder / "_committed").glob("*.json")):
+        record = json.loads(manifest.read_text())
+        if set(record) != {"part", "rows", "sha256", "created"} or record["part"] != f"part-{manifest.stem}.parquet":
+            out.append(f"{manifest.relative_to(root)}: {record} is not {{part: part-<id>.parquet, rows, sha256, created}}")
+            continue
+        data = (folder / record["part"]).read_bytes()
+        table = pq.read_table(folder / record["part"])
+        columns = {f.name: arrow_type(f.type) for f in table.schema}
+        if hashlib.sha256(data).hexdigest() != record["sha256"] or table.num_rows != record["rows"]:
+            out.append(f"{manifest.relative_to(root)}: its part's SHA-256 or row count differs")
+        if columns != EXPLANATION_COLUMNS:
+            out.append(f"explanations/{sae}/{record['part']}: columns {columns}, the spec says {EXPLANATION_COLUMNS}")
+    return out
+
+
+def explanations(root: Path, sae: str) -> Any:
+    """Every committed row of an SAE's explanations table, in the order of the manifests' ids."""
+    import pyarrow as pa
+
+    folder = root / "explanations" / sae
+    parts = [json.loads(m.read_text())["part"] for m in sorted((folder / "_committed").glob("*.json"))]
+    return pa.concat_tables([pq.read_table(folder / p) for p in parts])
+
+
+def logits_saes(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """SAEs whose output logits are complete (their group carries the attribute): name -> attribute."""
+    out = {}
+    for sae in meta["saes"]:
+        path = root / "logits" / sae["name"] / "zarr.json"
+        if path.exists():
+            attrs = json.loads(path.read_text()).get("attributes") or {}
+            if LOGITS_ATTRIBUTE in attrs:
+                out[sae["name"]] = dict(attrs[LOGITS_ATTRIBUTE])
+    return out
 
 
 def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
@@ -64,7 +168,8 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
     out = [ArraySpec(f"tokens/{n}", dt, (n_ctx, ctx_len), True, fill) for n, (dt, fill) in TOKENS.items()]
     for site in meta["sites"]:
         if site["stored"]:
-            out.append(ArraySpec(f"activations/{site['name']}", site["dtype"], (n_ctx, ctx_len, site["d"]), True))
+            codecs = site_codecs(site.get("compression", "none"), storage(site["dtype"]).itemsize)
+            out.append(ArraySpec(f"activations/{site['name']}", site["dtype"], (n_ctx, ctx_len, site["d"]), True, codecs=codecs))
         merged = meta["stages"].get(site.get("stage", "extract"), {}).get("complete", False)
         for name, (unit_dt, merged_dt, tail) in SITE_STATS.items():
             out.append(ArraySpec(f"stats/sites/{site['name']}/units/{name}", unit_dt, (n_units, *tail(site["d"])), False))
@@ -89,6 +194,9 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
                 out += [ArraySpec(bucket(name, b, "offsets"), "int64", (n_lat + 1,), False),
                         ArraySpec(bucket(name, b, "token"), "int64", (nnz,), False),
                         ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False)]
+    for name, attrs in logits_saes(root, meta).items():
+        d_sae = next(s["d_sae"] for s in meta["saes"] if s["name"] == name)
+        out += [ArraySpec(f"logits/{name}/{a}", dt, (d_sae, attrs["k"]), False) for a, dt in LOGITS.items()]
     return out
 
 
@@ -127,23 +235,58 @@ def check_store(root: Path) -> dict[str, tuple[str, str]]:
         extra = set(attrs) - ARRAY_ATTRIBUTES
         if extra:
             problems.append(f"{spec.path}: attributes {sorted(extra)} are not in the spec")
+        problems += layout_problems(root, spec, meta["contexts_per_unit"])
         checked[spec.path] = (str(arr.dtype), str(attrs.get("logical_dtype")))
-    problems += unlisted_objects(root, meta, {s.path for s in specs})
+    problems += tokenizer_problems(root, meta) + unlisted_objects(root, meta, {s.path for s in specs})
+    for sae in meta["saes"]:
+        problems += explanation_problems(root, sae["name"])
     assert not problems, "store differs from STORE.md:\n" + "\n".join(problems)
     return checked
+
+
+ZSTD = [("zstd", {"level": 0, "checksum": False})]
+
+
+def layout_problems(root: Path, spec: ArraySpec, contexts_per_unit: int) -> list[str]:
+    """The array's codec chain and shard size against the spec: ``bytes`` (little-endian) then the
+    spec's bytes-to-bytes codecs, inside ``sharding_indexed`` (index: ``bytes``, ``crc32c``) when
+    sharded; shards of ``contexts_per_unit`` contexts (per-token) or one row (per-unit)."""
+    node = json.loads((root / spec.path / "zarr.json").read_text())
+    codecs, shard = node["codecs"], node["chunk_grid"]["configuration"]["chunk_shape"]
+    out = []
+    if codecs[0]["name"] == "sharding_indexed":
+        config = codecs[0]["configuration"]
+        index = [c["name"] for c in config["index_codecs"]]
+        if index != ["bytes", "crc32c"] or config["index_location"] != "end":
+            out.append(f"{spec.path}: shard index {index} at {config['index_location']}, the spec says bytes, crc32c at end")
+        codecs = config["codecs"]
+    endian = {} if storage(spec.logical).itemsize == 1 else {"configuration": {"endian": "little"}}
+    if codecs[0] != {"name": "bytes", **endian}:
+        out.append(f"{spec.path}: first codec {codecs[0]}, the spec says bytes {endian}")
+    chain = [(c["name"], c.get("configuration", {})) for c in codecs[1:]]
+    want = ZSTD if spec.codecs is None else spec.codecs
+    if chain != want:
+        out.append(f"{spec.path}: codecs {chain}, the spec says {want}")
+    if spec.per_token and shard[0] != contexts_per_unit:
+        out.append(f"{spec.path}: shards of {shard[0]} contexts, the spec says {contexts_per_unit}")
+    if not spec.per_token and spec.path.split("/")[-2] == "units" and shard[0] != 1:
+        out.append(f"{spec.path}: {shard[0]} rows per chunk, the spec says one")
+    return out
 
 
 def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list[str]:
     """Objects in the store that the spec does not name."""
     groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
-    with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}  # the only group attribute
+    with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}
+    with_attributes |= {f"logits/{name}": LOGITS_ATTRIBUTE for name in logits_saes(root, meta)}
+    side_files = {meta["tokenizer"].get("file")}
     stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]} | {s.get("stage", "extract") for s in meta["sites"]}
     stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
     manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")
     out = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel == "zarr.json" or any(rel == f"{a}/zarr.json" or rel.startswith(f"{a}/c/") for a in arrays):
+        if rel == "zarr.json" or rel in side_files or any(rel == f"{a}/zarr.json" or rel.startswith(f"{a}/c/") for a in arrays):
             continue
         group = rel[: -len("/zarr.json")] if rel.endswith("/zarr.json") else None
         if group is not None and (group in groups or group in with_attributes):
@@ -154,10 +297,19 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
             continue
         m = manifest.fullmatch(rel)
         if m and m["stage"] in stages:
+            record = json.loads(path.read_text())
+            if (record.get("stage"), record.get("unit")) != (m["stage"], int(path.stem)):
+                out.append(f"{rel}: stage {record.get('stage')!r}, unit {record.get('unit')!r} differ from its name")
             continue
-        if re.fullmatch(r"_runs/[^/]+\.json", rel) or re.fullmatch(r"documents/part-\d{6}\.parquet", rel):
+        if re.fullmatch(r"_runs/\d{4}-\d\d-\d\dT\d{6}\+0000-[0-9a-f]{8}\.json", rel):
+            fields = set(json.loads(path.read_text()))
+            if fields != RUN_FIELDS:
+                out.append(f"{rel}: run record fields {sorted(fields ^ RUN_FIELDS)} differ from the spec")
             continue
-        if rel == meta["tokenizer"].get("file"):  # format v2: the tokenizer inside the store
+        if re.fullmatch(r"documents/part-\d{6}\.parquet", rel):
+            continue
+        m = EXPLANATION_PART.fullmatch(rel)
+        if m and m["sae"] in {s["name"] for s in meta["saes"]}:
             continue
         out.append(f"{rel}: not in the spec")
     return out

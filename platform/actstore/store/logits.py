@@ -36,14 +36,15 @@ def logits_group(sae: str) -> str:
 
 def write_output_logits(store: Store, sae: str, logits: OutputLogits, attributes: dict[str, Any]) -> None:
     """Write (or replace) an SAE's kept logits; the group attribute is written last, so a
-    reader that finds it finds complete arrays."""
+    reader that finds it finds complete arrays. Each array carries ``logical_dtype`` and
+    ``per_token`` like every array of the store (STORE.md)."""
     group = store.group.require_group(logits_group(sae))
     group.attrs.pop(LOGITS_ATTRIBUTE, None)
     for name, dtype in _ARRAYS.items():
         data = np.ascontiguousarray(getattr(logits, name), dtype=dtype)
         arr = zarr.create_array(store=store.group.store, name=f"{store.group.path}/{logits_group(sae)}/{name}".strip("/"),
                                 shape=data.shape, chunks=(min(4096, data.shape[0]), data.shape[1]), dtype=dtype,
-                                overwrite=True)
+                                attributes={"logical_dtype": np.dtype(dtype).name, "per_token": False}, overwrite=True)
         arr[...] = data
     group.attrs[LOGITS_ATTRIBUTE] = {"k": int(logits.top_ids.shape[1]), **attributes}
 
