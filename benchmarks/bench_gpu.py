@@ -16,7 +16,7 @@ Measured side by side, interleaved rounds, the same batches:
   parameters of the blocks run + attention; the SAE encode's FLOPs are printed apart), bytes
   written per second and the GPU memory peak.
 
-Run: ``python benchmarks/bench_gpu.py [--model 2b|9b] [--tokens N] [--json FILE]``. Without a
+Run: ``python benchmarks/bench_gpu.py [--model 2b|9b] [--tokens N] [--compression C] [--json FILE]``. Without a
 GPU the default is ``--model tiny``, a smoke run (also ``tests/test_bench_gpu.py``).
 """
 
@@ -141,7 +141,7 @@ def setup(args: argparse.Namespace) -> Setup:
         "store": {"url": store_url}, "corpus": {"paths": ["unused"]},
         "model": {"id": str(root / "model"), "dtype": args.dtype},
         "context": {"ctx_len": args.ctx_len, "contexts_per_unit": args.contexts_per_unit},
-        "sites": [{"name": s} for s in sites],
+        "sites": [{"name": s, "compression": args.compression} for s in sites],
         "saes": [{"name": f"res{layer}", "site": s, "path": str(sae_paths[s]), "code_cap": 256} for layer, s in zip(layers, sites, strict=True)],
         "workers": {"batch_size": args.batch},
     })
@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--d-sae", type=int)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--compression", choices=["shuffle-zstd", "zstd", "none"], default="shuffle-zstd",
+                        help="the activations' codec chain (default: the store's default)")
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak, where its name is not in the table")
     parser.add_argument("--dir", help="working folder (default: a new temporary one)")
