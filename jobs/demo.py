@@ -4,7 +4,7 @@
 2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
 3. encode the stored activations with it and build its feature-major index;
 4. print the top contexts of a frequent and two mid-density latents, firing token marked;
-5. explain and score those three with the local SmolLM2-135M-Instruct, add one manual label,
+5. explain and score the two mid-density ones with the local SmolLM2-135M-Instruct, add one manual label,
    and search the explanations and by example.
 
 Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
@@ -60,7 +60,7 @@ def main() -> int:
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
         print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
-    if _explain(train.store.url, [latent for _, latent in chosen], start):
+    if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
         return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try: actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
@@ -68,7 +68,7 @@ def main() -> int:
 
 def _explain(url: str, ids: list[int], start: float) -> int:
     """Step 5: automatic explanations with scores, a manual label, and searches."""
-    _step("5. explain those latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
+    _step("5. explain the mid-density latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
     if cli(["explain", url, "--sae", SAE_NAME, "--latents", ",".join(map(str, ids)),
             "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
         return 1
