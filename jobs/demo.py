@@ -73,10 +73,10 @@ def _explain(url: str, ids: list[int], start: float) -> int:
             "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
         return 1
     cli(["explanations", url, "--sae", SAE_NAME, "--current"])
-    top = open_store(url).sae(SAE_NAME).top_k(ids[1], k=1, window=0)
+    top = open_store(url).sae(SAE_NAME).top_k(ids[0], k=1, window=0)
     word = str(top["tokens"][0][top["focus"][0]]).strip() or "whitespace"
-    _step(f"5. a manual label for latent {ids[1]} from its top token, then search", start)
-    cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[1]), f"the word {word}", "--author", "demo"])
+    _step(f"5. a manual label for latent {ids[0]} from its top token, then search", start)
+    cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[0]), f"the word {word}", "--author", "demo"])
     print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r}")
     cli(["search", url, "--sae", SAE_NAME, word])
     print("\n$ actstore search runs/demo --sae topk-2048 --by-example ' await' --top 5")
