@@ -14,7 +14,6 @@ Run: ``.venv/bin/python benchmarks/bench_backends.py [--tokens N] [--d D]``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -25,11 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from tests.conftest import start_moto
 
+from actstore.api import Store
 from actstore.store.layout import activation_array
-from actstore.store.store import Store
-from benchmarks.synthetic import make_store
+from benchmarks.synthetic import make_store, on_moto
 
 SITE = "blocks.12.hook_resid_post"
 BACKENDS = ("fsspec", "obstore")
@@ -64,16 +62,7 @@ def main() -> None:
     local = make_store(str(root / "store"), args.tokens, per_unit=8, site=(SITE, args.d))
     shards = [local.read(activation_array(SITE), slice(r.start, r.stop)).view(np.uint16)
               for r in (local.grid.contexts(u) for u in range(local.meta.n_units))]
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    proc, endpoint = start_moto()
-    try:
-        import s3fs
-
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        fs.mkdir("bench")
-        fs.put(str(root / "store"), "bench/store", recursive=True)
+    with on_moto(root / "store") as endpoint:
         opts = {"endpoint_url": endpoint}
         stores = {b: Store.open("s3://bench/store", storage_options=opts, mode="r+", backend=b) for b in BACKENDS}
         results: dict[str, dict[str, list[float]]] = {b: {"write": [], "read": []} for b in BACKENDS}
@@ -88,8 +77,6 @@ def main() -> None:
             print(f"{backend:8s}: unit writes {med[backend]['write']:7.1f} MiB/s, loader reads {med[backend]['read']:7.1f} MiB/s")
         print(f"obstore / s3fs: writes {med['obstore']['write'] / med['fsspec']['write']:.2f}x, "
               f"reads {med['obstore']['read'] / med['fsspec']['read']:.2f}x")
-    finally:
-        proc.terminate()
 
 
 if __name__ == "__main__":

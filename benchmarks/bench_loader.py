@@ -12,7 +12,6 @@ Run: ``.venv/bin/python benchmarks/bench_loader.py [--tokens N] [--d D]``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,11 +23,10 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from tests.conftest import start_moto
 
 from actstore.api import Store
 from actstore.store.layout import activation_array
-from benchmarks.synthetic import make_store
+from benchmarks.synthetic import make_store, on_moto
 
 SITE = "blocks.12.hook_resid_post"
 
@@ -70,23 +68,12 @@ def main() -> None:
     report("local", local)
     report("local, 16-context chunks", local, chunk_contexts=16)
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    proc, endpoint = start_moto()
-    try:
-        import s3fs
-
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        fs.mkdir("bench")
-        fs.put(str(root / "store"), "bench/store", recursive=True)
-        with zarr.config.set({"async.concurrency": 16}):
-            remote = Store.open("s3://bench/store", storage_options={"endpoint_url": endpoint})
-            report("S3 API server (moto, loopback)", remote)
-            # moto reads a whole object to serve any range of it, so inner-chunk reads of 128 MiB
-            # shards are slow there (not on S3 itself); whole-shard chunks avoid ranges
-            report("S3 API server, whole-shard chunks", remote, chunk_contexts=remote.meta.contexts_per_unit, mix_chunks=2)
-    finally:
-        proc.terminate()
+    with on_moto(root / "store") as endpoint, zarr.config.set({"async.concurrency": 16}):
+        remote = Store.open("s3://bench/store", storage_options={"endpoint_url": endpoint})
+        report("S3 API server (moto, loopback)", remote)
+        # moto reads a whole object to serve any range of it, so inner-chunk reads of 128 MiB
+        # shards are slow there (not on S3 itself); whole-shard chunks avoid ranges
+        report("S3 API server, whole-shard chunks", remote, chunk_contexts=remote.meta.contexts_per_unit, mix_chunks=2)
 
 
 if __name__ == "__main__":

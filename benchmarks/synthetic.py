@@ -3,6 +3,11 @@ optionally stored activations of one site and/or codes of one SAE, every unit co
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 
@@ -97,3 +102,23 @@ def make_store(url: str, n_tokens: int, *, ctx_len: int = 1024, per_unit: int = 
     merge_stats(store.group, list(range(grid.n_units)), [s.name for s in sites], [s.name for s in saes])
     store.update_meta(stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(units_total=n_units, complete=True)})
     return store
+
+
+@contextmanager
+def on_moto(store: Path) -> Iterator[str]:
+    """A local store copied to ``s3://bench/store`` on a loopback S3 API server (moto) for the
+    block's duration; yields the endpoint (dummy credentials set unless already present)."""
+    import s3fs
+    from tests.conftest import start_moto
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    proc, endpoint = start_moto()
+    try:
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+        fs.mkdir("bench")
+        fs.put(str(store), "bench/store", recursive=True)
+        yield endpoint
+    finally:
+        proc.terminate()
