@@ -1,5 +1,6 @@
 """SAE files in the exact Gemma Scope and SAELens formats; encoders against the plain reference."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,3 +97,32 @@ def test_jumprelu_zeroes_negative_pre_activations_above_a_negative_threshold() -
     np.testing.assert_allclose(fast, formula, atol=1e-6)
     np.testing.assert_allclose(encode_reference(weights, x), formula, atol=1e-5)
     assert (fast >= 0).all() and ((fast > 0) == (formula > 0)).mean() > 0.999
+
+
+@pytest.mark.parametrize("arch,k", [("jumprelu", None), ("topk", 5), ("standard", None)])
+def test_encode_nonzeros_equals_the_dense_encoding(tmp_path, arch, k) -> None:
+    """Extraction's sparse path (no dense output for JumpReLU/ReLU) finds the same entries, bit for bit."""
+    from actstore.saes.encode import nonzeros
+
+    sae = load_sae(str(make_saelens_sae(tmp_path / arch, 16, 40, architecture=arch, k=k, hook_name="blocks.0.hook_resid_post")))
+    if sae.threshold is not None:  # thresholds of both signs, as SAEs trained elsewhere have
+        sae = dataclasses.replace(sae, threshold=np.where(np.arange(40) % 2 == 0, -0.2, 0.3).astype(np.float32))
+    encoder = SAEEncoder(sae)
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32))
+    fast, dense = encoder.encode_nonzeros(x), nonzeros(encoder.encode(x))
+    for a, b in zip(fast[:3], dense[:3], strict=True):
+        assert torch.equal(a, b)
+    assert fast.n == dense.n == 300
+
+
+def test_sparse_codes_order_values_of_any_sign_and_break_ties_by_latent() -> None:
+    """The one-key sort: per token by value descending (negative values and zeros' signs included), ties by latent id."""
+    rng = np.random.default_rng(2)
+    f = rng.choice(np.array([-3.5, -1.0, -0.0, 0.5, 0.5, 2.0, 7.25, 1e30, -1e-30], np.float32), size=(40, 30))
+    f[rng.random(f.shape) < 0.4] = 0.0
+    codes = sparse_codes(torch.from_numpy(f), 6)
+    for t in range(f.shape[0]):
+        fired = np.flatnonzero(f[t])
+        ranked = fired[np.lexsort((fired, -f[t, fired]))][:6]
+        assert codes.idx[t, : ranked.size].tolist() == ranked.tolist() and (codes.idx[t, ranked.size:] == -1).all()
+        assert codes.val[t, : ranked.size].tolist() == f[t, ranked].tolist() and codes.l0[t] == fired.size

@@ -19,7 +19,7 @@ from actstore._faults import DELAY_ENV, fault_point
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
-from actstore.saes.encode import Nonzeros, SAEEncoder, nonzeros, sparse_codes
+from actstore.saes.encode import Nonzeros, SAEEncoder, sparse_codes
 from actstore.store._retry import retries_so_far
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
@@ -121,7 +121,7 @@ def encode_codes(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch
     """Encode activations [tokens, d] of ``rows`` into ``buf``'s codes, counting the ``mask``ed tokens' statistics."""
     idx, val, l0 = [], [], []
     for t0 in range(0, x.shape[0], ENCODE_TOKENS):
-        nz = nonzeros(encoder.encode(x[t0 : t0 + ENCODE_TOKENS]))
+        nz = encoder.encode_nonzeros(x[t0 : t0 + ENCODE_TOKENS])
         codes = sparse_codes(nz, sae.code_cap)
         idx.append(codes.idx)
         val.append(codes.val)

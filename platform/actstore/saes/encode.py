@@ -39,13 +39,19 @@ class SAEEncoder:
         self.W_enc, self.W_dec = as_t(weights.W_enc), as_t(weights.W_dec)
         self.b_enc, self.b_dec = as_t(weights.b_enc), as_t(weights.b_dec)
         self.threshold = None if weights.threshold is None else as_t(weights.threshold)
+        # A JumpReLU or ReLU latent is non-zero exactly where pre > max(threshold, 0)
+        self._fires_above = (self.threshold.clamp(min=0.0) if self.threshold is not None
+                             else torch.zeros((), device=self.device)) if weights.architecture != "topk" else None
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense latents [N, d_sae] (float32) of activations [N, d_in]."""
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, torch.float32)
         if self.weights.apply_b_dec_to_input:
             x = x - self.b_dec
-        pre = torch.addmm(self.b_enc, x, self.W_enc)
+        return torch.addmm(self.b_enc, x, self.W_enc)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latents [N, d_sae] (float32) of activations [N, d_in]."""
+        pre = self._pre(x)
         arch = self.weights.architecture
         if arch == "jumprelu":
             assert self.threshold is not None  # SAEWeights guarantees it
@@ -54,6 +60,18 @@ class SAEEncoder:
             return pre.clamp_(min=0.0)
         top = torch.topk(pre, k=int(self.weights.k or 0), dim=-1)
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+
+    def encode_nonzeros(self, x: torch.Tensor) -> Nonzeros:
+        """The non-zero latents of activations [N, d_in], equal to ``nonzeros(encode(x))``.
+
+        JumpReLU and ReLU skip the dense output: one comparison of the pre-activations with
+        ``max(threshold, 0)`` finds the firing entries, whose value is the pre-activation itself
+        (a pass over [N, d_sae] fewer than masking, clamping and scanning the dense codes)."""
+        if self._fires_above is None:
+            return nonzeros(self.encode(x))
+        pre = self._pre(x)
+        rows, cols = (pre > self._fires_above).nonzero(as_tuple=True)
+        return Nonzeros(rows, cols, pre[rows, cols], int(pre.shape[0]))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f.to(self.device, torch.float32) @ self.W_dec + self.b_dec
@@ -86,8 +104,7 @@ def sparse_codes(f: torch.Tensor | Nonzeros, cap: int) -> Codes:
     latent id ascending. Works from the non-zeros only (one sort of them, no dense top-k)."""
     nz = f if isinstance(f, Nonzeros) else nonzeros(f)
     l0 = nz.l0()
-    by_value = torch.sort(nz.vals, descending=True, stable=True).indices  # stable: ties keep id order
-    order = by_value[torch.sort(nz.rows[by_value], stable=True).indices]  # grouped by token, value order kept
+    order = torch.sort(_token_value_key(nz.rows, nz.vals), stable=True).indices  # stable: ties keep id order
     rows, cols, vals = nz.rows[order], nz.cols[order], nz.vals[order]
     starts = torch.cumsum(l0, 0, dtype=torch.int64) - l0
     rank = torch.arange(rows.numel(), device=rows.device) - starts[rows]
@@ -97,6 +114,15 @@ def sparse_codes(f: torch.Tensor | Nonzeros, cap: int) -> Codes:
     idx[rows[keep], rank[keep]] = cols[keep].to(torch.int32)
     val[rows[keep], rank[keep]] = vals[keep]
     return Codes(idx, val, l0)
+
+
+def _token_value_key(rows: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """An int64 key ordering entries by token ascending, then value descending: one integer sort
+    instead of two float sorts. The float32 bits become an unsigned order-preserving integer
+    (positive floats above negative ones, each in numeric order), then are flipped for descent."""
+    bits = vals.float().view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits >= 0, bits + 2**31, -1 - bits)  # in [0, 2**32), numeric order
+    return rows * 2**32 + (2**32 - 1 - ordered)
 
 
 def encode_reference(weights: SAEWeights, x: np.ndarray) -> np.ndarray:
