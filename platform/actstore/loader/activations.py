@@ -52,6 +52,17 @@ class Mixing(NamedTuple):
     group_bytes: int
 
 
+class _Pending(NamedTuple):
+    """Tokens of a group not yet yielded: its activations, the rows still to take (mixed
+    order), their flat token indices, and the group offset of the first of them."""
+
+    group: int
+    x: np.ndarray
+    rows: np.ndarray
+    idx: np.ndarray
+    at: int
+
+
 class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
     """Iterate for one epoch of ``[batch_size, d]`` tensors (the last batch may be short).
 
@@ -185,8 +196,10 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         self._shared[0] = (tag << 20) | epoch
         return epoch
 
-    def _read_group(self, epoch: int, g: int, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (flat index, activations in storage form) of a group, mixed."""
+    def _read_group(self, epoch: int, g: int, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A group's activations (storage form, one row per token slot), its kept rows in mixed
+        order and their flat token indices. The rows are gathered batch by batch as they are
+        taken, so that copy overlaps the reading of the next group instead of following it."""
         store, per, ctx_len = self.store, self.chunk_contexts, self.store.meta.ctx_len
         ctx = np.concatenate([np.arange(f, min(f + per, store.meta.n_ctx)) for f in np.sort(chunks).tolist()])
         keep = (store.read_contexts(token_array("flags"), ctx).reshape(-1) & self.drop_flags) == 0
@@ -195,7 +208,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         if self.shuffle:
             rows = rows[np.random.default_rng([self.seed, epoch, self.rank, g]).permutation(rows.size)]
         idx = (ctx[:, None] * ctx_len + np.arange(ctx_len)).reshape(-1)[rows]
-        return x.reshape(-1, x.shape[-1])[rows], idx  # one copy: selection and mixing together
+        return x.reshape(-1, x.shape[-1]), rows, idx
 
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -209,12 +222,12 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
             mine = mine[worker.id :: worker.num_workers]
         budget = self._budget(epoch, start_group, offset, worker)
         logical = self.logical
-        pending: deque[tuple[int, np.ndarray, np.ndarray, int]] = deque()  # (group, x, idx, offset of x[0])
+        pending: deque[_Pending] = deque()
         have = 0
-        for g, (x, idx) in zip(mine, self._prefetch(epoch, groups, mine), strict=True):
+        for g, (x, rows, idx) in zip(mine, self._prefetch(epoch, groups, mine), strict=True):
             skip = offset if g == start_group else 0
-            n = x.shape[0] - skip if budget is None else min(x.shape[0] - skip, budget)
-            pending.append((g, x[skip : skip + n], idx[skip : skip + n], skip))
+            n = rows.size - skip if budget is None else min(rows.size - skip, budget)
+            pending.append(_Pending(g, x, rows[skip : skip + n], idx[skip : skip + n], skip))
             have += n
             if budget is not None:
                 budget -= n
@@ -227,24 +240,24 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
             yield self._take(pending, have, mine[-1], logical)
         self.epoch, self._group, self._offset = epoch + 1, 0, 0
 
-    def _take(self, pending: deque[tuple[int, np.ndarray, np.ndarray, int]], n: int, last: int, logical: str) -> Any:
-        """The next ``n`` tokens as a batch; the position moves to just after them."""
+    def _take(self, pending: deque[_Pending], n: int, last: int, logical: str) -> Any:
+        """The next ``n`` tokens as a batch (gathered from their groups); the position moves to just after them."""
         xs, ids = [], []
         while n:
-            g, x, idx, at = pending[0]
-            k = min(n, x.shape[0])
-            xs.append(x[:k])
-            ids.append(idx[:k])
-            if k == x.shape[0]:
+            p = pending[0]
+            k = min(n, p.rows.size)
+            xs.append(p.x[p.rows[:k]])
+            ids.append(p.idx[:k])
+            if k == p.rows.size:
                 pending.popleft()
             else:
-                pending[0] = (g, x[k:], idx[k:], at + k)
+                pending[0] = p._replace(rows=p.rows[k:], idx=p.idx[k:], at=p.at + k)
             n -= k
-        self._group, self._offset = (pending[0][0], pending[0][3]) if pending else (last + 1, 0)
+        self._group, self._offset = (pending[0].group, pending[0].at) if pending else (last + 1, 0)
         one = len(xs) == 1  # most batches lie inside one group: no concatenation copy
         return self._batch(xs[0] if one else np.concatenate(xs), ids[0] if one else np.concatenate(ids), logical)
 
-    def _prefetch(self, epoch: int, groups: list[np.ndarray], mine: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _prefetch(self, epoch: int, groups: list[np.ndarray], mine: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Groups in order, the next one read on a thread while the current one is consumed."""
         out: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()
