@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
 
-BY_TOKEN_CACHE = 4  # latents whose token-ordered postings a SaeLatents keeps
+POSTINGS_CACHE = 4  # latents whose whole posting lists a SaeLatents keeps (by value and by token)
 OCCURRENCE_SCHEMA = pl.Schema({"latent": pl.Int64(), "rank": pl.Int64(), "token": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(),
                      "value": pl.Float32()})
 DENSITY_SCHEMA = pl.Schema({"latent": pl.Int64(), "count": pl.Int64(), "density": pl.Float64(), "mean": pl.Float64(),
@@ -46,6 +46,7 @@ class SaeLatents:
         self._plan: IndexPlan | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._by_token: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a few latents' postings by token
+        self._all: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # and by value
 
     def __repr__(self) -> str:
         return f"<actstore.SaeLatents {self.name!r} d_sae={self.info.d_sae} site={self.info.site!r}>"
@@ -107,15 +108,28 @@ class SaeLatents:
         tokens = np.asarray(self.store.array(bucket_array(self.name, bucket, "token"))[start:stop])
         return tokens, values
 
+    def all_postings(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`postings` of every occurrence (value descending), the last few latents asked
+        for kept: a feature page's quantile groups and windows then read a posting list once."""
+        found = self._all.get(latent)
+        if found is None:
+            found = self.postings(latent)
+            for part in found:
+                part.flags.writeable = False  # shared by every caller
+            while len(self._all) >= POSTINGS_CACHE:
+                self._all.pop(next(iter(self._all)), None)
+            self._all[latent] = found
+        return found
+
     def postings_by_token(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """A latent's postings ordered by flat token index (for windows to look values up in);
         the last few latents asked for are kept, so one feature page reads them once."""
         found = self._by_token.get(latent)
         if found is None:
-            tokens, values = self.postings(latent)
+            tokens, values = self.all_postings(latent)
             order = np.argsort(tokens, kind="stable")
             found = (tokens[order], values[order])
-            while len(self._by_token) >= BY_TOKEN_CACHE:
+            while len(self._by_token) >= POSTINGS_CACHE:
                 self._by_token.pop(next(iter(self._by_token)), None)
             self._by_token[latent] = found
         return found
@@ -179,7 +193,7 @@ class SaeLatents:
             raise ConfigError(f"kind must be 'count' or 'width', got {kind!r}")
         if bins < 1 or per_bin < 1:
             raise ConfigError(f"bins and per_bin must be >= 1, got {bins}, {per_bin}")
-        tokens, values = self.postings(latent)
+        tokens, values = self.all_postings(latent)
         tokens, values = tokens[::-1], values[::-1]  # ascending value
         n = values.size
         if kind == "count":
@@ -244,7 +258,8 @@ class SaeLatents:
         """
         if agg not in ("max", "sum"):
             raise ConfigError(f"agg must be 'max' or 'sum', got {agg!r}")
-        idx, val = self._codes_at(_span_tokens(self.store, ctx=ctx, doc=doc, span=span))
+        flat = _span_tokens(self.store, ctx=ctx, doc=doc, span=span)
+        idx, val = self._codes_at(flat), self._codes_at(flat, "val")
         keep = idx >= 0
         frame = pl.DataFrame({"latent": idx[keep].astype(np.int64), "v": val[keep].astype(np.float64)})
         ranked = frame.group_by("latent").agg(value=getattr(pl.col("v"), agg)(), tokens_fired=pl.len().cast(pl.Int64))
@@ -262,13 +277,12 @@ class SaeLatents:
         ids = self.store.read_contexts(token_array("ids"), ctxs)[inverse, flat % ctx_len]
         return "".join(decode_tokens(self.store, ids.tolist())) if ids.size else ""
 
-    def _codes_at(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Codes ([n, cap] idx and float32 val) of flat token indices."""
+    def _codes_at(self, flat: np.ndarray, part: str = "idx") -> np.ndarray:
+        """One code array (``idx`` [n, cap], or ``val`` as float32) at flat token indices."""
         ctx_len = self.store.meta.ctx_len
         ctxs, inverse = np.unique(flat // ctx_len, return_inverse=True)
-        idx = self.store.read_contexts(code_array(self.name, "idx"), ctxs)[inverse, flat % ctx_len]
-        val = self.store.read_contexts(code_array(self.name, "val"), ctxs)[inverse, flat % ctx_len]
-        return idx, val.astype(np.float32)
+        rows = self.store.read_contexts(code_array(self.name, part), ctxs)[inverse, flat % ctx_len]
+        return rows if part == "idx" else rows.astype(np.float32)
 
     def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, block: int = 4096) -> pl.DataFrame:
         """Latents that fire on the same tokens as ``latent``, ranked by Jaccard then count.
@@ -283,7 +297,7 @@ class SaeLatents:
         together = np.zeros(self.info.d_sae, np.int64)
         for i in range(0, tokens.size, block):
             part = np.sort(tokens[i : i + block])
-            idx, _ = self._codes_at(part)
+            idx = self._codes_at(part)  # the latent ids only: half the bytes to decode
             together += np.bincount(idx[idx >= 0], minlength=self.info.d_sae)
         together[latent] = 0
         counts = self.counts()

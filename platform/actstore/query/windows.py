@@ -14,6 +14,7 @@ import polars as pl
 from actstore.config import HFSource
 from actstore.corpus.tokenize import source_tokenizer
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
+from actstore.store.store import reader_pool
 from actstore.store.tokenizer import StoredTokenizer, read_tokenizer
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def windows(store: Store, tokens: np.ndarray, *, window: int, values: np.ndarray
     ctx_len = store.meta.ctx_len
     tokens = np.asarray(tokens, dtype=np.int64)
     ctxs, inverse = np.unique(tokens // ctx_len, return_inverse=True)
-    rows = {name: store.read_contexts(token_array(name), ctxs) for name in ("ids", "doc", "flags")}
+    names = ("ids", "doc", "flags")  # read concurrently: each is one zarr call waiting on its chunks
+    rows = dict(zip(names, reader_pool().map(lambda name: store.read_contexts(token_array(name), ctxs), names), strict=True))
     latent = occurrences is not None
     if occurrences is not None:
         occ_tokens, occ_values = occurrences

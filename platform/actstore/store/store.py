@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,7 +26,7 @@ from actstore.store.metadata import ATTRIBUTE, RootMetadata, parse_root_metadata
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "Write", "utc_now"]
+__all__ = ["TOKENS_STAGE", "Store", "StoreInfo", "Write", "reader_pool", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,17 @@ EXTRACT_STAGE = "extract"
 _STAGE_OF = {"tokens": TOKENS_STAGE}
 Mode = Literal["r", "r+"]
 READ_THREADS = 8
+_READERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked DataLoader worker starts its own
+_READER_NAME = "actstore-read"
+
+
+def reader_pool() -> ThreadPoolExecutor:
+    """The process's pool for concurrent reads (starting threads for each call cost a feature
+    page ~0.1 s). A task in it must not wait on other tasks of it."""
+    pool = _READERS.get(os.getpid())
+    if pool is None:
+        pool = _READERS[os.getpid()] = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=_READER_NAME)
+    return pool
 WRITE_THREADS = 8
 Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values) of a whole-shard write
 
@@ -188,17 +201,21 @@ class Store:
         stage = self._stage_of(path) or EXTRACT_STAGE
         self.require_done(stage, sorted({self.grid.unit_of(int(c)) for c in contexts}))
         arr = self.array(path)
-        # Slices over runs of consecutive contexts: zarr's orthogonal selection on a sharded array
-        # measured ~15x slower than the same rows read as slices.
         wanted, inverse = np.unique(contexts, return_inverse=True)
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks)] if wanted.size else []
-        if len(runs) > 1:  # concurrent reads: on object storage each run is its own requests
-            with ThreadPoolExecutor(min(len(runs), READ_THREADS)) as pool:
-                parts = list(pool.map(lambda r: np.asarray(arr[r[0] : r[1]]), runs))
+        if len(runs) > 1 and arr.shards is None:  # one call: zarr fetches and decodes each chunk once
+            rows = np.asarray(arr.get_orthogonal_selection((wanted,)))
+        elif len(runs) > 1:
+            # Slices over runs of consecutive contexts, concurrently (on object storage each run is
+            # its own requests): zarr's orthogonal selection on a sharded array measured ~15x slower.
+            # Called from a pool thread, the runs are read in it (waiting on the pool there could
+            # leave no thread free to do the reads).
+            read = lambda r: np.asarray(arr[r[0] : r[1]])  # noqa: E731
+            in_pool = threading.current_thread().name.startswith(_READER_NAME)
+            rows = np.concatenate([read(r) for r in runs] if in_pool else list(reader_pool().map(read, runs)))
         else:
-            parts = [np.asarray(arr[a:b]) for a, b in runs]
-        rows = np.concatenate(parts) if parts else np.zeros((0, *arr.shape[1:]), arr.dtype)
+            rows = np.concatenate([np.asarray(arr[a:b]) for a, b in runs]) if runs else np.zeros((0, *arr.shape[1:]), arr.dtype)
         in_order = contexts.size == wanted.size and bool((np.diff(contexts) > 0).all())
         return from_storage(rows if in_order else rows[inverse], str(arr.attrs.get("logical_dtype", arr.dtype)))
 
