@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
-from actstore.explain.table import current_explanations, mean_score, scan_explanations
+from actstore.explain.table import mean_score
 from actstore.query.tokens import encode_text
 from actstore.store.layout import code_array
 from actstore.store.stats import HIST_EDGES
@@ -44,7 +44,7 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
-    rows = scan_explanations(latents.store, latents.name).filter(pl.col("parsed")).with_columns(
+    rows = latents.explanations().lazy().filter(pl.col("parsed")).with_columns(
         score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).collect()
     words = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
@@ -96,8 +96,7 @@ def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 20
                           "percentile": value_percentiles(hist, latent_ids, values)})
     ranked = (frame.group_by("latent").agg(pl.col("percentile").max(), pl.col("value").max(), places=pl.col("place").n_unique())
               .join(density.select("latent", "density"), on="latent", how="left")
-              .join(current_explanations(scan_explanations(store, latents.name)).select("latent", label="text"),
-                    on="latent", how="left")
+              .join(latents.explanations(current=True).select("latent", label="text"), on="latent", how="left")
               .sort(["percentile", "value", "latent"], descending=[True, True, False]).head(top))
     return ranked.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(EXAMPLE_SEARCH_SCHEMA)).cast(
         EXAMPLE_SEARCH_SCHEMA)

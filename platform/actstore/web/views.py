@@ -104,12 +104,11 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
 
 def _current_labels(latents: Any) -> pl.DataFrame:
     """Per explained latent its current explanation (``explanations(current=True)``) as label,
-    kind, author and score, with each judge's balanced accuracy; the table is read once."""
-    table = latents.explanations()
-    judges = table.select("key", *[pl.col(f"{s}_balanced_accuracy").alias(c) for s, c in zip(SCORERS, SCORE_COLUMNS,
-                                                                                            strict=True)])
-    return (current_explanations(table).join(judges.unique("key"), on="key", how="left")
-            .select("latent", pl.col("text").alias("label"), "kind", "author", "score", *SCORE_COLUMNS))
+    kind, author and score, with each judge's balanced accuracy of that explanation."""
+    judges = [f"{s}_balanced_accuracy" for s in SCORERS]
+    return current_explanations(latents.explanations(), keep=tuple(judges)).select(
+        "latent", pl.col("text").alias("label"), "kind", "author", "score",
+        *[pl.col(j).alias(c) for j, c in zip(judges, SCORE_COLUMNS, strict=True)])
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
