@@ -131,13 +131,15 @@ def test_an_unexplained_feature_page_prints_a_label_command_that_runs(web_store:
     latent = next(i for i in range(100) if i not in explained)
     page = app.get(f"/sae/{SAE}/latent/{latent}").text
     assert "No explanations yet" in page
+    assert app.get("/api/search/latents", params={"text": "digits"}).json()["saes"][0]["rows"] == []
     command = html.unescape(re.search(r"<code>(actstore label .*?)</code>", page).group(1))  # type: ignore[union-attr]
     argv = shlex.split(command)
     assert argv[-1] == "what it fires on"
     assert main([*argv[1:-1], "digits", "--author", "me"]) == 0
     shown = app.get(f"/api/sae/{SAE}/latent/{latent}").json()["explanations"]
     assert [(e["text"], e["kind"], e["author"], e["current"]) for e in shown] == [("digits", "human", "me", True)]
-    assert "digits" in app.get(f"/sae/{SAE}", params={"label": "digit"}).text
+    assert "digits" in app.get(f"/sae/{SAE}", params={"label": "digit"}).text  # the server's caches follow the table
+    assert [r["latent"] for r in app.get("/api/search/latents", params={"text": "digits"}).json()["saes"][0]["rows"]] == [latent]
 
 
 def test_errors_are_json_with_a_message_and_requests_are_bounded(client: TestClient, latents) -> None:
