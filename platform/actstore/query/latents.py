@@ -44,10 +44,10 @@ class SaeLatents:
             raise ConfigError(f"the store at {store.location.url!r} has no SAE {name!r}; it has "
                               f"{[s.name for s in store.meta.saes] or 'none'}")
         self.store, self.name, self.info = store, name, info
+        self._explanations: PartCache | None = None  # what explanations() has read of the table
         self._plan: IndexPlan | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._by_token: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a few latents' postings by token
-        self._explanations: PartCache | None = None  # what explanations() has read of the table
 
     def __repr__(self) -> str:
         return f"<actstore.SaeLatents {self.name!r} d_sae={self.info.d_sae} site={self.info.site!r}>"
