@@ -15,6 +15,7 @@ from actstore.errors import ConfigError
 from actstore.explain.table import (
     CURRENT_SCHEMA,
     EXPLANATION_SCHEMA,
+    PartCache,
     append_explanations,
     current_explanations,
     human_row,
@@ -47,6 +48,18 @@ def test_table_on_s3_reads_only_committed_parts(s3_endpoint: str, s3_bucket: str
     assert current["score"][0] == pytest.approx(0.85)
     with pytest.raises(ConfigError, match="unknown explanation columns"):
         append_explanations(store, "sae", [{"latent": 1, "api_key": "x"}])
+
+
+def test_a_cache_reads_each_committed_part_once(tmp_path: Path) -> None:
+    store = SimpleNamespace(files=SideFiles(Location(str(tmp_path))))
+    first = append_explanations(store, "sae", [_auto(1, "dates", 0.9, 0.8)])
+    cache = PartCache()
+    assert scan_explanations(store, "sae", cache=cache).collect()["text"].to_list() == ["dates"]
+    (tmp_path / f"explanations/sae/part-{first}.parquet").unlink()  # read already: not read again
+    append_explanations(store, "sae", [human_row(2, "the comma", author="ann")])
+    assert sorted(scan_explanations(store, "sae", cache=cache).collect()["text"].to_list()) == ["dates", "the comma"]
+    with pytest.raises(FileNotFoundError):  # without the cache every part is read
+        scan_explanations(store, "sae")
 
 
 def test_labels_from_python_and_cli_then_search(explain_store: Path, capsys: pytest.CaptureFixture[str]) -> None:

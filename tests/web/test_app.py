@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from starlette.testclient import TestClient
 
@@ -30,6 +31,17 @@ def client(web_store: Path) -> TestClient:
 @pytest.fixture(scope="module")
 def latents(web_store: Path):
     return actstore.open(str(web_store)).sae(SAE)
+
+
+def _latents_table(latents) -> pl.DataFrame:
+    """The SAE page's table from the Python API: density joined to the current explanations and
+    each judge's balanced accuracy of that explanation."""
+    judges = latents.explanations().select("key", score_detection="detection_balanced_accuracy",
+                                           score_fuzzing="fuzzing_balanced_accuracy")
+    current = latents.explanations(current=True).join(judges, on="key").select(
+        "latent", "kind", "author", "score", "score_detection", "score_fuzzing", label="text")
+    return latents.density().drop("hist").join(current, on="latent", how="left").select(
+        "latent", "count", "density", "mean", "max", "label", "kind", "author", "score", "score_detection", "score_fuzzing")
 
 
 def _mid_latent(latents) -> int:
@@ -51,7 +63,7 @@ def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> N
     assert got["stats"] == latents.density(latent).to_dicts()[0]
     table = client.get(f"/api/sae/{SAE}", params={"sort": "density", "order": "asc", "min_density": 0.01,
                                                   "page": 2, "per_page": 10}).json()
-    frame = latents.density().drop("hist")
+    frame = _latents_table(latents)
     frame = frame.filter(frame["density"] >= 0.01).sort(["density", "latent"])
     assert table["total"] == frame.height and table["rows"] == frame.slice(10, 10).to_dicts()
     store = latents.store
@@ -62,6 +74,72 @@ def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> N
     l0 = latents.l0_hist()
     assert info["saes"][0]["l0_hist"]["counts"] == l0[: np.flatnonzero(l0)[-1] + 1].tolist()
     assert sum(info["saes"][0]["density_hist"]["counts"]) + info["saes"][0]["dead"] == latents.info.d_sae
+
+
+def test_explanation_panels_answer_like_the_python_api(client: TestClient, latents) -> None:
+    current = latents.explanations(current=True)
+    best = current.sort("score", descending=True, nulls_last=True)
+    scored, labelled = int(best["latent"][0]), int(current.filter(pl.col("text") == "the word store")["latent"][0])
+    full = _latents_table(latents)
+    got = client.get(f"/api/sae/{SAE}", params={"sort": "score", "per_page": 500}).json()
+    assert got["rows"] == full.sort(["score", "latent"], descending=[True, False], nulls_last=True).to_dicts()
+    assert got["rows"][0]["latent"] == scored and got["rows"][0]["score"] == pytest.approx(0.85)
+    assert got["explained"] == current.height == 3 and got["scorers"] == ["detection", "fuzzing"]
+    got = client.get(f"/api/sae/{SAE}", params={"sort": "label", "order": "asc", "label": "FUTURE"}).json()
+    future = full.filter(pl.col("label").str.to_lowercase().str.contains("future")).sort("label")
+    assert got["rows"] == future.to_dicts() and got["total"] == 2  # the scored one and the hostile label
+    got = client.get(f"/api/sae/{SAE}", params={"min_score": 0.5, "max_score": 0.9}).json()
+    assert [r["latent"] for r in got["rows"]] == [scored]  # a label has no score: the labelled latent drops out
+    by_label = client.get(f"/api/sae/{SAE}", params={"sort": "label", "per_page": 500}).json()["rows"]
+    assert [r["label"] for r in by_label[:3]] == sorted(current["text"].to_list(), reverse=True)
+    assert all(r["label"] is None for r in by_label[3:])  # unexplained latents last, either order
+
+    for latent in (scored, labelled):
+        shown = client.get(f"/api/sae/{SAE}/latent/{latent}", params={"k": 3, "bins": 1, "per_bin": 1}).json()
+        table = latents.explanations(latent=latent)
+        assert shown["explanations"][0]["key"] == current.filter(pl.col("latent") == latent)["key"][0]
+        assert sorted(e["key"] for e in shown["explanations"]) == sorted(table["key"].to_list())
+        assert [e["current"] for e in shown["explanations"]] == [True] + [False] * (table.height - 1)
+    first = client.get(f"/api/sae/{SAE}/latent/{scored}").json()["explanations"]
+    assert [(e["text"], e["score"], e["score_detection"]) for e in first] == [
+        ("the future tense of verbs", pytest.approx(0.85), 0.9), (None, None, None), ("common words", pytest.approx(0.55), 0.6)]
+    second = client.get(f"/api/sae/{SAE}/latent/{labelled}").json()["explanations"]
+    assert (second[0]["text"], second[0]["kind"], second[0]["author"], second[0]["score"]) == ("the word store", "human", "ann", None)
+
+    found = client.get("/api/search/latents", params={"text": "future tense"}).json()
+    assert found["saes"] == [{"sae": SAE, "rows": latents.search("future tense", top=20).to_dicts()}]
+    assert found["saes"][0]["rows"][0]["latent"] == scored
+    example = client.get("/api/search/latents", params={"text": " of the store", "by": "example", "top": 5}).json()
+    assert example["saes"][0]["rows"] == latents.search_by_example(" of the store", top=5).to_dicts() != []
+    for params, message in (({"text": "x", "by": "magic"}, "by must be one of"), ({"text": " "}, "search text is empty"),
+                            ({"text": "x", "top": 1000}, "top must be between")):
+        answer = client.get("/api/search/latents", params=params)
+        assert answer.status_code == 400 and message in answer.json()["error"], answer.json()
+    assert "at most 400" in client.get(f"/api/sae/{SAE}", params={"label": "x" * 401}).json()["error"]
+
+
+def test_an_unexplained_feature_page_prints_a_label_command_that_runs(web_store: Path, tmp_path: Path) -> None:
+    import html
+    import re
+    import shlex
+
+    from actstore.cli import main
+
+    shutil.copytree(web_store, tmp_path / "store")
+    app = TestClient(create_app(str(tmp_path / "store")))
+    explained = set(actstore.open(str(tmp_path / "store")).sae(SAE).explanations()["latent"].to_list())
+    latent = next(i for i in range(100) if i not in explained)
+    page = app.get(f"/sae/{SAE}/latent/{latent}").text
+    assert "No explanations yet" in page
+    assert app.get("/api/search/latents", params={"text": "digits"}).json()["saes"][0]["rows"] == []
+    command = html.unescape(re.search(r"<code>(actstore label .*?)</code>", page).group(1))  # type: ignore[union-attr]
+    argv = shlex.split(command)
+    assert argv[-1] == "what it fires on"
+    assert main([*argv[1:-1], "digits", "--author", "me"]) == 0
+    shown = app.get(f"/api/sae/{SAE}/latent/{latent}").json()["explanations"]
+    assert [(e["text"], e["kind"], e["author"], e["current"]) for e in shown] == [("digits", "human", "me", True)]
+    assert "digits" in app.get(f"/sae/{SAE}", params={"label": "digit"}).text  # the server's caches follow the table
+    assert [r["latent"] for r in app.get("/api/search/latents", params={"text": "digits"}).json()["saes"][0]["rows"]] == [latent]
 
 
 def test_errors_are_json_with_a_message_and_requests_are_bounded(client: TestClient, latents) -> None:
@@ -115,7 +193,7 @@ def test_on_s3(web_store: Path, s3_endpoint: str, s3_bucket: str, client: TestCl
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
-    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests"):  # what the browser reads
+    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests", "explanations"):  # what the browser reads
         fs.put(str(web_store / part), f"{s3_bucket}/store/{part}", recursive=True)
     remote = TestClient(create_app(f"s3://{s3_bucket}/store", storage_options={"endpoint_url": s3_endpoint}))
     latent = _mid_latent(latents)
@@ -148,7 +226,7 @@ def test_a_store_still_being_written(web_store: Path, tmp_path: Path) -> None:
     units = summary["info"]["units_total"]
     assert not summary["info"]["complete"] and summary["info"]["units_done"] == units - 1
     assert summary["saes"][0]["indexed"] is False
-    partial = actstore.open(str(url)).sae(SAE).density().drop("hist").sort(["count", "latent"], descending=[True, False])
+    partial = _latents_table(actstore.open(str(url)).sae(SAE)).sort(["count", "latent"], descending=[True, False])
     table = app.get(f"/api/sae/{SAE}", params={"per_page": 500}).json()
     assert table["rows"] == partial.to_dicts()
     assert sum(r["count"] for r in table["rows"]) < actstore.open(str(web_store)).sae(SAE).density()["count"].sum()

@@ -14,11 +14,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import actstore
 from tests.coded_store import SAE
-from tests.web.conftest import HOSTILE
+from tests.web.conftest import HOSTILE, HOSTILE_LABEL
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -139,6 +140,46 @@ def test_search_page(server: str, page, latents) -> None:
     _shot(page, "search")
 
 
+def test_explanation_panels(server: str, page, latents) -> None:
+    """Sort and filter the latents table by score and label, read a feature's explanations, find
+    it again by the words of its explanation."""
+    best = latents.explanations(current=True).sort("score", descending=True, nulls_last=True)
+    scored, label = int(best["latent"][0]), str(best["text"][0])
+    page.goto(f"{server}/sae/{SAE}")
+    page.click("th a.sort:has-text('score')")
+    page.wait_for_url("**sort=score**")
+    scores = page.locator("table.latents tbody td.score").all_inner_texts()
+    assert scores[0] == "0.850" and scores[1:] == [""] * (len(scores) - 1)  # one scored; the rest sort last
+    assert page.locator("table.latents tbody tr").first.locator("td.label .text").inner_text() == label
+    page.click("th a.sort:has-text('label')")  # A to Z first
+    page.wait_for_url("**sort=label**")
+    shown = page.locator("table.latents tbody td.label .text").all_inner_texts()
+    assert shown == sorted(latents.explanations(current=True)["text"].to_list())
+    page.fill("input[name=label]", "FUTURE")
+    page.fill("input[name=min_score]", "0.5")
+    page.click("form.filters button")
+    page.wait_for_url("**label=FUTURE**")
+    assert page.locator("table.latents tbody tr").count() == 1
+    _shot(page, "sae-explained")
+    page.click(f"table.latents a[href$='/latent/{scored}']")
+    page.wait_for_url(f"**/latent/{scored}")
+    assert page.locator("table.explanations tr.current td.text").inner_text() == label
+    assert page.locator("table.explanations tbody tr").count() == latents.explanations(latent=scored).height
+    assert "could not be parsed" in page.locator("table.explanations").inner_text()
+    _shot(page, "feature-explanations")
+    page.goto(server + "/search")
+    page.fill("form.find input[name=find]", "future tense")
+    page.click("form.find button")
+    page.wait_for_url("**find=**")
+    link = page.locator("table.found a.latent").first
+    assert link.inner_text() == str(scored) and label in page.locator("table.found tbody tr").first.inner_text()
+    _shot(page, "search-explanations")
+    link.click()
+    page.wait_for_url(f"**/latent/{scored}")
+    page.goto(server + "/search?find=+of+the+store&by=example")
+    assert page.locator("table.found a.latent").count() > 0
+
+
 def test_features_on_my_text(server: str, page) -> None:
     text = '<script>window.__pwned = "mine"</script> the future of the store'
     page.goto(server + "/search")
@@ -184,6 +225,13 @@ def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, late
         assert page.evaluate("window.__pwned") is None
         assert shown in page.locator("main").inner_text()
         assert page.locator("main script, main img, table.examples a, main iframe").count() == 0
+    hostile = int(latents.explanations().filter(pl.col("author") == "mallory")["latent"][0])  # a hostile label
+    for path in (f"/sae/{SAE}?label=future", f"/sae/{SAE}/latent/{hostile}", "/search?find=future+tense"):
+        page.goto(server + path)
+        assert page.evaluate("window.__pwned") is None
+        assert HOSTILE_LABEL in page.locator("main").inner_text()
+        assert page.locator("main script, main img, main iframe, main a[href^='javascript']").count() == 0
+    _shot(page, "hostile-label")
     page.goto(f"{server}/sae/{SAE}/latent/{hit}")
     text = page.locator("main").inner_text().replace("⏎", "\n")
     assert '<script>window.__pwned = "script"</script>' in text

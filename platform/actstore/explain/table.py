@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -23,10 +24,11 @@ from actstore.errors import ConfigError
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORERS", "append_explanations", "current_explanations",
-           "human_row", "mean_score", "scan_explanations"]
+__all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORERS", "PartCache", "append_explanations",
+           "current_explanations", "human_row", "mean_score", "scan_explanations"]
 
 PREFIX = "explanations"
+READERS = 16  # parts read at once: a fully explained SAE has thousands, each one small GET
 SCORERS = ("detection", "fuzzing")
 METRICS: dict[str, pl.DataType] = {
     "balanced_accuracy": pl.Float64(), "precision": pl.Float64(), "recall": pl.Float64(), "f1": pl.Float64(),
@@ -86,14 +88,34 @@ def append_explanations(store: Store, sae: str, rows: list[dict[str, Any]]) -> s
     return part
 
 
-def scan_explanations(store: Store, sae: str) -> pl.LazyFrame:
-    """Every committed row of ``sae``'s table (all kinds, all versions), in part order."""
+class PartCache:
+    """What a reader of one SAE's table has read: each committed part by id (a committed part
+    never changes) and the table they made. With it a reader pays one listing per read, plus
+    the parts committed since; a fully explained SAE has thousands of parts (``commit_every``
+    results each, a label each)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, pl.DataFrame] = {}
+        self.table: tuple[tuple[str, ...], pl.DataFrame] | None = None  # (the parts it holds, the table)
+
+
+def scan_explanations(store: Store, sae: str, *, cache: PartCache | None = None) -> pl.LazyFrame:
+    """Every committed row of ``sae``'s table (all kinds, all versions), in part order;
+    ``cache``: keeps what was read for the next call (see :class:`PartCache`)."""
     folder = _folder(sae)
-    parts = [name.removesuffix(".json") for name in store.files.list(f"{folder}/_committed") if name.endswith(".json")]
+    parts = tuple(name.removesuffix(".json") for name in store.files.list(f"{folder}/_committed") if name.endswith(".json"))
     if not parts:
         return pl.LazyFrame(schema=EXPLANATION_SCHEMA)
-    frames = [pl.read_parquet(io.BytesIO(store.files.read_bytes(f"{folder}/part-{p}.parquet"))) for p in parts]
-    return pl.concat(frames, how="vertical").lazy().cast(EXPLANATION_SCHEMA)  # type: ignore[arg-type]
+    cache = cache or PartCache()
+    if cache.table is None or cache.table[0] != parts:
+        missing = [p for p in parts if p not in cache.parts]
+        with ThreadPoolExecutor(max_workers=min(READERS, max(len(missing), 1))) as pool:  # GETs overlap on S3
+            cache.parts.update(zip(missing, pool.map(
+                lambda p: pl.read_parquet(io.BytesIO(store.files.read_bytes(f"{folder}/part-{p}.parquet"))), missing),
+                strict=True))
+        table = pl.concat([cache.parts[p] for p in parts], how="vertical").cast(EXPLANATION_SCHEMA)  # type: ignore[arg-type]
+        cache.table = (parts, table)
+    return cache.table[1].lazy()
 
 
 def mean_score(columns: tuple[str, ...] = SCORERS) -> pl.Expr:
@@ -101,13 +123,14 @@ def mean_score(columns: tuple[str, ...] = SCORERS) -> pl.Expr:
     return pl.mean_horizontal([pl.col(f"{s}_balanced_accuracy") for s in columns])
 
 
-def current_explanations(frame: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+def current_explanations(frame: pl.LazyFrame | pl.DataFrame, *, keep: tuple[str, ...] = ()) -> pl.DataFrame:
     """One row per latent: its latest human label, else its best-scored parsed automatic
-    explanation (ties: the latest). Columns: :data:`CURRENT_SCHEMA`."""
+    explanation (ties: the latest). Columns: :data:`CURRENT_SCHEMA`, then the table's columns
+    named in ``keep`` (e.g. each judge's metrics) from the same row."""
     rows = frame.lazy().filter(pl.col("parsed")).with_columns(
         score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None),
         human=(pl.col("kind") == "human").cast(pl.Int8),
     )
     order = ["human", "score", "created"]
     best = rows.sort(order, descending=True, nulls_last=True).group_by("latent", maintain_order=True).first()
-    return best.select(list(CURRENT_SCHEMA)).sort("latent").collect().cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
+    return best.select(*CURRENT_SCHEMA, *keep).sort("latent").collect().cast(CURRENT_SCHEMA)  # type: ignore[arg-type]

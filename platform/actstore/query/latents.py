@@ -21,6 +21,7 @@ from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
 
 if TYPE_CHECKING:
+    from actstore.explain.table import PartCache
     from actstore.store.store import Store
 
 __all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
@@ -43,6 +44,7 @@ class SaeLatents:
             raise ConfigError(f"the store at {store.location.url!r} has no SAE {name!r}; it has "
                               f"{[s.name for s in store.meta.saes] or 'none'}")
         self.store, self.name, self.info = store, name, info
+        self._explanations: PartCache | None = None  # what explanations() has read of the table
         self._plan: IndexPlan | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._by_token: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a few latents' postings by token
@@ -321,10 +323,12 @@ class SaeLatents:
     def explanations(self, *, current: bool = False, latent: int | None = None) -> pl.DataFrame:
         """The explanations table (every label and automatic explanation with its scores), or with
         ``current=True`` one row per latent: its latest label, else its best-scored automatic
-        explanation (the view a browser or an export shows)."""
-        from actstore.explain.table import current_explanations, scan_explanations
+        explanation (the view a browser or an export shows). Each call lists the committed parts
+        and reads only those it has not read before (parts never change)."""
+        from actstore.explain.table import PartCache, current_explanations, scan_explanations
 
-        frame = scan_explanations(self.store, self.name)
+        self._explanations = self._explanations or PartCache()
+        frame = scan_explanations(self.store, self.name, cache=self._explanations)
         if latent is not None:
             frame = frame.filter(pl.col("latent") == self._check_latent(latent))
         return current_explanations(frame) if current else frame.collect()

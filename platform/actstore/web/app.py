@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
+from actstore.explain.table import SCORERS
 from actstore.web import live_views, views
 from actstore.web.plots import bar_chart, line_chart, rebin
 from actstore.web.source import StoreSource
@@ -65,6 +67,7 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
         Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
             lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS)),
         Route("/api/search", pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS)),
+        Route("/api/search/latents", pages.api(lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}/neuronpedia.zip", pages.export),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -77,12 +80,16 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
 # -- query parameters: typed, bounded, unknown ones refused -------------------------------------
 SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
-    "page": (int, 1), "per_page": (int, 50)}
+    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
     "cofiring_sample": (int, 20)}
 SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
-SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5)}  # + features on my text
+LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
+                                                                      "top": (int, 20)}
+SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
+    "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
 FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
 STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
@@ -140,24 +147,29 @@ class _Pages:
 
         def link(changes: dict[str, Any]) -> str:
             """This table's URL with some parameters changed (unset ones left out)."""
-            query = {k: v for k, v in {**params, **changes}.items() if v is not None}
+            query = {k: v for k, v in {**params, **changes}.items() if v is not None and v != ""}
             return f"{request.scope.get('root_path', '')}/sae/{quote(view['sae'], safe='')}?{urlencode(query)}"
 
-        return self._render(request, "sae.html", view=view, params=params, link=link)
+        return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
         params = _params(request, FEATURE_PARAMS)
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        scorers = [s for s in SCORERS if any(e[f"score_{s}"] is not None for e in view["explanations"])]
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            scorers=scorers)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
         mine, top = params.pop("mine"), params.pop("top")
+        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits")}
         view = views.search_view(self.source, **params) if params["text"] else None
+        found = views.latent_search_view(self.source, **find) if find["text"] else None
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
-        return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features)
+        return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
+                            find=find, found=found, search_by=views.SEARCH_BY)
 
     def steer(self, request: Request) -> Response:
         params = _params(request, STEER_PARAMS)
@@ -271,4 +283,5 @@ def _templates() -> Jinja2Templates:
     env.filters["visible"] = lambda tok: tok.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
     env.filters["shade"] = lambda v, top: min(int(10 * v / top), 9) if top and v and v > 0 else 0
     env.filters["num"] = lambda v, f="{:.4g}": "-" if v is None else f.format(v)
+    env.filters["shquote"] = shlex.quote  # a command line to copy: the store URL and SAE name as one word each
     return Jinja2Templates(env=env)

@@ -19,13 +19,17 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
+from actstore.explain.table import SCORERS, current_explanations, mean_score
 from actstore.web.source import StoreSource
 
-__all__ = ["LIMITS", "SORT_COLUMNS", "feature_view", "neuronpedia_zip", "sae_view", "search_view", "store_view"]
+__all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search_view", "neuronpedia_zip", "sae_view",
+           "search_view", "store_view"]
 
 LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
-          "per_page": 500, "limit": 200, "text": 400}
-SORT_COLUMNS = ("latent", "count", "density", "mean", "max")
+          "per_page": 500, "limit": 200, "text": 400, "top": 100}
+SORT_COLUMNS = ("latent", "count", "density", "mean", "max", "label", "score")
+SCORE_COLUMNS = tuple(f"score_{s}" for s in SCORERS)  # each judge's balanced accuracy
+SEARCH_BY = ("explanations", "example")
 DENSITY_BINS = 40
 
 
@@ -61,30 +65,50 @@ def store_view(source: StoreSource) -> dict[str, Any]:
 
 
 def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Literal["asc", "desc"] = "desc",
-             min_density: float | None = None, max_density: float | None = None, page: int = 1,
+             min_density: float | None = None, max_density: float | None = None, label: str = "",
+             min_score: float | None = None, max_score: float | None = None, page: int = 1,
              per_page: int = 50) -> dict[str, Any]:
-    """One page of the SAE's latents table (latent, count, density, mean, max), filtered by
-    density and sorted by ``sort``; ties broken by latent id."""
+    """One page of the SAE's latents table (latent, count, density, mean, max, and the current
+    explanation: label, kind, author, score and each judge's ``score_<scorer>``), filtered by
+    density, by a case-insensitive substring of the label and by score, sorted by ``sort``
+    (latents without a label or score last in either order); ties broken by latent id."""
     if sort not in SORT_COLUMNS:
         raise RequestError(f"sort must be one of {list(SORT_COLUMNS)}, got {sort!r}")
     if order not in ("asc", "desc"):
         raise RequestError(f"order must be 'asc' or 'desc', got {order!r}")
     bounded("per_page", per_page)
+    _check_length("the label filter", label)
     if page < 1:
         raise RequestError(f"page must be >= 1, got {page}")
     latents = source.sae(sae)
-    frame = latents.density().drop("hist")
-    if min_density is not None:
-        frame = frame.filter(pl.col("density") >= min_density)
-    if max_density is not None:
-        frame = frame.filter(pl.col("density") <= max_density)
+    explained = _current_labels(latents)
+    frame = latents.density().drop("hist").join(explained, on="latent", how="left")
+    for column, low, high in (("density", min_density, max_density), ("score", min_score, max_score)):
+        if low is not None:
+            frame = frame.filter(pl.col(column) >= low)
+        if high is not None:
+            frame = frame.filter(pl.col(column) <= high)
+    if label:
+        frame = frame.filter(pl.col("label").str.to_lowercase().str.contains(label.lower(), literal=True))
     keys = [sort] if sort == "latent" else [sort, "latent"]
-    frame = frame.sort(keys, descending=[order == "desc", False][: len(keys)])
+    frame = frame.sort(keys, descending=[order == "desc", False][: len(keys)], nulls_last=True)
     total = frame.height
     rows = frame.slice((page - 1) * per_page, per_page).to_dicts()
     return {"sae": sae, "d_sae": latents.info.d_sae, "site": latents.info.site, "total": total, "page": page,
             "per_page": per_page, "pages": max(-(-total // per_page), 1), "sort": sort, "order": order,
-            "min_density": min_density, "max_density": max_density, "rows": rows}
+            "min_density": min_density, "max_density": max_density, "label": label, "min_score": min_score,
+            "max_score": max_score, "explained": explained.height,
+            "scorers": [s for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True) if explained[c].is_not_null().any()],
+            "rows": rows}
+
+
+def _current_labels(latents: Any) -> pl.DataFrame:
+    """Per explained latent its current explanation (``explanations(current=True)``) as label,
+    kind, author and score, with each judge's balanced accuracy of that explanation."""
+    judges = [f"{s}_balanced_accuracy" for s in SCORERS]
+    return current_explanations(latents.explanations(), keep=tuple(judges)).select(
+        "latent", pl.col("text").alias("label"), "kind", "author", "score",
+        *[pl.col(j).alias(c) for j, c in zip(judges, SCORE_COLUMNS, strict=True)])
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
@@ -104,7 +128,20 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
             "hist_edges": np.asarray(latents.hist_edges).tolist(),
             "top": latents.top_k(latent, k=k, window=window).to_dicts(), "quantiles": quantiles,
             "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample).to_dicts() if fired else [],
-            "cofiring_sample": cofiring_sample, **_logits(latents, latent)}
+            "cofiring_sample": cofiring_sample, "explanations": _latent_explanations(latents, latent),
+            **_logits(latents, latent)}
+
+
+def _latent_explanations(latents: Any, latent: int) -> list[dict[str, Any]]:
+    """Every explanation of ``latent`` (``explanations(latent=...)``), the current one first
+    (``current``: True), then newest first; ``score`` is the mean of the judges' balanced
+    accuracies (none for a label), ``score_<scorer>`` each judge's."""
+    table = latents.explanations(latent=latent)
+    current = current_explanations(table)["key"].to_list()
+    return (table.with_columns(current=pl.col("key").is_in(current), score=mean_score(),
+                               **{c: pl.col(f"{s}_balanced_accuracy") for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True)})
+            .sort(["current", "created"], descending=True)
+            .select("current", "text", "kind", "author", "created", "parsed", "score", *SCORE_COLUMNS, "key").to_dicts())
 
 
 def _logits(latents: Any, latent: int) -> dict[str, Any]:
@@ -117,13 +154,37 @@ def _logits(latents: Any, latent: int) -> dict[str, Any]:
 
 def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12) -> dict[str, Any]:
     """Stored contexts containing ``text``'s token sequence (``store.find_tokens``)."""
-    if not text.strip():
-        raise RequestError("the search text is empty")
-    if len(text) > LIMITS["text"]:
-        raise RequestError(f"the search text is {len(text)} characters long; at most {LIMITS['text']} are allowed")
+    _check_text(text)
     bounded("limit", limit), bounded("window", window, 0)
     matches = source.store.find_tokens(text, limit=limit, window=window)
     return {"text": text, "limit": limit, "matches": matches.to_dicts()}
+
+
+def latent_search_view(source: StoreSource, text: str, *, by: str = "explanations", top: int = 20) -> dict[str, Any]:
+    """Latents of every SAE found by ``text``: ``by="explanations"`` ranks their explanations'
+    words (BM25, ``sae.search``), ``by="example"`` the latents firing unusually high where the
+    corpus holds the text (``sae.search_by_example``); ``top`` per SAE."""
+    if by not in SEARCH_BY:
+        raise RequestError(f"by must be one of {list(SEARCH_BY)}, got {by!r}")
+    _check_text(text)
+    bounded("top", top)
+    found = []
+    for info in source.store.meta.saes:
+        latents = source.sae(info.name)
+        frame = latents.search(text, top=top) if by == "explanations" else latents.search_by_example(text, top=top)
+        found.append({"sae": info.name, "rows": frame.to_dicts()})
+    return {"text": text, "by": by, "top": top, "saes": found}
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise RequestError("the search text is empty")
+    _check_length("the search text", text)
+
+
+def _check_length(what: str, text: str) -> None:
+    if len(text) > LIMITS["text"]:
+        raise RequestError(f"{what} is {len(text)} characters long; at most {LIMITS['text']} are allowed")
 
 
 def neuronpedia_zip(source: StoreSource, sae: str, latent: int, *, model_id: str, source_id: str) -> bytes:
