@@ -7,6 +7,7 @@ filter them by flag) and reads only committed units, so it also runs on a store 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -112,29 +113,18 @@ class SaeLatents:
 
     def all_postings(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`postings` of every occurrence (value descending), the last few latents asked
-        for kept: a feature page's quantile groups and windows then read a posting list once."""
-        found = self._all.get(latent)
-        if found is None:
-            found = self.postings(latent)
-            for part in found:
-                part.flags.writeable = False  # shared by every caller
-            while len(self._all) >= POSTINGS_CACHE:
-                self._all.pop(next(iter(self._all)), None)
-            self._all[latent] = found
-        return found
+        for kept (read-only): a feature page's quantile groups and windows read a posting list once."""
+        return _kept(self._all, latent, lambda: self.postings(latent))
 
     def postings_by_token(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
-        """A latent's postings ordered by flat token index (for windows to look values up in);
-        the last few latents asked for are kept, so one feature page reads them once."""
-        found = self._by_token.get(latent)
-        if found is None:
+        """A latent's postings ordered by flat token index (for windows to look values up in),
+        kept like :meth:`all_postings`."""
+        def by_token() -> tuple[np.ndarray, np.ndarray]:
             tokens, values = self.all_postings(latent)
             order = np.argsort(tokens, kind="stable")
-            found = (tokens[order], values[order])
-            while len(self._by_token) >= POSTINGS_CACHE:
-                self._by_token.pop(next(iter(self._by_token)), None)
-            self._by_token[latent] = found
-        return found
+            return tokens[order], values[order]
+
+        return _kept(self._by_token, latent, by_token)
 
     # -- occurrences and examples ------------------------------------------------------------
     def occurrences(self, latent: int, *, min_value: float | None = None, limit: int | None = None) -> pl.DataFrame:
@@ -393,3 +383,18 @@ def _doc_tokens(store: Store, doc: int) -> np.ndarray:
             break
         out.append(ctx * ctx_len + at)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _kept(cache: dict[int, tuple[np.ndarray, np.ndarray]], latent: int,
+          read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``cache[latent]``, read (and made read-only: every caller shares it) when missing; the
+    cache keeps the last :data:`POSTINGS_CACHE` latents."""
+    found = cache.get(latent)
+    if found is None:
+        found = read()
+        for part in found:
+            part.flags.writeable = False
+        while len(cache) >= POSTINGS_CACHE:
+            cache.pop(next(iter(cache)), None)
+        cache[latent] = found
+    return found
