@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from actstore.api import open_store
 from actstore.cli import main as cli
@@ -62,7 +63,7 @@ def main() -> int:
         print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
     if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
         return 1
-    print(f"\ndone in {time.perf_counter() - start:.0f} s. Try: actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
+    print(f"\ndone in {time.perf_counter() - start:.0f} s. Try (after `source .venv/bin/activate`): actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
 
 
@@ -76,7 +77,12 @@ def _explain(url: str, ids: list[int], start: float) -> int:
     top = open_store(url).sae(SAE_NAME).top_k(ids[0], k=1, window=0)
     word = str(top["tokens"][0][top["focus"][0]]).strip() or "whitespace"
     _step(f"5. a manual label for latent {ids[0]} from its top token, then search", start)
-    cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[0]), f"the word {word}", "--author", "demo"])
+    label = f"the word {word}"
+    known = open_store(url).sae(SAE_NAME).explanations(latent=ids[0])
+    if known.filter((pl.col("kind") == "human") & (pl.col("text") == label)).is_empty():  # a rerun keeps it once
+        cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[0]), label, "--author", "demo"])
+    else:
+        print(f"latent {ids[0]} already has the label {label!r}; kept")
     print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r}")
     cli(["search", url, "--sae", SAE_NAME, word])
     print("\n$ actstore search runs/demo --sae topk-2048 --by-example ' await' --top 5")

@@ -18,7 +18,6 @@ non-persistent workers (a fresh copy of the loader each epoch) still advance it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -280,8 +279,8 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
                 yield item
         finally:  # the consumer stopped early: let the reader finish its put and end
             stop.set()
-            with contextlib.suppress(queue.Empty):
-                out.get_nowait()
+            if not out.empty():  # a full queue holds the reader in put; an empty one takes its put at once
+                out.get_nowait()  # (no exception handling: this may run at exit, after modules are torn down)
 
     def _batch(self, x: np.ndarray, idx: np.ndarray, logical: str) -> Any:
         t = torch.from_numpy(np.ascontiguousarray(x))
