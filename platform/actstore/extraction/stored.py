@@ -35,7 +35,7 @@ def encode_stored_unit(store: Store, sae: SaeInfo, site: SiteInfo, encoder: SAEE
     flags = torch.from_numpy(store.read(token_array("flags"), rows).reshape(-1))
     mask = ((flags & exclude_flags) == 0).to(encoder.device)
     buf = UnitBuffers([], [sae], n, ctx_len, encoder.device)
-    encode_codes(sae, encoder, x.reshape(-1, site.d).to(encoder.device), mask, buf, slice(0, n), (n, ctx_len))
+    encode_codes(sae, encoder, x.reshape(-1, site.d).to(encoder.device), mask, buf, slice(0, n))
     store.write_many(code_writes(sae, unit, rows, buf))
     store.manifests.commit(sae.stage, unit, {"contexts": [rows.start, rows.stop], "counted": int(mask.sum())})
     return n * ctx_len

@@ -143,7 +143,7 @@ class UnitBuffers:
 
 
 def encode_codes(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch.Tensor, buf: UnitBuffers,
-                 rows: slice, shape: tuple[int, int]) -> None:
+                 rows: slice) -> None:
     """Encode activations [tokens, d] of ``rows`` into ``buf``'s codes, counting the ``mask``ed tokens' statistics."""
     idx, val, l0 = [], [], []
     for t0 in range(0, x.shape[0], ENCODE_TOKENS):
@@ -217,10 +217,9 @@ class UnitRunner:
                 captured[site.name] = captured[site.name].to(torch_dtype(site.dtype))
             for sae in plan.saes:
                 x = captured[sae.site].reshape(-1, site_of[sae.site].d)
-                encode_codes(sae, self.encoders[sae.name], x, mask, buf, rows, (rows.stop - rows.start, ctx_len))
+                encode_codes(sae, self.encoders[sae.name], x, mask, buf, rows)
             fault_point("mid_unit", unit)
         return buf, int(counted.sum())
-
 
     def _buffers(self, n_ctx: int, ctx_len: int) -> UnitBuffers:
         """A written unit's buffers of this shape (allocating and, on a GPU, pinning them costs

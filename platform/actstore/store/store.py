@@ -36,6 +36,8 @@ EXTRACT_STAGE = "extract"
 _STAGE_OF = {"tokens": TOKENS_STAGE}
 Mode = Literal["r", "r+"]
 READ_THREADS = 8
+WRITE_THREADS = 8
+Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values) of a whole-shard write
 _READERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked DataLoader worker starts its own
 _READER_NAME = "actstore-read"
 
@@ -47,8 +49,6 @@ def reader_pool() -> ThreadPoolExecutor:
     if pool is None:
         pool = _READERS[os.getpid()] = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=_READER_NAME)
     return pool
-WRITE_THREADS = 8
-Write = tuple[str, slice | int, np.ndarray]  # (array path, rows, values) of a whole-shard write
 
 
 def utc_now() -> str:
