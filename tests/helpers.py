@@ -124,6 +124,25 @@ def make_saelens_sae(folder: Path, d_in: int, d_sae: int, *, architecture: str, 
     return folder
 
 
+def write_tiny_job(folder: Path, tokenizer_dir: Path, *, store_url: str) -> Path:
+    """An extraction config over a tiny corpus, model and SAE written into ``folder``: what the
+    Ray job and local-cluster recipes submit."""
+    write_jsonl(folder / "corpus.jsonl", sample_records(12, seed=9))
+    make_tiny_gemma2(folder / "model", tokenizer_dir)
+    make_gemma_scope_sae(folder / "sae/params.npz", 64, 32, threshold=0.6)
+    config = folder / "job.yaml"
+    config.write_text(f"""
+store: {{url: {store_url}}}
+corpus: {{paths: ["{folder / "corpus.jsonl"}"]}}
+model: {{id: {folder / "model"}}}
+context: {{ctx_len: 16, contexts_per_unit: 4}}
+sites: [{{name: blocks.1.hook_resid_post}}]
+saes: [{{name: res1, site: blocks.1.hook_resid_post, path: {folder / "sae"}}}]
+workers: {{num_workers: 1}}
+""")
+    return config
+
+
 def store_hashes(store) -> dict[str, str]:
     """sha256 of every array's full content (the comparison of two stores, array by array)."""
     import hashlib

@@ -23,7 +23,7 @@ import pytest
 
 import actstore
 from tests.conftest import _free_port
-from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
+from tests.helpers import write_tiny_job
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[1]
@@ -68,19 +68,7 @@ def _shell(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 @pytest.mark.timeout(600)  # a head, an S3 server and two jobs in fresh processes: ~1-2 min on an idle 2-core machine
 def test_local_cluster_recipe_and_resubmission_after_failure(tmp_path, tiny_tokenizer) -> None:
-    write_jsonl(tmp_path / "corpus.jsonl", sample_records(12, seed=9))
-    make_tiny_gemma2(tmp_path / "model", tiny_tokenizer)
-    make_gemma_scope_sae(tmp_path / "sae/params.npz", 64, 32, threshold=0.6)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(f"""
-store: {{url: runs/never-used}}
-corpus: {{paths: ["{tmp_path / "corpus.jsonl"}"]}}
-model: {{id: {tmp_path / "model"}}}
-context: {{ctx_len: 16, contexts_per_unit: 4}}
-sites: [{{name: blocks.1.hook_resid_post}}]
-saes: [{{name: res1, site: blocks.1.hook_resid_post, path: {tmp_path / "sae"}}}]
-workers: {{num_workers: 1}}
-""")
+    config = write_tiny_job(tmp_path, tiny_tokenizer, store_url="runs/never-used")
     env = _clean_env(tmp_path / "state", config)
     script = str(REPO / "infra" / "local-cluster.sh")
     try:

@@ -14,7 +14,7 @@ import pytest
 
 import actstore
 from tests.conftest import _free_port
-from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
+from tests.helpers import write_tiny_job
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
@@ -56,19 +56,7 @@ def ray_head(tmp_path_factory):
 
 def test_ray_job_submit_runs_extraction_and_refuses_duplicates(ray_head, tmp_path, tiny_tokenizer) -> None:
     address, env = ray_head
-    write_jsonl(tmp_path / "corpus.jsonl", sample_records(12, seed=9))
-    make_tiny_gemma2(tmp_path / "model", tiny_tokenizer)
-    make_gemma_scope_sae(tmp_path / "sae/params.npz", 64, 32, threshold=0.6)
-    config = tmp_path / "job.yaml"
-    config.write_text(f"""
-store: {{url: {tmp_path / "store"}}}
-corpus: {{paths: ["{tmp_path / "corpus.jsonl"}"]}}
-model: {{id: {tmp_path / "model"}}}
-context: {{ctx_len: 16, contexts_per_unit: 4}}
-sites: [{{name: blocks.1.hook_resid_post}}]
-saes: [{{name: res1, site: blocks.1.hook_resid_post, path: {tmp_path / "sae"}}}]
-workers: {{num_workers: 1}}
-""")
+    config = write_tiny_job(tmp_path, tiny_tokenizer, store_url=str(tmp_path / "store"))
     run_id = subprocess.run([str(BIN / "actstore"), "run-id", str(config)], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert run_id.startswith("actstore-extract-")
