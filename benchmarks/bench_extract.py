@@ -7,7 +7,12 @@
    lossless chain ("shuffle-zstd"), side by side: the cost of compression in efficiency points.
 3. truncation saving: a bare forward truncated at layer 10 versus the full model (30 blocks).
 
-Run: ``.venv/bin/python benchmarks/bench_extract.py [--tokens N] [--dtype bfloat16]``
+Rounds are paired unit by unit: within a round, each unit's bare forward, its two pipelines and
+its full forward run back to back, and a round's ratio sums them over the units. This machine's
+speed drifts by several percent over seconds; pairing at the unit (~1 s) keeps that drift out of
+the ratio, where whole-side rounds (bare over all units, then each pipeline) let it in.
+
+Run: ``.venv/bin/python benchmarks/bench_extract.py [--tokens N] [--rounds R] [--dtype bfloat16]``
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import argparse
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=12_000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--d-sae", type=int, default=4608)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model and stored dtype")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -74,36 +79,38 @@ def main() -> None:
     ids = torch.from_numpy(store.tokens(slice(None))["ids"].astype(np.int64))
     n_tokens = ids.numel()
 
-    def bare(sites_layer: str | None) -> float:
+    def bare(u: int, sites_layer: str | None) -> float:
+        """Seconds for a bare forward over unit ``u``'s batches (truncated at the site's layer, or the full model)."""
         start = time.perf_counter()
-        for u in units:
-            rows = store.grid.contexts(u)
-            for b0 in range(rows.start, rows.stop, args.batch):
-                batch = ids[b0 : min(b0 + args.batch, rows.stop)]
-                if sites_layer is None:
-                    with torch.inference_mode():
-                        model.model(input_ids=batch, use_cache=False)
-                else:
-                    capture_sites(model, batch, [sites_layer])
-        return n_tokens / (time.perf_counter() - start)
+        rows = store.grid.contexts(u)
+        for b0 in range(rows.start, rows.stop, args.batch):
+            batch = ids[b0 : min(b0 + args.batch, rows.stop)]
+            if sites_layer is None:
+                with torch.inference_mode():
+                    model.model(input_ids=batch, use_cache=False)
+            else:
+                capture_sites(model, batch, [sites_layer])
+        return time.perf_counter() - start
 
-    def pipeline(runner: UnitRunner) -> float:  # as a worker actor runs units: in its thread, or 2 threads when 2 are in flight
+    def pipeline(runner: UnitRunner, u: int) -> float:  # as a CPU worker actor runs a unit: in its own thread
         start = time.perf_counter()
-        if plan.units_in_flight == 1:
-            for u in units:
-                runner.run(u)
-        else:
-            with ThreadPoolExecutor(max_workers=plan.units_in_flight) as pool:
-                list(pool.map(runner.run, units))
-        return n_tokens / (time.perf_counter() - start)
+        runner.run(u)
+        return time.perf_counter() - start
 
-    bare(SITE)  # warm-up
+    for u in units:  # warm-up
+        bare(u, SITE)
     results: dict[str, list[float]] = {"bare": [], **{c: [] for c in CODINGS}, "full": []}
-    for _ in range(5):  # interleaved rounds, so drift hits every side alike
-        results["bare"].append(bare(SITE))
-        for compression, runner in runners.items():
-            results[compression].append(pipeline(runner))
-        results["full"].append(bare(None))
+    for _ in range(args.rounds):
+        # paired, unit by unit: each unit's bare forward and its pipelines run back to back, so a
+        # slowdown of the shared machine lasting seconds hits both sides of a round's ratio alike
+        seconds = dict.fromkeys(results, 0.0)
+        for u in units:
+            seconds["bare"] += bare(u, SITE)
+            for compression, runner in runners.items():
+                seconds[compression] += pipeline(runner, u)
+            seconds["full"] += bare(u, None)
+        for key, s in seconds.items():
+            results[key].append(n_tokens / s)
     best = {k: float(np.median(v)) for k, v in results.items()}
     store = stores["none"]
     l0 = store.read("codes/sae/l0", slice(None))

@@ -3,17 +3,27 @@ the same activations array, in one run, on a local store and on the S3 API serve
 
 Store: synthetic bf16 activations (default 262,144 tokens x 1024 wide = 512 MiB). The baseline
 reads the array front to back in slices of 64 contexts with plain zarr (no flags, no shuffle,
-no conversion). The loader runs one shuffled epoch yielding bf16 tensors of 4,096 tokens
+no conversion), decoded into one buffer it reuses. The loader runs one shuffled epoch yielding bf16 tensors of 4,096 tokens
 (BOS dropped, the mixing buffer on), with the loader's defaults. Both sides run in interleaved
 rounds after a warm-up read. Goal: loader >= 0.8x the sequential read.
 
-Run: ``.venv/bin/python benchmarks/bench_loader.py [--tokens N] [--d D]``
+Huge pages: numpy advises the kernel to back arrays of 4 MiB and more with huge pages. On this
+benchmark's machine (a VM with transparent huge pages on "madvise"), the same 128 MiB read then
+took either 0.1 s or 0.4 s, at random, on both sides, which swung single rounds from 0.3x to 4x.
+So the benchmark turns that advice off (``NUMPY_MADVISE_HUGEPAGE=0``, set before numpy loads,
+inherited by the S3 server) unless ``--hugepages`` is given; it applies to both sides alike.
+
+Run: ``.venv/bin/python benchmarks/bench_loader.py [--tokens N] [--d D] [--rounds R] [--hugepages]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+if "--hugepages" not in sys.argv:  # before numpy is imported (see the docstring)
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
@@ -33,10 +44,17 @@ SITE = "blocks.12.hook_resid_post"
 
 
 def sequential(store: Store) -> tuple[float, int]:
+    """Seconds and bytes of a front-to-back read, decoded into one reused buffer: the best case
+    of a plain read (a fresh array per slice adds its page faults, and on Linux huge-page
+    allocations stall now and then for longer than the read itself)."""
     arr = store.array(activation_array(SITE))
+    buffer = np.empty((64, *arr.shape[1:]), arr.dtype)
+    into = default_buffer_prototype().nd_buffer.from_numpy_array
     t0, n = time.perf_counter(), 0
     for start in range(0, arr.shape[0], 64):
-        n += np.asarray(arr[start : start + 64]).nbytes
+        stop = min(start + 64, arr.shape[0])
+        arr.get_basic_selection(slice(start, stop), out=into(buffer[: stop - start]))
+        n += buffer[: stop - start].nbytes
     return time.perf_counter() - t0, n
 
 
@@ -72,6 +90,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=262_144)
     parser.add_argument("--d", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--hugepages", action="store_true", help="keep numpy's huge-page advice (noisier on some machines)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="actstore-bench-loader-"))
     make_store(str(root / "store"), args.tokens, site=(SITE, args.d))

@@ -36,8 +36,9 @@ def test_shuffle_covers_every_token_once_and_mixes(store) -> None:
     assert torch.equal(torch.cat(xs), torch.from_numpy(acts[order]))  # each row is its token's vector
     units = {int(t) // (16 * store.meta.contexts_per_unit) for t in order[:50]}
     assert len(units) >= 3  # the first batch already draws from several units
-    _, again = _epoch(loader)  # the next epoch: another order
+    xs, again = _epoch(loader)  # the next epoch: another order, read into the first epoch's buffers
     assert not np.array_equal(order, again)
+    assert torch.equal(torch.cat(xs), torch.from_numpy(acts[again]))  # no batch shares a reused buffer
     _, same = _epoch(store.loader(SITE, batch_size=50, seed=1, mix_chunks=4, with_index=True))
     assert np.array_equal(order, same)  # same seed, same order
     _, plain = _epoch(store.loader(SITE, batch_size=50, shuffle=False, with_index=True))

@@ -68,6 +68,23 @@ def test_readers_see_only_done_units(store: Store) -> None:
     assert (info.units_done, info.units_total, info.complete) == (1, 3, False)
 
 
+def test_scattered_contexts_read_alike_into_a_reused_buffer(store: Store) -> None:
+    ids = np.arange(5 * 4, dtype=np.int32).reshape(5, 4)
+    store.array(token_array("ids"))[:] = ids
+    for unit in range(3):
+        store.manifests.commit(TOKENS_STAGE, unit, {})
+    path = token_array("ids")
+    assert (store.read_contexts(path, np.array([3, 0, 4])) == ids[[3, 0, 4]]).all()  # any order, across shards
+    buffer = np.full((6, 4), -1, np.int32)
+    for contexts in ([0, 2, 3], [1], [0, 1, 2, 3, 4]):  # runs across shards, one context, all
+        got = store.read_contexts(path, np.array(contexts), out=buffer)
+        assert np.shares_memory(got, buffer) and (got == ids[contexts]).all() and (buffer[: len(contexts)] == ids[contexts]).all()
+    with pytest.raises(ValueError, match="increasing contexts"):
+        store.read_contexts(path, np.array([3, 0]), out=buffer)
+    with pytest.raises(ValueError, match="int32"):
+        store.read_contexts(path, np.array([0, 1]), out=np.empty((2, 4), np.int64))
+
+
 def test_secrets_are_redacted() -> None:
     opts = {"key": "AKIA", "secret": "s3cr3t", "endpoint_url": "http://x", "client_kwargs": {"region_name": "r"}}
     red = redact_storage_options(opts)

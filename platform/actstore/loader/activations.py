@@ -8,7 +8,9 @@ token once. A rank reads its chunks in groups of ``mix_chunks`` (the mixing buff
 the tokens of a group with ``(seed, epoch, rank, group)``, and cuts batches from the resulting
 stream; by default a group holds about :data:`MIX_BYTES` (:attr:`ActivationLoader.mixing` says
 how many places of the store each batch draws from). The order is a pure function of those numbers, so ``state_dict()`` (epoch, group,
-offset) resumes exactly mid-epoch. One group is read ahead on a thread: memory is two groups.
+offset) resumes exactly mid-epoch. Groups are read ahead on a thread into buffers the loader
+keeps for its next groups and epochs (a fresh buffer costs its page faults on every read, and on
+Linux a huge-page allocation can stall for longer than the read): memory is about three groups.
 
 Ranks hold different numbers of tokens (chunks differ in BOS and padding, and in count), so by
 default each rank stops at the smallest rank's count: equal batch counts, as a DDP loop with a
@@ -51,11 +53,22 @@ class Mixing(NamedTuple):
     group_bytes: int
 
 
+class _Group(NamedTuple):
+    """A group as read: the buffer holding it, its activations (storage form, one row per token
+    slot, a view of the buffer), its kept rows in mixed order and their flat token indices."""
+
+    buffer: np.ndarray
+    x: np.ndarray
+    rows: np.ndarray
+    idx: np.ndarray
+
+
 class _Pending(NamedTuple):
-    """Tokens of a group not yet yielded: its activations, the rows still to take (mixed
-    order), their flat token indices, and the group offset of the first of them."""
+    """Tokens of a group not yet yielded: its buffer and activations, the rows still to take
+    (mixed order), their flat token indices, and the group offset of the first of them."""
 
     group: int
+    buffer: np.ndarray
     x: np.ndarray
     rows: np.ndarray
     idx: np.ndarray
@@ -106,9 +119,10 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         self._shared = torch.full((1,), -1, dtype=torch.int64).share_memory_()
         self._worker_pid = 0  # the DataLoader worker process that ran this copy (a persistent one keeps it)
         self._counts: dict[int, int] | None = None  # tokens kept per chunk, by first context
+        self._free: deque[np.ndarray] = deque()  # group buffers no batch still reads from
 
-    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the store themselves
-        return {**self.__dict__, "_store": None}
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the store and make their own buffers
+        return {**self.__dict__, "_store": None, "_free": deque()}
 
     @property
     def store(self) -> Store:
@@ -195,19 +209,23 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         self._shared[0] = (tag << 20) | epoch
         return epoch
 
-    def _read_group(self, epoch: int, g: int, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A group's activations (storage form, one row per token slot), its kept rows in mixed
-        order and their flat token indices. The rows are gathered batch by batch as they are
+    def _read_group(self, epoch: int, g: int, chunks: np.ndarray) -> _Group:
+        """A group, read into a free buffer. The rows are gathered batch by batch as they are
         taken, so that copy overlaps the reading of the next group instead of following it."""
         store, per, ctx_len = self.store, self.chunk_contexts, self.store.meta.ctx_len
         ctx = np.concatenate([np.arange(f, min(f + per, store.meta.n_ctx)) for f in np.sort(chunks).tolist()])
         keep = (store.read_contexts(token_array("flags"), ctx).reshape(-1) & self.drop_flags) == 0
-        x = store.read_contexts(activation_array(self.site), ctx).view(storage_dtype(self.logical))
+        if self._free:
+            buffer = self._free.pop()
+        else:
+            array = store.array(activation_array(self.site))
+            buffer = np.empty((self.mix_chunks * per, *array.shape[1:]), array.dtype)
+        x = store.read_contexts(activation_array(self.site), ctx, out=buffer).view(storage_dtype(self.logical))
         rows = np.flatnonzero(keep)
         if self.shuffle:
             rows = rows[np.random.default_rng([self.seed, epoch, self.rank, g]).permutation(rows.size)]
         idx = (ctx[:, None] * ctx_len + np.arange(ctx_len)).reshape(-1)[rows]
-        return x.reshape(-1, x.shape[-1]), rows, idx
+        return _Group(buffer, x.reshape(-1, x.shape[-1]), rows, idx)
 
     # -- iteration --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -223,10 +241,10 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         logical = self.logical
         pending: deque[_Pending] = deque()
         have = 0
-        for g, (x, rows, idx) in zip(mine, self._prefetch(epoch, groups, mine), strict=True):
+        for g, (buffer, x, rows, idx) in zip(mine, self._prefetch(epoch, groups, mine), strict=True):
             skip = offset if g == start_group else 0
             n = rows.size - skip if budget is None else min(rows.size - skip, budget)
-            pending.append(_Pending(g, x, rows[skip : skip + n], idx[skip : skip + n], skip))
+            pending.append(_Pending(g, buffer, x, rows[skip : skip + n], idx[skip : skip + n], skip))
             have += n
             if budget is not None:
                 budget -= n
@@ -245,10 +263,10 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         while n:
             p = pending[0]
             k = min(n, p.rows.size)
-            xs.append(p.x[p.rows[:k]])
+            xs.append(p.x[p.rows[:k]])  # a gather: the batch owns its memory, not the buffer
             ids.append(p.idx[:k])
             if k == p.rows.size:
-                pending.popleft()
+                self._free.append(pending.popleft().buffer)
             else:
                 pending[0] = p._replace(rows=p.rows[k:], idx=p.idx[k:], at=p.at + k)
             n -= k
@@ -256,7 +274,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         one = len(xs) == 1  # most batches lie inside one group: no concatenation copy
         return self._batch(xs[0] if one else np.concatenate(xs), ids[0] if one else np.concatenate(ids), logical)
 
-    def _prefetch(self, epoch: int, groups: list[np.ndarray], mine: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _prefetch(self, epoch: int, groups: list[np.ndarray], mine: list[int]) -> Iterator[_Group]:
         """Groups in order, the next one read on a thread while the current one is consumed."""
         out: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()

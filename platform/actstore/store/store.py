@@ -196,26 +196,38 @@ class Store:
                 self.require_done(stage, range(first, last + 1))
         return self._read(arr, rows)
 
-    def read_contexts(self, path: str, contexts: np.ndarray) -> np.ndarray:
-        """Rows of a per-token array at scattered contexts (sorted or not), committed units only."""
+    def read_contexts(self, path: str, contexts: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows of a per-token array at scattered contexts (sorted or not), committed units only.
+
+        ``out``: where to decode them, for increasing contexts: an array in the stored dtype with
+        at least ``len(contexts)`` rows, whose first rows are filled and returned (viewed as the
+        logical dtype). A caller that reads the same amount again and again (the training loader)
+        reuses its buffers this way: a fresh 100 MiB array costs its page faults on every read."""
         contexts = np.asarray(contexts, dtype=np.int64)
         stage = self._stage_of(path) or EXTRACT_STAGE
         self.require_done(stage, sorted({self.grid.unit_of(int(c)) for c in contexts}))
         arr = self.array(path)
         wanted, inverse = np.unique(contexts, return_inverse=True)
+        in_order = contexts.size == wanted.size and bool((np.diff(contexts) > 0).all())
+        if out is None:
+            rows = np.empty((wanted.size, *arr.shape[1:]), arr.dtype)
+        elif not in_order or out.dtype != arr.dtype or out.shape[1:] != arr.shape[1:] or len(out) < wanted.size:
+            raise ValueError(f"out= takes increasing contexts and an array of >= {wanted.size} rows of shape "
+                             f"{arr.shape[1:]} in {arr.dtype}; got {out.shape} in {out.dtype}")
+        else:
+            rows = out[: wanted.size]
         breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(wanted, breaks)] if wanted.size else []
+        into = default_buffer_prototype().nd_buffer.from_numpy_array
         if len(runs) > 1 and arr.shards is None:  # one call: zarr fetches and decodes each chunk once
-            rows = np.asarray(arr.get_orthogonal_selection((wanted,)))
+            arr.get_orthogonal_selection((wanted,), out=into(rows))
         elif len(runs) > 1:
             # Slices over runs of consecutive contexts, concurrently (on object storage each run is
             # its own requests), each decoded straight into its place in the result (no
             # concatenation copy): zarr's orthogonal selection on a sharded array measured ~15x
             # slower. Called from a pool thread, the runs are read in it (waiting on the pool
             # there could leave no thread free to do the reads).
-            rows = np.empty((wanted.size, *arr.shape[1:]), arr.dtype)
             at = np.cumsum([0] + [b - a for a, b in runs]).tolist()
-            into = default_buffer_prototype().nd_buffer.from_numpy_array
 
             def read(i: int) -> None:
                 arr.get_basic_selection(slice(*runs[i]), out=into(rows[at[i] : at[i + 1]]))
@@ -225,9 +237,8 @@ class Store:
                     read(i)
             else:
                 list(reader_pool().map(read, range(len(runs))))
-        else:
-            rows = np.asarray(arr[runs[0][0] : runs[0][1]]) if runs else np.zeros((0, *arr.shape[1:]), arr.dtype)
-        in_order = contexts.size == wanted.size and bool((np.diff(contexts) > 0).all())
+        elif runs:
+            arr.get_basic_selection(slice(*runs[0]), out=into(rows))
         return from_storage(rows if in_order else rows[inverse], str(arr.attrs.get("logical_dtype", arr.dtype)))
 
     def sae_stage(self, sae: str) -> str:
