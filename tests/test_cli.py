@@ -33,3 +33,13 @@ ray: {{num_cpus: 1}}
         f"actstore ingest: error: {tmp_path / 'c.jsonl'}:2: text field 'text' is null; "
         "drop the record or give it a string")
     assert not (tmp_path / "store" / "_staging").exists()
+
+
+def test_a_closed_pipe_ends_quietly(coded_store) -> None:
+    """``actstore info STORE | head -1``: the reader leaves before the output is written."""
+    proc = subprocess.Popen([str(BIN / "actstore"), "info", str(coded_store)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()  # long before the command has loaded and printed anything
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err == "", err[-2000:]

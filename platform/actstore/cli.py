@@ -457,11 +457,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # here, not at exit: a closed pipe raises where it is handled below
+        return code
     except ActstoreError as exc:
         _stop_ray()
         print(f"actstore {args.verb}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:  # the reader went away (`actstore info | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not raise again
+        return 1
 
 
 def _stop_ray() -> None:
