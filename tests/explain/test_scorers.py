@@ -44,6 +44,8 @@ def test_parsing_answers() -> None:
     assert parse_explanation("blah\n[EXPLANATION]: first try\n[EXPLANATION]:  the word future \nmore") == "the word future"
     assert parse_explanation("The word future.") is None
     assert parse_explanation("[EXPLANATION]:   \n") is None
+    assert parse_explanation("[EXPLANATION]: the keyword <<await>> before a call") == "the keyword await before a call"
+    assert parse_explanation("[EXPLANATION]: <<>>") is None
     assert parse_judgement("1") == 1 and parse_judgement(" 0.") == 0 and parse_judgement("yes, 10") is None
 
 

@@ -109,13 +109,15 @@ def judge_messages(scorer: str, explanation: str, example: str) -> list[Message]
 
 
 def parse_explanation(answer: str) -> str | None:
-    """The text after the last ``[EXPLANATION]:`` up to the end of its line; None if there is
-    none or it is empty (the answer is then recorded as unparsed)."""
+    """The text after the last ``[EXPLANATION]:`` up to the end of its line, without the
+    prompt's ``<<...>>`` marks (small models copy them from the examples: "the word <<await>>"
+    means "the word await"); None if there is none or it is empty (the answer is then recorded
+    as unparsed; the raw answer is kept either way)."""
     at = answer.rfind(ANSWER_PREFIX)
     if at < 0:
         return None
     text = answer[at + len(ANSWER_PREFIX):].strip().splitlines()
-    found = text[0].strip().strip('"').strip() if text else ""
+    found = text[0].replace("<<", "").replace(">>", "").strip().strip('"').strip() if text else ""
     return found or None
 
 
