@@ -12,6 +12,8 @@ Measured side by side, interleaved rounds, the same batches:
 - pipeline: the worker's unit pipeline (forward, encode on the device, statistics, whole-shard
   writes of activations and codes to the local store, manifest), two units in flight as on a GPU
   worker (tokens/s);
+- where a unit's time goes: the pipeline's compute part and its writes, per unit, next to the
+  bare forward's time for the same tokens;
 - their ratio (goal on a GPU >= 0.95), model FLOP utilisation of both (model FLOPs only: 2 x the
   parameters of the blocks run + attention; the SAE encode's FLOPs are printed apart), bytes
   written per second and the GPU memory peak.
@@ -42,7 +44,7 @@ from actstore.config import ExtractConfig
 from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.estimate import model_flops_per_token
 from actstore.extraction.plan import plan_extraction
-from actstore.extraction.unit import UnitRunner
+from actstore.extraction.unit import UnitReport, UnitRunner
 from actstore.models.capture import capture_sites
 from actstore.models.loading import truncated_config, weights_bytes
 from actstore.saes.encode import SAEEncoder
@@ -174,11 +176,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sync()
         return n_tokens / (time.perf_counter() - start)
 
+    reports: list[UnitReport] = []
+
     def pipeline() -> float:
         sync()
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=plan.units_in_flight) as pool:
-            list(pool.map(runner.run, units))
+            reports.extend(pool.map(runner.run, units))
         sync()
         return n_tokens / (time.perf_counter() - start)
 
@@ -209,6 +213,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_tflops": None if peak is None else peak / 1e12,
         "bytes_written_per_pass": written, "written_mb_s": written / (n_tokens / med["pipeline"]) / 1e6,
         "gpu_memory_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
+        # where a unit's time goes (medians over every unit of every round), against the bare
+        # forward's time for a unit's tokens: with 2 units in flight the writes of one overlap the
+        # compute of the next, so the pipeline keeps up with the bare forward only if compute does
+        "unit_tokens": args.contexts_per_unit * args.ctx_len,
+        "unit_bare_s": args.contexts_per_unit * args.ctx_len / med["bare"],
+        "unit_compute_s": float(np.median([r.compute_seconds for r in reports])),
+        "unit_write_s": float(np.median([r.write_seconds for r in reports])),
+        "units_in_flight": plan.units_in_flight,
     }
     return out
 
@@ -221,6 +233,9 @@ def report(r: dict[str, Any]) -> None:
     print(f"bare truncated forward : {r['bare_tok_s']:12,.0f} tokens/s   MFU {mfu(r['mfu_bare'])}")
     print(f"extraction pipeline    : {r['pipeline_tok_s']:12,.0f} tokens/s   MFU {mfu(r['mfu_pipeline'])}")
     print(f"ratio pipeline/bare    : {r['ratio']:.3f} (rounds {', '.join(f'{x:.3f}' for x in r['ratios'])}; goal on a GPU >= 0.95)")
+    print(f"per unit ({r['unit_tokens']:,} tokens): bare forward {r['unit_bare_s']:.3f} s; pipeline compute "
+          f"{r['unit_compute_s']:.3f} s (forward, encode, statistics, copies to host), writes {r['unit_write_s']:.3f} s "
+          f"(shards and manifest); {r['units_in_flight']} unit(s) in flight")
     print(f"written                : {r['written_mb_s']:,.0f} MB/s ({r['bytes_written_per_pass'] / 1e9:.2f} GB per pass)")
     if r["gpu_memory_peak_gb"] is not None:
         print(f"GPU memory peak        : {r['gpu_memory_peak_gb']:.1f} GB")

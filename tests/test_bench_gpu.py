@@ -17,3 +17,4 @@ def test_bench_gpu_runs_in_a_tiny_shape_on_cpu(tmp_path: Path, capsys) -> None:
     assert 0 < r["mfu_pipeline"] < 1 and r["model_gflop_per_token"] > 0
     # one pass writes three sites' activations (float32, 64 wide) and the codes of three SAEs
     assert r["bytes_written_per_pass"] > r["tokens"] * 3 * 64 * 4
+    assert r["unit_compute_s"] > 0 and r["unit_write_s"] > 0 and "per unit (" in out

@@ -81,6 +81,7 @@ def test_worker_killed_mid_unit(setup, tmp_path, monkeypatch, point) -> None:
     [record] = read_run_records(store.files)
     assert record["status"] == "complete" and record["worker_deaths"] == 1 and record["units_retried"] == 1
     assert record["units_run"] == store.meta.n_units  # every unit took effect once
+    assert record["compute_seconds"] > 0 and record["write_seconds"] > 0  # where the workers' time went
     assert set(_committers(store)) == {record["attempt"]}
     assert any("unit 2: worker died" in f for f in record["failures"])
     print(f"\n[figure] worker killed at {point}: units retried {record['units_retried']}, "

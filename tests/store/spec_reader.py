@@ -35,7 +35,8 @@ ARRAY_ATTRIBUTES = {"logical_dtype", "per_token", "axes", "site", "sae", "hist_e
 FORMAT_VERSIONS = (1, 2)
 # STORE.md "Run records"
 RUN_FIELDS = {"run_id", "attempt", "kind", "started", "ended", "status", "workers", "units_total", "units_skipped",
-              "units_run", "units_retried", "worker_deaths", "tokens", "tokens_per_s", "storage_retries", "failures"}
+              "units_run", "units_retried", "worker_deaths", "tokens", "tokens_per_s", "storage_retries", "compute_seconds",
+              "write_seconds", "failures"}
 # STORE.md "Activations": a site's compression -> its bytes-to-bytes codecs (name, configuration)
 SHUFFLE_BLOCK = 1048576
 # STORE.md "Output logits": name -> dtype

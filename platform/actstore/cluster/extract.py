@@ -216,6 +216,8 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
                   is_done=lambda u: store.manifests.is_done(plan.stage, u),
                   max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
         record.tokens_per_s = record.tokens / max(time.perf_counter() - t0, 1e-9)
+        logger.info("%d units in %.1f s: workers computed for %.1f s and wrote for %.1f s (summed over units)",
+                    record.units_run, time.perf_counter() - t0, record.compute_seconds, record.write_seconds)
     finally:
         bar.close()
         for actor in actors:

@@ -82,6 +82,8 @@ def run_units(
         stats.units_run += 1
         stats.tokens += int(getattr(report, "n_tokens", 0))
         stats.storage_retries += int(getattr(report, "storage_retries", 0))
+        stats.compute_seconds += float(getattr(report, "compute_seconds", 0.0))
+        stats.write_seconds += float(getattr(report, "write_seconds", 0.0))
         if on_unit is not None:
             on_unit(report)
 

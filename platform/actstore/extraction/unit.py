@@ -39,6 +39,8 @@ class UnitReport(NamedTuple):
     n_tokens: int
     seconds: float
     storage_retries: int = 0  # retries this worker process made while the unit ran
+    compute_seconds: float = 0.0  # the forward, encode and statistics, with the copies into host buffers
+    write_seconds: float = 0.0  # the whole-shard writes and the manifest
 
 
 def tensor_to_storage(x: torch.Tensor, logical: str, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -181,7 +183,9 @@ class UnitRunner:
         contexts = self.store.grid.contexts(unit)
         rows = slice(contexts.start, contexts.stop)
         with self._compute:
+            computing = time.perf_counter()
             buf, counted = self._compute_unit(unit, rows)
+            computed = time.perf_counter()
         _write_unit(self.store, self.plan, unit, rows, buf)
         with self._spare_lock:
             self._spare.append(buf)
@@ -190,7 +194,9 @@ class UnitRunner:
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
         self.store.manifests.commit(self.plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
                                                           "counted": counted, "run": self.run_attempt})
-        return UnitReport(unit, n_tokens, time.perf_counter() - start, retries_so_far() - retries_before)
+        end = time.perf_counter()
+        return UnitReport(unit, n_tokens, end - start, retries_so_far() - retries_before, computed - computing,
+                          end - computed)
 
     def _compute_unit(self, unit: int, rows_all: slice) -> tuple[UnitBuffers, int]:
         plan, device = self.plan, self.device

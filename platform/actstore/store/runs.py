@@ -36,6 +36,8 @@ class UnitCounts:
     worker_deaths: int = 0
     tokens: int = 0
     storage_retries: int = 0
+    compute_seconds: float = 0.0  # summed over units: forward, encode, statistics (where a worker's time goes)
+    write_seconds: float = 0.0  # summed over units: whole-shard writes and manifests
     failures: list[str] = field(default_factory=list)
 
 
