@@ -35,6 +35,11 @@ EXAMPLE_SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "pe
                                    "label": pl.String()})
 
 
+# a word of an explanation: one character is enough ("the letter x", "the digit 7", "C code");
+# bm25s's default needs two, so a search for "x" found nothing
+WORD = r"(?u)\b\w+\b"
+
+
 def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFrame:
     """Latents whose explanations match ``query`` best (BM25 ``match``), one row per latent with
     its best-matching explanation, that explanation's ``score`` (mean balanced accuracy of its
@@ -48,7 +53,7 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
         raise ConfigError(f"top must be >= 1, got {top}")
     rows = latents.explanations().lazy().filter(pl.col("parsed")).with_columns(
         score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).collect()
-    words = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+    words = bm25s.tokenize([query], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
         return pl.DataFrame(schema=SEARCH_SCHEMA)
     found, match = _bm25(latents, rows).retrieve(words, k=rows.height, show_progress=False)
@@ -70,7 +75,8 @@ def _bm25(latents: Any, rows: pl.DataFrame) -> Any:
     kept = _INDEXES.get(place)
     if kept is None or kept[0] != version:
         index = bm25s.BM25()
-        index.index(bm25s.tokenize(rows["text"].to_list(), stopwords="en", show_progress=False), show_progress=False)
+        index.index(bm25s.tokenize(rows["text"].to_list(), stopwords="en", token_pattern=WORD, show_progress=False),
+                    show_progress=False)
         while len(_INDEXES) >= INDEXES_KEPT:
             _INDEXES.pop(next(iter(_INDEXES)), None)
         kept = _INDEXES[place] = (version, index)
