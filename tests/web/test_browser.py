@@ -166,6 +166,7 @@ def test_explanation_panels(server: str, page, latents) -> None:
     assert page.locator("table.explanations tr.current td.text").inner_text() == label
     assert page.locator("table.explanations tbody tr").count() == latents.explanations(latent=scored).height
     assert "could not be parsed" in page.locator("table.explanations").inner_text()
+    assert {"detection", "fuzzing"} <= set(page.locator("table.explanations thead th").all_inner_texts())  # a column per judge
     _shot(page, "feature-explanations")
     page.goto(server + "/search")
     page.fill("form.find input[name=find]", "future tense")

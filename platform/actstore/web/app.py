@@ -29,7 +29,6 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.explain.table import SCORERS
 from actstore.web import live_views, views
 from actstore.web.plots import bar_chart, line_chart, rebin
 from actstore.web.source import StoreSource
@@ -157,9 +156,7 @@ class _Pages:
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        scorers = [s for s in SCORERS if any(e[f"score_{s}"] is not None for e in view["explanations"])]
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
-                            scorers=scorers)
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)

@@ -98,8 +98,12 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
             "per_page": per_page, "pages": max(-(-total // per_page), 1), "sort": sort, "order": order,
             "min_density": min_density, "max_density": max_density, "label": label, "min_score": min_score,
             "max_score": max_score, "explained": explained.height,
-            "scorers": [s for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True) if explained[c].is_not_null().any()],
-            "rows": rows}
+            "scorers": _scored(explained), "rows": rows}
+
+
+def _scored(frame: pl.DataFrame) -> list[str]:
+    """The judges with a score somewhere in ``frame``'s ``score_<scorer>`` columns: a page shows a column for each."""
+    return [s for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True) if frame[c].is_not_null().any()]
 
 
 def _current_labels(latents: Any) -> pl.DataFrame:
@@ -122,17 +126,18 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
     latents = source.sae(sae)
     stats = latents.density(latent).to_dicts()[0]
     fired = stats["count"] > 0
+    explanations = _latent_explanations(latents, latent)
     quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window).to_dicts()
                  if fired else [] for kind in ("count", "width")}
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
             "hist_edges": np.asarray(latents.hist_edges).tolist(),
             "top": latents.top_k(latent, k=k, window=window).to_dicts(), "quantiles": quantiles,
             "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample).to_dicts() if fired else [],
-            "cofiring_sample": cofiring_sample, "explanations": _latent_explanations(latents, latent),
+            "cofiring_sample": cofiring_sample, "explanations": explanations.to_dicts(), "scorers": _scored(explanations),
             **_logits(latents, latent)}
 
 
-def _latent_explanations(latents: Any, latent: int) -> list[dict[str, Any]]:
+def _latent_explanations(latents: Any, latent: int) -> pl.DataFrame:
     """Every explanation of ``latent`` (``explanations(latent=...)``), the current one first
     (``current``: True), then newest first; ``score`` is the mean of the judges' balanced
     accuracies (none for a label), ``score_<scorer>`` each judge's."""
@@ -141,7 +146,7 @@ def _latent_explanations(latents: Any, latent: int) -> list[dict[str, Any]]:
     return (table.with_columns(current=pl.col("key").is_in(current), score=mean_score(),
                                **{c: pl.col(f"{s}_balanced_accuracy") for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True)})
             .sort(["current", "created"], descending=True)
-            .select("current", "text", "kind", "author", "created", "parsed", "score", *SCORE_COLUMNS, "key").to_dicts())
+            .select("current", "text", "kind", "author", "created", "parsed", "score", *SCORE_COLUMNS, "key"))
 
 
 def _logits(latents: Any, latent: int) -> dict[str, Any]:
