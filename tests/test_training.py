@@ -49,15 +49,21 @@ def test_trainer_lowers_reconstruction_error(coded_store: Path, tmp_path: Path, 
 def test_seeded_training_is_bit_reproducible(coded_store: Path, tmp_path: Path) -> None:
     """Same seed: the same weights, byte for byte, and the same metrics (several epochs, so the
     loader's per-epoch order is in it); another seed: other weights."""
-    def run(arch: str, seed: int, out: str) -> tuple[bytes, list]:
+    def run(arch: str, seed: int, out: str, overwrite: bool = False) -> tuple[bytes, list]:
         config = TrainConfig(store={"url": str(coded_store)}, site=SITE, out=str(tmp_path / out), architecture=arch, d_sae=64,
-                             k=8, batch_size=64, max_tokens=1500, epochs=3, log_every=5, seed=seed, initial_threshold=0.05)
+                             k=8, batch_size=64, max_tokens=1500, epochs=3, log_every=5, seed=seed, initial_threshold=0.05,
+                             overwrite=overwrite)
         result = train_sae(config)
         return (result.path / "sae_weights.safetensors").read_bytes(), [{**h, "seconds": 0} for h in result.history]
 
     for arch in ("jumprelu", "topk"):
         assert run(arch, 0, f"{arch}a") == run(arch, 0, f"{arch}b")
     assert run("jumprelu", 0, "c")[0] != run("jumprelu", 1, "d")[0]
+    saved = (tmp_path / "c" / "sae_weights.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds an SAE"):  # refused before any training
+        run("jumprelu", 1, "c")
+    assert (tmp_path / "c" / "sae_weights.safetensors").read_bytes() == saved
+    assert run("jumprelu", 1, "c", overwrite=True)[0] != saved
 
 
 def test_normalisation_gives_unit_mean_squared_norm(coded_store: Path) -> None:

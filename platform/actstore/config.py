@@ -358,6 +358,8 @@ class TrainConfig(_Frozen):
     dead_tokens: int = Field(default=1_000_000, ge=1, description="A latent that fired on none of the last this many tokens is dead.")
     log_every: int = Field(default=50, ge=1, description="Steps between metric records.")
     mix_chunks: int = Field(default=8, ge=1, description="Chunks mixed together by the loader's shuffle buffer.")
+    overwrite: bool = Field(default=False, description="Replace an SAE already saved in out. Refused by default: a "
+                            "store may have been encoded with it, and its recorded hash would no longer match.")
 
 
 class LiveConfig(_Frozen):

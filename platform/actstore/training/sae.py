@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SAELENS_LAYOUT_VERSION", "TrainableSAE", "save_saelens"]
+__all__ = ["SAELENS_FILES", "SAELENS_LAYOUT_VERSION", "TrainableSAE", "save_saelens"]
 
 
 def _kernel(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
@@ -95,6 +95,8 @@ class TrainableSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
 
+SAELENS_FILES = ("cfg.json", "sae_weights.safetensors")  # what a saved SAE folder holds
+
 # The SAELens cfg.json layout written: SAELens >= 6.0 keeps the hook, model and context under
 # ``metadata`` with ``sae_lens_version``; a folder without it (or older) is converted as pre-6.0.
 SAELENS_LAYOUT_VERSION = "6.0.0"
@@ -115,7 +117,7 @@ def save_saelens(sae: TrainableSAE, folder: str | Path, *, scale: float, hook_na
                    "b_dec": sae.b_dec / scale}
         if sae.architecture == "jumprelu":
             tensors["threshold"] = sae.log_threshold.exp()
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(folder / "sae_weights.safetensors"))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(folder / SAELENS_FILES[1]))
     d_sae, d_in = sae.W_dec.shape
     metadata = {"sae_lens_version": SAELENS_LAYOUT_VERSION, "hook_name": hook_name, "model_name": model_name,
                 "context_size": context_size, "prepend_bos": True}
@@ -125,5 +127,5 @@ def save_saelens(sae: TrainableSAE, folder: str | Path, *, scale: float, hook_na
            **({"k": sae.k, "rescale_acts_by_decoder_norm": False} if sae.architecture == "topk" else {}),
            "metadata": {k: v for k, v in metadata.items() if v is not None},
            "actstore": {"input_scale": scale, "input_scale_folded": True, **extra}}
-    (folder / "cfg.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    (folder / SAELENS_FILES[0]).write_text(json.dumps(cfg, indent=1, sort_keys=True))
     return folder

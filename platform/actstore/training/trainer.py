@@ -22,7 +22,7 @@ from actstore.errors import ConfigError
 from actstore.loader.activations import ActivationLoader
 from actstore.loader.normalize import input_scale, site_mean
 from actstore.store.store import Store
-from actstore.training.sae import TrainableSAE, save_saelens
+from actstore.training.sae import SAELENS_FILES, TrainableSAE, save_saelens
 
 __all__ = ["TrainResult", "train_sae"]
 
@@ -68,6 +68,10 @@ def train_sae(config: TrainConfig, *, progress: bool = False) -> TrainResult:
         raise ConfigError(f"the store at {config.store.url!r} holds no activations of {config.site!r}")
     if config.architecture == "topk" and config.k > config.d_sae:
         raise ConfigError(f"k={config.k} is larger than d_sae={config.d_sae}")
+    saved = [name for name in SAELENS_FILES if (Path(config.out) / name).exists()]
+    if saved and not config.overwrite:
+        raise ConfigError(f"{config.out!r} already holds an SAE ({', '.join(saved)}); give another out, or "
+                          "overwrite: true to replace it (a store encoded with it then no longer matches its hash)")
     scale = input_scale(store, config.site) if config.normalize else 1.0
     device = _device(config)
     torch.manual_seed(config.seed)
