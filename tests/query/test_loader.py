@@ -49,6 +49,10 @@ def test_default_reads_and_mixing(store, s3_endpoint, s3_bucket) -> None:
     local = store.loader(SITE, batch_size=50)  # local: inner chunks, a group of about MIX_BYTES (here the whole store)
     inner = store.array(f"activations/{SITE}").chunks[0]
     assert local.mixing.chunk_contexts == inner and local.mixing.chunks_per_group == local.mixing.n_chunks
+    one = local.mixing.group_bytes // local.mixing.chunks_per_group  # a group is its chunks, no more
+    assert one == inner * store.meta.ctx_len * store.array(f"activations/{SITE}").shape[-1] * 4
+    half = store.loader(SITE, batch_size=50, rank=1, world_size=2).mixing
+    assert half.chunks_per_group == local.mixing.n_chunks // 2 and half.group_bytes == half.chunks_per_group * one
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)

@@ -135,9 +135,11 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
 
     @property
     def mixing(self) -> Mixing:
-        """How many places of the store each batch draws from (see :class:`Mixing`)."""
+        """How many places of the store each batch draws from (see :class:`Mixing`); a group
+        holds at most this rank's share of the chunks."""
         n_chunks = sum(len(self.store.grid.contexts(u)[:: self.chunk_contexts]) for u in self.store.units_done(self.store.site_stage(self.site)))
-        return Mixing(self.chunk_contexts, min(self.mix_chunks, n_chunks), n_chunks, self.mix_chunks * self._chunk_bytes)
+        per_group = min(self.mix_chunks, len(range(self.rank, n_chunks, self.world_size)))
+        return Mixing(self.chunk_contexts, per_group, n_chunks, per_group * self._chunk_bytes)
 
     # -- position ---------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
