@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from actstore.api import Store
 from actstore.store.layout import activation_array
-from benchmarks.synthetic import make_store, on_moto
+from benchmarks.synthetic import make_store, on_moto, scratch
 
 SITE = "blocks.12.hook_resid_post"
 BACKENDS = ("fsspec", "obstore")
@@ -58,7 +57,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=131_072)
     parser.add_argument("--d", type=int, default=1024)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="actstore-bench-backends-"))
+    root = scratch("bench-backends")
     local = make_store(str(root / "store"), args.tokens, per_unit=8, site=(SITE, args.d))
     shards = [local.read(activation_array(SITE), slice(r.start, r.stop)).view(np.uint16)
               for r in (local.grid.contexts(u) for u in range(local.meta.n_units))]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from actstore.config import HFSource
 from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
 from actstore.store.layout import CODECS, compressors
+from benchmarks.synthetic import scratch
 
 SITES = ["blocks.5.hook_resid_post", "blocks.15.hook_resid_post", "blocks.25.hook_resid_post"]
 CTX_LEN = 128
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=48, help="contexts of 128 tokens per site")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    root = Path(tempfile.mkdtemp(prefix="bench-codecs-"))
+    root = scratch("bench-codecs")
     print(f"SmolLM2-135M residual stream (d=576), {args.contexts} x {CTX_LEN} tokens per site, sites "
           f"{', '.join(s.split('.')[1] for s in SITES)}; whole-shard writes to local files, best of 3")
     print(f"{'dtype':9s} {'codec':32s} {'ratio':>6s} {'encode MB/s':>12s} {'decode MB/s':>12s}")

@@ -24,7 +24,7 @@ from actstore.explain.backends import LocalChat
 from actstore.explain.config import ExplainConfig, LocalBackend
 from actstore.explain.prompts import ANSWER_PREFIX, parse_explanation
 from actstore.explain.run import plan_job, score_text
-from actstore.store.store import open_store
+from actstore.api import Store
 
 ROOT = Path(__file__).parents[1]
 
@@ -39,7 +39,7 @@ def main() -> int:
         print(f"bench_explain: {args.store} does not exist; run `make demo` first (skipped)")
         return 0
     config = load_config(ROOT / "jobs/configs/demo-explain.yaml", ExplainConfig)
-    latents = open_store(args.store).sae(args.sae)
+    latents = Store.open(args.store).sae(args.sae)
     density = latents.density().filter(latents.density()["count"] > 0).sort("density")
     mid = density.height // 2
     chosen = density[mid - args.latents // 2 : mid - args.latents // 2 + args.latents]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
 from actstore.saes.encode import SAEEncoder
 from actstore.store.store import Store
+from benchmarks.synthetic import scratch
 
 SITE = "blocks.10.hook_resid_post"
 CODINGS = ("none", "shuffle-zstd")
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model and stored dtype")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    root = scratch("bench-extract")
     sae = make_gemma_scope_sae(root / "sae/params.npz", 576, args.d_sae, threshold=13.0)
     runners, stores, plans = {}, {}, {}
     for compression in CODINGS:

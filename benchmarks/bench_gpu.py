@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from actstore.models.capture import capture_sites
 from actstore.models.loading import truncated_config, weights_bytes
 from actstore.saes.encode import SAEEncoder
 from actstore.store.store import Store
-from benchmarks.synthetic import make_store
+from benchmarks.synthetic import make_store, scratch
 
 # The fields of google/gemma-2-2b's and google/gemma-2-9b's config.json that shape compute.
 _GEMMA2_COMMON = dict(vocab_size=256_000, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096,
@@ -125,7 +124,7 @@ def setup(args: argparse.Namespace) -> Setup:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    root = Path(args.dir or tempfile.mkdtemp(prefix="bench-gpu-"))
+    root = Path(args.dir) if args.dir else scratch("bench-gpu")
     layers = LAYERS[args.model]
     sites = [f"blocks.{layer}.hook_resid_post" for layer in layers]
     full = Gemma2Config(**SHAPES[args.model], attn_implementation="eager")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from actstore.api import Store
 from actstore.cluster.index import run_index
 from actstore.store.layout import code_array, token_array
 from actstore.store.store import EXTRACT_STAGE
-from benchmarks.synthetic import make_store
+from benchmarks.synthetic import make_store, scratch
 
 SAE, CTX_LEN, CAP = "bench", 1024, 96
 
@@ -59,7 +58,7 @@ def main() -> None:
     parser.add_argument("--l0", type=int, default=60)
     parser.add_argument("--keep", help="folder for the store (default: a temporary one)")
     args = parser.parse_args()
-    root = Path(args.keep or tempfile.mkdtemp(prefix="actstore-bench-index-"))
+    root = Path(args.keep) if args.keep else scratch("bench-index")
     url = str(root / "store")
     t0 = time.perf_counter()
     store = (make_store(url, args.tokens, ctx_len=CTX_LEN, sae=(SAE, args.d_sae, args.l0, CAP))

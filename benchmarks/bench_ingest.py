@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import glob
 import sysconfig
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,13 +22,14 @@ from actstore.cluster.ingest import run_ingest
 from actstore.config import IngestConfig
 from actstore.corpus.tokenize import load_tokenizer
 from actstore.store._fs import SideFiles
+from benchmarks.synthetic import scratch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--glob", default=f"{sysconfig.get_paths()['stdlib']}/**/*.py")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    root = scratch("bench-ingest")
     files = sorted(p for p in glob.glob(args.glob, recursive=True) if "/site-packages/" not in p)
     config = IngestConfig.model_validate({
         "store": {"url": str(root / "store")},

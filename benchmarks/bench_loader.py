@@ -22,9 +22,8 @@ import argparse
 import os
 import sys
 
-if "--hugepages" not in sys.argv:  # before numpy is imported (see the docstring)
+if __name__ == "__main__" and "--hugepages" not in sys.argv:  # before numpy is imported (see the docstring)
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from actstore.api import Store
 from actstore.loader.activations import ActivationLoader
 from actstore.store.layout import activation_array
-from benchmarks.synthetic import make_store, on_moto
+from benchmarks.synthetic import make_store, on_moto, scratch
 
 SITE = "blocks.12.hook_resid_post"
 
@@ -92,7 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hugepages", action="store_true", help="keep numpy's huge-page advice (noisier on some machines)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="actstore-bench-loader-"))
+    root = scratch("bench-loader")
     make_store(str(root / "store"), args.tokens, site=(SITE, args.d))
     local = Store.open(str(root / "store"))
     report("local", local, args.rounds)

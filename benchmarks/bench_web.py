@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from actstore.api import Store
 from actstore.web.app import create_app
+from benchmarks.synthetic import scratch
 
 PERCENTILES = (0.5, 0.9, 0.99)
 
@@ -52,7 +52,7 @@ def synthetic_tokenizer(store: Store, folder: Path) -> None:
 
 def bench_store(folder: Path | None) -> str:
     """The 10M-token benchmark store (built when ``folder`` holds none), with a loadable tokenizer."""
-    root = folder or Path(tempfile.mkdtemp(prefix="actstore-bench-web-"))
+    root = folder or scratch("bench-web")
     url = str(root / "store")
     if not Path(url).exists():
         import ray
