@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from actstore.api import Store
 from actstore.config import load_config
 from actstore.explain.backends import LocalChat
 from actstore.explain.config import ExplainConfig, LocalBackend
 from actstore.explain.prompts import ANSWER_PREFIX, parse_explanation
 from actstore.explain.run import plan_job, score_text
-from actstore.api import Store
 
 ROOT = Path(__file__).parents[1]
 
