@@ -28,7 +28,8 @@ __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search
 LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
           "per_page": 500, "limit": 200, "text": 400, "top": 100}
 SORT_COLUMNS = ("latent", "count", "density", "mean", "max", "label", "score")
-SCORE_COLUMNS = tuple(f"score_{s}" for s in SCORERS)  # each judge's balanced accuracy
+JUDGED = {f"score_{s}": f"{s}_balanced_accuracy" for s in SCORERS}  # a page's column -> the table's metric
+SCORE_COLUMNS = tuple(JUDGED)  # each judge's balanced accuracy
 SEARCH_BY = ("explanations", "example")
 DENSITY_BINS = 40
 
@@ -109,10 +110,9 @@ def _scored(frame: pl.DataFrame) -> list[str]:
 def _current_labels(latents: Any) -> pl.DataFrame:
     """Per explained latent its current explanation (``explanations(current=True)``) as label,
     kind, author and score, with each judge's balanced accuracy of that explanation."""
-    judges = [f"{s}_balanced_accuracy" for s in SCORERS]
-    return current_explanations(latents.explanations(), keep=tuple(judges)).select(
+    return current_explanations(latents.explanations(), keep=tuple(JUDGED.values())).select(
         "latent", pl.col("text").alias("label"), "kind", "author", "score",
-        *[pl.col(j).alias(c) for j, c in zip(judges, SCORE_COLUMNS, strict=True)])
+        *[pl.col(metric).alias(column) for column, metric in JUDGED.items()])
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
@@ -144,7 +144,7 @@ def _latent_explanations(latents: Any, latent: int) -> pl.DataFrame:
     table = latents.explanations(latent=latent)
     current = current_explanations(table)["key"].to_list()
     return (table.with_columns(current=pl.col("key").is_in(current), score=mean_score(),
-                               **{c: pl.col(f"{s}_balanced_accuracy") for s, c in zip(SCORERS, SCORE_COLUMNS, strict=True)})
+                               **{column: pl.col(metric) for column, metric in JUDGED.items()})
             .sort(["current", "created"], descending=True)
             .select("current", "text", "kind", "author", "created", "parsed", "score", *SCORE_COLUMNS, "key"))
 
