@@ -32,7 +32,10 @@ def auth_server() -> Iterator[tuple[str, dict[str, str]]]:
         key = iam.create_access_key(UserName="reader")["AccessKey"]
         iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}))
+            # s3:ListBucket is what AWS checks for a listing; moto 5.2.6 checks the operation's own
+            # name (s3:ListObjectsV2), so the reader gets both, and still no s3:PutObject
+            "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListObjectsV2", "s3:GetObject"],
+                           "Resource": "*"}]}))
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="data")
         yield endpoint, {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     finally:
