@@ -12,7 +12,7 @@ import pytest
 
 import actstore
 from actstore.errors import ConfigError
-from actstore.query.export import DEFAULT_CREATOR_ID, export_neuronpedia
+from actstore.neuronpedia import DEFAULT_CREATOR_ID, export_neuronpedia
 from tests.coded_store import SAE
 from tests.query import neuronpedia_rules as rules
 

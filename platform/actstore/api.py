@@ -20,8 +20,8 @@ from actstore.store.store import Mode
 if TYPE_CHECKING:
     import polars as pl
 
+    from actstore.latents import Latents
     from actstore.loader.activations import ActivationLoader
-    from actstore.query.latents import SaeLatents
     from actstore.query.tokens import TextMatches
 
 __all__ = ["Store", "open_store"]
@@ -30,11 +30,12 @@ __all__ = ["Store", "open_store"]
 class Store(_storage.Store):
     """A store with the query and loader calls. Everything else is the storage layer's."""
 
-    def sae(self, name: str) -> SaeLatents:
-        """The latents of SAE ``name``: top-k contexts, occurrences, density, co-firing... (polars)."""
-        from actstore.query.latents import SaeLatents
+    def sae(self, name: str) -> Latents:
+        """The latents of SAE ``name``: top-k contexts, occurrences, density, co-firing, labels,
+        explanations and search (polars)."""
+        from actstore.latents import Latents
 
-        return SaeLatents(self, name)
+        return Latents(self, name)
 
     def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> pl.DataFrame:
         """Stored places of a token sequence (text or ids), with token windows (polars)."""

@@ -235,7 +235,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from actstore.query.export import export_neuronpedia
+    from actstore.neuronpedia import export_neuronpedia
 
     features = [int(x) for x in args.latents.split(",")]
     summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,

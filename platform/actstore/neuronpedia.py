@@ -24,7 +24,7 @@ import polars as pl
 from actstore.errors import ConfigError
 
 if TYPE_CHECKING:
-    from actstore.query.latents import SaeLatents
+    from actstore.latents import Latents
 
 __all__ = ["DEFAULT_CREATOR_ID", "EXPLANATION_COLUMNS", "ExportSummary", "explanation_rows", "export_neuronpedia",
            "stored_explanations"]
@@ -44,7 +44,7 @@ class ExportSummary(NamedTuple):
     rows: dict[str, int]
 
 
-def export_neuronpedia(latents: SaeLatents, features: Sequence[int], out: str | Path, *, model_id: str, source_id: str,
+def export_neuronpedia(latents: Latents, features: Sequence[int], out: str | Path, *, model_id: str, source_id: str,
                        creator_id: str = DEFAULT_CREATOR_ID, k: int = 20, window: int = 32, quantile_bins: int = 5,
                        per_bin: int = 2, hist_bins: int = 50, explanations: pl.DataFrame | None = None) -> ExportSummary:
     """Write the export of ``features`` of one SAE. ``source_id`` is Neuronpedia's
@@ -88,7 +88,7 @@ def export_neuronpedia(latents: SaeLatents, features: Sequence[int], out: str | 
     return ExportSummary(folder, {name: len(rows) for name, rows in tables.items()})
 
 
-def _model(latents: SaeLatents, model_id: str, creator_id: str) -> dict[str, Any]:
+def _model(latents: Latents, model_id: str, creator_id: str) -> dict[str, Any]:
     """The ``Model`` row (the importer never overwrites an existing one)."""
     source = str((latents.store.meta.model or {}).get("name") or model_id)
     return {"id": model_id, "displayName": model_id, "displayNameShort": model_id, "creatorId": creator_id,
@@ -96,7 +96,7 @@ def _model(latents: SaeLatents, model_id: str, creator_id: str) -> dict[str, Any
             "instruct": model_id.endswith("-it"), "visibility": "PUBLIC"}
 
 
-def _frequency_histogram(latents: SaeLatents, latent: int, bins: int) -> dict[str, list[float]]:
+def _frequency_histogram(latents: Latents, latent: int, bins: int) -> dict[str, list[float]]:
     """Equal-width bins over [0, max] of the latent's values (Neuronpedia plots them on a linear
     axis and labels bar ``i`` as ``value ± half the spacing``): bar values are the bin centres."""
     _, values = latents.postings(latent)
@@ -107,7 +107,7 @@ def _frequency_histogram(latents: SaeLatents, latent: int, bins: int) -> dict[st
             "freq_hist_data_bar_values": ((edges[:-1] + edges[1:]) / 2).tolist()}
 
 
-def _activations(latents: SaeLatents, latent: int, key: dict[str, str], max_value: float, count: int, *, k: int,
+def _activations(latents: Latents, latent: int, key: dict[str, str], max_value: float, count: int, *, k: int,
                  window: int, bins: int, per_bin: int) -> list[dict[str, Any]]:
     """Top examples (``binMin`` -1, ``binMax`` the latent's max, ``binContains`` -1, as
     SAEDashboard writes them), then samples of equal-width intervals with the fraction of the
@@ -130,7 +130,7 @@ def _activations(latents: SaeLatents, latent: int, key: dict[str, str], max_valu
     return out
 
 
-def stored_explanations(latents: SaeLatents, features: Sequence[int]) -> pl.DataFrame:
+def stored_explanations(latents: Latents, features: Sequence[int]) -> pl.DataFrame:
     """The store's labels and parsed explanations of ``features`` as :data:`EXPLANATION_COLUMNS`,
     each row's scorer metrics (``detection_*``, ``fuzzing_*``) gathered into ``scores``."""
     table = latents.explanations().filter(pl.col("latent").is_in([int(f) for f in features]) & pl.col("text").is_not_null())

@@ -180,7 +180,7 @@ def test_neuronpedia_export_button_returns_the_export(client: TestClient, latent
     latent = _mid_latent(latents)
     r = client.get(f"/api/sae/{SAE}/latent/{latent}/neuronpedia.zip", params={"model_id": "gemma-2-2b", "source_id": "1-res"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:  # actstore.query.export's layout, zipped
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:  # actstore.neuronpedia's layout, zipped
         read = lambda name: [json.loads(x) for x in gzip.decompress(zf.read(f"gemma-2-2b/1-res/{name}")).splitlines()]  # noqa: E731
         features, acts = read("features/batch-0.jsonl.gz"), read("activations/batch-0.jsonl.gz")
     assert [f["index"] for f in features] == [str(latent)] and features[0]["modelId"] == "gemma-2-2b"

@@ -21,12 +21,12 @@ import torch
 from actstore.api import Store, open_store
 from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
 from actstore.errors import ConfigError
+from actstore.latents import Latents
 from actstore.live import run
 from actstore.live.features import LatentStats, rank_features
 from actstore.live.steering import Edit, Intervention, Method, Positions, Sampling
 from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
-from actstore.query.latents import SaeLatents
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, store_tokenizer, windows
 from actstore.saes.encode import SAEEncoder
 from actstore.saes.formats import SAEWeights, load_sae
@@ -44,7 +44,7 @@ class LoadedSae:
     info: SaeInfo
     weights: SAEWeights
     encoder: SAEEncoder
-    latents: SaeLatents
+    latents: Latents
     stats: LatentStats
 
 
@@ -236,5 +236,5 @@ def _load_sae(store: Store, info: SaeInfo, path: str | None, device: torch.devic
     if weights.sha256 != info.sha256:
         raise ConfigError(f"the SAE files at {source!r} are not the ones SAE {info.name!r} of the store was made "
                           f"with (sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
-    latents = SaeLatents(store, info.name)
+    latents = Latents(store, info.name)
     return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))

@@ -22,7 +22,6 @@ from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
 
 if TYPE_CHECKING:
-    from actstore.explain.table import PartCache
     from actstore.store.store import Store
 
 __all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
@@ -37,7 +36,9 @@ COFIRING_SCHEMA = pl.Schema({"latent": pl.Int64(), "together": pl.Int64(), "coun
 
 
 class SaeLatents:
-    """The latents of one SAE in a store. Get it with ``store.sae(name)``."""
+    """The latents of one SAE in a store, as the index, codes and statistics answer: the query
+    layer. ``store.sae(name)`` gives :class:`actstore.latents.Latents`, which adds labels,
+    explanations and search on top (they live above both ``query/`` and ``explain/``)."""
 
     def __init__(self, store: Store, name: str) -> None:
         info = next((s for s in store.meta.saes if s.name == name), None)
@@ -45,7 +46,6 @@ class SaeLatents:
             raise ConfigError(f"the store at {store.location.url!r} has no SAE {name!r}; it has "
                               f"{[s.name for s in store.meta.saes] or 'none'}")
         self.store, self.name, self.info = store, name, info
-        self._explanations: PartCache | None = None  # what explanations() has read of the table
         self._plan: IndexPlan | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._by_token: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a few latents' postings by token
@@ -298,44 +298,6 @@ class SaeLatents:
                               "jaccard": together / np.maximum(union, 1)})
         return (frame.filter(pl.col("together") > 0).sort(["jaccard", "together", "latent"], descending=[True, True, False])
                 .head(top).cast(COFIRING_SCHEMA))
-
-
-    # -- explanations (actstore.explain: imported on use) -------------------------------------
-    def label(self, latent: int, text: str, *, author: str) -> str:
-        """Add a manual label of ``latent`` to the SAE's explanations table; returns its key.
-        The latest label of a latent is its current explanation."""
-        from actstore.explain.table import append_explanations, human_row
-
-        row = human_row(self._check_latent(latent), text, author=author)
-        append_explanations(self.store, self.name, [row])
-        return str(row["key"])
-
-    def explanations(self, *, current: bool = False, latent: int | None = None) -> pl.DataFrame:
-        """The explanations table (every label and automatic explanation with its scores), or with
-        ``current=True`` one row per latent: its latest label, else its best-scored automatic
-        explanation (the view a browser or an export shows). Each call lists the committed parts
-        and reads only those it has not read before (parts never change)."""
-        from actstore.explain.table import PartCache, current_explanations, scan_explanations
-
-        self._explanations = self._explanations or PartCache()
-        frame = scan_explanations(self.store, self.name, cache=self._explanations)
-        if latent is not None:
-            frame = frame.filter(pl.col("latent") == self._check_latent(latent))
-        return current_explanations(frame) if current else frame.collect()
-
-    def search(self, text: str, *, top: int = 20) -> pl.DataFrame:
-        """Latents whose explanations match ``text`` (BM25): rank, latent, text, kind, author,
-        match, score, density."""
-        from actstore.explain.search import search_explanations
-
-        return search_explanations(self, text, top=top)
-
-    def search_by_example(self, text: str, *, top: int = 20) -> pl.DataFrame:
-        """Latents firing where the stored corpus holds ``text``, ranked by how unusual their
-        value is for them (percentile from the stored histograms), with their current label."""
-        from actstore.explain.search import search_by_example
-
-        return search_by_example(self, text, top=top)
 
 
 def _occurrence_frame(latent: int, tokens: np.ndarray, values: np.ndarray, ctx_len: int) -> pl.DataFrame:

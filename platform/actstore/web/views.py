@@ -194,7 +194,7 @@ def _check_length(what: str, text: str) -> None:
 
 def neuronpedia_zip(source: StoreSource, sae: str, latent: int, *, model_id: str, source_id: str) -> bytes:
     """The Neuronpedia bulk-import files of one latent (``actstore export``), zipped in memory."""
-    from actstore.query.export import export_neuronpedia
+    from actstore.neuronpedia import export_neuronpedia
 
     latents = source.sae(sae)
     latents.density(latent)  # refuses a latent out of range before anything is written

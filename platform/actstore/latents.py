@@ -1,0 +1,68 @@
+"""``store.sae(name)``: an SAE's latents with everything a researcher asks of them.
+
+:class:`Latents` is the query layer's :class:`~actstore.query.latents.SaeLatents` (index, codes,
+statistics) plus the calls that need ``actstore.explain`` (labels, explanations, search). It
+lives here, above both packages, so that ``query/`` never imports ``explain/`` (which reads
+windows and tokens through ``query/``): imports point one way. Each method is a thin wrapper
+over the module that implements it.
+
+>>> import actstore
+>>> latents = actstore.open("runs/demo").sae("topk-2048")  # doctest: +SKIP
+>>> latents.label(1444, "the word future", author="ann")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from actstore.explain.search import search_by_example, search_explanations
+from actstore.explain.table import (
+    PartCache,
+    append_explanations,
+    current_explanations,
+    human_row,
+    scan_explanations,
+)
+from actstore.query.latents import SaeLatents
+
+if TYPE_CHECKING:
+    from actstore.store.store import Store
+
+__all__ = ["Latents"]
+
+
+class Latents(SaeLatents):
+    """The latents of one SAE in a store. Get it with ``store.sae(name)``."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        super().__init__(store, name)
+        self._explanations = PartCache()  # what explanations() has read of the table
+
+    def label(self, latent: int, text: str, *, author: str) -> str:
+        """Add a manual label of ``latent`` to the SAE's explanations table; returns its key.
+        The latest label of a latent is its current explanation."""
+        row = human_row(self._check_latent(latent), text, author=author)
+        append_explanations(self.store, self.name, [row])
+        return str(row["key"])
+
+    def explanations(self, *, current: bool = False, latent: int | None = None) -> pl.DataFrame:
+        """The explanations table (every label and automatic explanation with its scores), or with
+        ``current=True`` one row per latent: its latest label, else its best-scored automatic
+        explanation (the view a browser or an export shows). Each call lists the committed parts
+        and reads only those it has not read before (parts never change)."""
+        frame = scan_explanations(self.store, self.name, cache=self._explanations)
+        if latent is not None:
+            frame = frame.filter(pl.col("latent") == self._check_latent(latent))
+        return current_explanations(frame) if current else frame.collect()
+
+    def search(self, text: str, *, top: int = 20) -> pl.DataFrame:
+        """Latents whose explanations match ``text`` (BM25): rank, latent, text, kind, author,
+        match, score, density."""
+        return search_explanations(self, text, top=top)
+
+    def search_by_example(self, text: str, *, top: int = 20) -> pl.DataFrame:
+        """Latents firing where the stored corpus holds ``text``, ranked by how unusual their
+        value is for them (percentile from the stored histograms), with their current label."""
+        return search_by_example(self, text, top=top)
