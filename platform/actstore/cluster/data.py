@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, activation_array, token_array
+from actstore.store.layout import NOT_TEXT, activation_array, token_array
 from actstore.store.store import Store
 
 __all__ = ["site_dataset"]
@@ -27,7 +27,7 @@ def site_dataset(url: str, site: str, *, storage_options: dict[str, Any] | None 
     firsts = np.asarray([c for u in store.units_done(store.site_stage(site)) for c in store.grid.contexts(u)[::per]], np.int64)
     if seed is not None:
         firsts = firsts[np.random.default_rng(seed).permutation(firsts.size)]
-    drop = (FLAG_BOS | FLAG_PAD) if drop_special else 0
+    drop = NOT_TEXT if drop_special else 0
     location = store.location
 
     def read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

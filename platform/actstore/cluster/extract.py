@@ -28,12 +28,19 @@ from actstore.config import ExtractConfig
 from actstore.errors import StoreMismatchError
 from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.plan import ExtractPlan, plan_extraction
-from actstore.extraction.stages import added_stage, require_weights, stage_plans
+from actstore.extraction.stages import (
+    added_stages,
+    check_first_extraction,
+    require_weights,
+    stage_plans,
+)
+from actstore.extraction.tokenizers import refuse_other_tokenizers
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
+from actstore.store.sitenames import BASE
 from actstore.store.stats import merge_stats
 from actstore.store.store import EXTRACT_STAGE, Store, utc_now
 
@@ -63,7 +70,7 @@ class _Worker:
 
         gpus = int(plan.config.workers.num_gpus or 0) if self.device.type == "cuda" else 0
         spread = [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else None  # Ray shows the actor only its GPUs
-        model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
+        model = load_model(plan.model.source, dtype=plan.model_dtype, device=str(self.device),
                            attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
         self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
@@ -108,6 +115,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     ensure_ray(config.ray)
     layout = _worker_layout(config)
     plan, weights = plan_extraction(config, gpu_workers=layout[1] > 0)
+    refuse_other_tokenizers(config, location)
     _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
     stages = _prepare_store(store, plan)
@@ -143,22 +151,25 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
 def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
     """An existing store must have been made with the same tokenizer, context and extraction."""
     if not Store.exists(location):
+        check_first_extraction(plan, None)
         return
     store = Store.open(location.url, storage_options=location.storage_options, mode="r")
     _check_extract_settings(store, plan)
+    check_first_extraction(plan, store.meta)
     open_existing(location, plan.config.ingest_config())
 
 
 def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
-    """Refuse a store extracted with a different model, or whose sites or SAEs the config names
+    """Refuse a store extracted with a different model (or a different model under a tag), or whose sites or SAEs the config names
     with other settings (file, width, dtype, ...), naming the difference. Sites and SAEs the
     store lacks are new (a later stage adds them); those the config leaves out are kept."""
     if EXTRACT_STAGE not in store.meta.stages:
         return
     stored = {"sites": _keyed(store.meta.sites), "saes": _keyed(store.meta.saes)}
     wanted = {"sites": _keyed(plan.sites), "saes": _keyed(plan.saes)}
-    old: dict[str, Any] = {"model": store.meta.model}
-    new: dict[str, Any] = {"model": plan.model_meta}
+    tags = store.meta.models.keys() & plan.models.keys()
+    old: dict[str, Any] = {"model": store.meta.model, "models": {t: store.meta.models[t] for t in tags}}
+    new: dict[str, Any] = {"model": plan.models[BASE].meta, "models": {t: plan.models[t].meta for t in tags}}
     for kind in ("sites", "saes"):
         both = stored[kind].keys() & wanted[kind].keys()
         old[kind] = {name: stored[kind][name] for name in both}
@@ -173,13 +184,10 @@ def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
 def _prepare_store(store: Store, plan: ExtractPlan) -> list[ExtractPlan]:
     """Create the arrays of the first extraction, or of a new stage for sites and SAEs the store
     lacks (coordinator only; a resumed run finds them in place). Returns every extraction stage's plan."""
-    if EXTRACT_STAGE not in store.meta.stages:
-        create_extract_arrays(store, plan, config_record=redacted_config(plan.config))
-    else:
+    if EXTRACT_STAGE in store.meta.stages:
         _check_extract_settings(store, plan)
-        added = added_stage(plan, store.meta)
-        if added is not None:
-            create_extract_arrays(store, added, config_record=redacted_config(plan.config))
+    for added in added_stages(plan, store.meta):
+        create_extract_arrays(store, added, config_record=redacted_config(plan.config))
     return stage_plans(plan, store.meta)
 
 

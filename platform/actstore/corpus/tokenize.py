@@ -17,7 +17,7 @@ from actstore.errors import TokenizerError
 from actstore.store.metadata import TokenizerInfo
 from actstore.store.tokenizer import TOKENIZER_KEY, StoredTokenizer, tokenizer_sha256
 
-__all__ = ["load_tokenizer", "source_tokenizer", "tokenizer_info", "tokenizer_json"]
+__all__ = ["load_tokenizer", "source_tokenizer", "special_token_ids", "tokenizer_info", "tokenizer_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,17 @@ def tokenizer_info(tokenizer: Any, source: HFSource) -> TokenizerInfo:
         sha256=tokenizer_sha256(tokenizer_json(tokenizer)),
         special_tokens={role: str(getattr(tokenizer, role)) for role in SPECIAL_ROLES if getattr(tokenizer, role, None)},
         clean_up_spaces=_cleans_up_spaces(tokenizer),
+        special_ids=special_token_ids(tokenizer),
     )
+
+
+def special_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of the tokenizer's special added tokens (chat-template markers, BOS, EOS...), except the
+    unknown token, which stands for text the vocabulary cannot spell: inside a document these are
+    flagged special. A tokenizer's ``all_special_ids`` lists only the named roles; the markers of
+    a chat template (SmolLM2's ``<|im_start|>``, Gemma's ``<start_of_turn>``) are added tokens."""
+    decoder = tokenizer.backend_tokenizer.get_added_tokens_decoder()
+    return sorted(int(i) for i, token in decoder.items() if token.special and i != tokenizer.unk_token_id)
 
 
 def _cleans_up_spaces(tokenizer: Any) -> bool:

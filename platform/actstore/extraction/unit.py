@@ -209,7 +209,8 @@ class UnitRunner:
         site_of = {s.name: s for s in plan.captured}
         for b0 in range(0, n, batch):
             rows = slice(b0, min(b0 + batch, n))
-            captured = capture_sites(self.model, ids[rows].to(device), plan.capture)
+            got = capture_sites(self.model, ids[rows].to(device), plan.capture)
+            captured = {s.name: got[bare] for s, bare in zip(plan.captured, plan.capture, strict=True)}
             mask = counted[rows].reshape(-1).to(device)
             for site in plan.sites:
                 # Everything below reads the activation as stored (cast to the site's dtype

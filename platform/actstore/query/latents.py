@@ -1,8 +1,8 @@
 """``store.sae(name)``: the latents of one SAE, queried through its feature-major index, its
 token-major codes and its statistics. Results are polars DataFrames with fixed columns.
 
-Every query leaves out BOS and padding (the index never holds them; span and window reads
-filter them by flag) and reads only committed units, so it also runs on a store being written.
+Every query leaves out BOS, padding and special tokens inside documents (chat-template markers):
+the index never holds them, span reads filter them by flag, windows show only document tokens and reads only committed units, so it also runs on a store being written.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, inde
 from actstore.query.logits import output_logits
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, windows
 from actstore.store.dtypes import from_storage
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import NOT_TEXT, code_array, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
 
 if TYPE_CHECKING:
@@ -314,11 +314,11 @@ def _span_tokens(store: Store, *, ctx: int | None, doc: int | None, span: tuple[
 
 
 def _ctx_tokens(store: Store, ctx: int) -> np.ndarray:
-    """Flat indices of a context's counted tokens (BOS and padding left out)."""
+    """Flat indices of a context's counted tokens (BOS, padding and specials left out)."""
     if not 0 <= ctx < store.meta.n_ctx:
         raise ConfigError(f"context {ctx} is out of range [0, {store.meta.n_ctx})")
     flags = store.read(token_array("flags"), slice(ctx, ctx + 1))[0]
-    return ctx * store.meta.ctx_len + np.flatnonzero((flags & (FLAG_BOS | FLAG_PAD)) == 0)
+    return ctx * store.meta.ctx_len + np.flatnonzero((flags & NOT_TEXT) == 0)
 
 
 def _doc_tokens(store: Store, doc: int) -> np.ndarray:
@@ -340,7 +340,7 @@ def _doc_tokens(store: Store, doc: int) -> np.ndarray:
     for ctx in range(lo, n_ctx):
         docs = store.read(token_array("doc"), slice(ctx, ctx + 1))[0]
         flags = store.read(token_array("flags"), slice(ctx, ctx + 1))[0]
-        at = np.flatnonzero((docs == doc) & ((flags & (FLAG_BOS | FLAG_PAD)) == 0))
+        at = np.flatnonzero((docs == doc) & ((flags & NOT_TEXT) == 0))
         if at.size == 0:
             break
         out.append(ctx * ctx_len + at)
