@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from actstore.cli_contrast import add_contrast_verb
 from actstore.cli_live import add_live_verbs
 from actstore.errors import ActstoreError, ConfigError
 
@@ -176,9 +177,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     latents = _latents(args)
     if args.quantiles:
-        frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window)
+        frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window,
+                                          where=args.where)
         return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("bin",)))
-    frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None)
+    frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None, where=args.where)
     return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)) + _logits_line(latents, args.latent))
 
 
@@ -197,7 +199,7 @@ def _logits_line(latents: Any, latent: int) -> str:
 def _cmd_density(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
-    frame = _latents(args).density(args.latent)
+    frame = _latents(args).density(args.latent, where=args.where)
     if args.latent is None:
         frame = frame.sort("count", descending=True).head(args.top)
     return _emit(frame, args, lambda: render_frame(frame.drop("hist")))
@@ -209,7 +211,7 @@ def _cmd_at(args: argparse.Namespace) -> int:
     span = tuple(int(x) for x in args.span.split(":")) if args.span else None
     latents = _latents(args)
     frame = latents.features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
-                                max_density=args.max_density)
+                                max_density=args.max_density, where=args.where)
     where = f"ctx {args.ctx}" if args.ctx is not None else f"doc {args.doc}"
     text = lambda: (f"{where}{' span ' + args.span if args.span else ''}: "  # noqa: E731
                     f"{json.dumps(latents.text_at(ctx=args.ctx, doc=args.doc, span=span))}\n{render_frame(frame)}")
@@ -219,7 +221,7 @@ def _cmd_at(args: argparse.Namespace) -> int:
 def _cmd_cofiring(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
-    frame = _latents(args).cofiring(args.latent, top=args.top)
+    frame = _latents(args).cofiring(args.latent, top=args.top, where=args.where)
     return _emit(frame, args, lambda: render_frame(frame))
 
 
@@ -230,7 +232,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
 
     store = open_store(args.store)
     forms = [(args.text, [int(x) for x in args.text.split(",")])] if args.ids else text_forms(store, args.text)
-    found = find_sequences(store, forms, limit=args.limit, window=args.window)
+    found = find_sequences(store, forms, limit=args.limit, window=args.window, where=args.where)
     return _emit(found.matches, args, lambda: render_matches(found, color=_color()))
 
 
@@ -239,7 +241,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     features = [int(x) for x in args.latents.split(",")]
     summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,
-                                 k=args.k, **({"creator_id": args.creator_id} if args.creator_id else {}))
+                                 k=args.k, where=args.where, **({"creator_id": args.creator_id} if args.creator_id else {}))
     print(f"wrote {summary.folder}: " + ", ".join(f"{name} {n}" for name, n in summary.rows.items()))
     return 0
 
@@ -285,21 +287,31 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
     latents = _latents(args)
-    frame = latents.search_by_example(args.text, top=args.top) if args.by_example else latents.search(args.text, top=args.top)
+    if args.where and not args.by_example:
+        raise ConfigError("--where filters the documents --by-example searches; explanations are not documents")
+    frame = (latents.search_by_example(args.text, top=args.top, where=args.where) if args.by_example
+             else latents.search(args.text, top=args.top))
     return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
 
 
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
-                  json_flag: bool = True) -> argparse.ArgumentParser:
+                  json_flag: bool = True, where: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("store", help="store URL or path")
     parser.add_argument("--sae", required=True, help="SAE name in the store")
+    if where:
+        _where_flag(parser)
     if latent is not None:
         parser.add_argument("--latent", type=int, required=latent, help="latent id")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON records")
     parser.set_defaults(run=run)
     return parser
+
+
+def _where_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--where", help="only documents matching this SQL WHERE clause over the documents table, "
+                                        "e.g. \"source LIKE '%%asyncio%%'\"")
 
 
 def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.ArgumentParser:
@@ -405,6 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("--limit", type=int, default=20)
     find.add_argument("--window", type=int, default=12)
     find.add_argument("--json", action="store_true", help="print JSON records")
+    _where_flag(find)
     find.set_defaults(run=_cmd_find)
 
     export = _query_parser(verbs, "export", "write latents in Neuronpedia's bulk-import format (gzipped JSONL)",
@@ -417,6 +430,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
     add_live_verbs(verbs)
+    add_contrast_verb(verbs)
 
     srv = verbs.add_parser("serve", help="browse a store in a web browser (read-only; 127.0.0.1 by default)")
     srv.add_argument("store", help="store URL or path")
@@ -427,12 +441,12 @@ def _parser() -> argparse.ArgumentParser:
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,
-                          json_flag=False)
+                          json_flag=False, where=False)
     label.add_argument("text", help="the label")
     label.add_argument("--author", help="who labels (default: $USER)")
 
     explain = _query_parser(verbs, "explain", "explain latents with an LLM and score the explanations (resumable)",
-                            _cmd_explain, latent=None, json_flag=False)
+                            _cmd_explain, latent=None, json_flag=False, where=False)
     which = explain.add_mutually_exclusive_group(required=True)
     which.add_argument("--latents", help="comma-separated latent ids")
     which.add_argument("--densest", type=int, help="the N latents firing most often")
@@ -440,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     table = _query_parser(verbs, "explanations", "list a SAE's labels and explanations with their scores",
-                          _cmd_explanations, latent=False)
+                          _cmd_explanations, latent=False, where=False)
     table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
