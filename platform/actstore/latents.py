@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from actstore.contrast.documents import Contrast, Unit, contrast_documents
+from actstore.contrast.models import ModelContrast, contrast_models
 from actstore.explain.search import search_by_example, search_explanations
 from actstore.explain.table import (
     PartCache,
@@ -78,3 +79,14 @@ class Latents(SaeLatents):
         with current labels. See :mod:`actstore.contrast.documents`."""
         labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
         return contrast_documents(self, a, b, unit=unit, prior=prior, level=level, labels=labels)
+
+    def contrast_models(self, a: str, b: str, *, where: Where | None = None, unit: Unit = "auto", level: float = 0.95,
+                        sites: bool = True) -> ModelContrast:
+        """Which latents change from model ``a`` to model ``b`` on the same stored tokens (tags:
+        ``base`` is the store's own model), this SAE encoding both: rates and means in each,
+        tokens firing in one only, each document's mean change tested by the Wilcoxon signed-rank
+        test over documents, BH q per latent, with current labels; and how far every site both
+        store moves. See :mod:`actstore.contrast.models`."""
+        labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
+        return contrast_models(self.store, self.name, a, b, where=self.documents(where), unit=unit, level=level,
+                               labels=labels, sites=sites)
