@@ -80,13 +80,15 @@ def _decode(raw: bytes, url: str, line: int, config: CorpusConfig) -> tuple[str,
         ) from None
 
 
-def _document(record: dict[str, Any], row: int, where: str, config: CorpusConfig, **flags: bool) -> Document:
+def _document(record: dict[str, Any], row: int, where: str, config: CorpusConfig, *, repaired: bool = False,
+              stripped_bom: bool = False) -> Document:
     """The document of one record: its text, or with ``corpus.chat_template`` its messages."""
     key = record.get(config.key_field) if config.key_field else None
     metadata = {name: record.get(name) for name in config.metadata_fields}
     key = None if key is None else str(key)
     if config.chat_template and record.get(config.messages_field) is not None:
-        return Document("", row, key, metadata, messages=_messages(record[config.messages_field], where, config), **flags)
+        messages = _messages(record[config.messages_field], where, config)
+        return Document("", row, key, metadata, repaired, stripped_bom, messages=messages)
     if config.text_field not in record:
         hint = (f"; it holds {config.messages_field!r}: set corpus.chat_template: true to render chat records"
                 if config.messages_field in record and not config.chat_template else "; set corpus.text_field")
@@ -98,7 +100,7 @@ def _document(record: dict[str, Any], row: int, where: str, config: CorpusConfig
         raise CorpusError(f"{where}: text field {config.text_field!r} is null; drop the record or give it a string")
     if not isinstance(text, str):
         raise CorpusError(f"{where}: text field {config.text_field!r} holds {type(text).__name__}, not a string")
-    return Document(text, row, key, metadata, **flags)
+    return Document(text, row, key, metadata, repaired, stripped_bom)
 
 
 def _messages(value: Any, where: str, config: CorpusConfig) -> list[dict[str, str]]:

@@ -99,8 +99,8 @@ def tokenizer_difference(a: str, b: str) -> str | None:
         return f"merge rules differ from rule {first} on ({len(ra):,} and {len(rb):,} rules)"
     ta, tb = _added(ja), _added(jb)
     if ta != tb:
-        first = min(set(ta) ^ set(tb))
-        return f"added tokens differ (id {first[0]}: {first[1]!r}, special={first[2]})"
+        token = min(ta ^ tb)
+        return f"added tokens differ (id {token[0]}: {token[1]!r}, special={token[2]})"
     return None
 
 
