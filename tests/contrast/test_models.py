@@ -165,3 +165,6 @@ def test_a_model_with_another_tokenizer_is_refused_before_any_work(planted: dict
     after = actstore.open(planted["url"])
     assert (store_hashes(after), sorted(p.relative_to(root) for p in (root / "store").rglob("*"))) == before
     assert "rl" not in after.meta.models
+    # the original config again: both models' stages are complete, nothing is run or rewritten
+    run_extract(_extract_config(root, {"base": planted["paths"]["a"], "it": planted["paths"]["b"]}, planted["paths"]["sae"]))
+    assert store_hashes(actstore.open(planted["url"])) == before[0]

@@ -165,9 +165,9 @@ def contrast_models(store: Store, sae: str, a: str, b: str, *, where: Where | No
     sums = _Sums(info_a.d_sae, store.meta.ingest.n_documents if chosen == "document" else store.meta.n_ctx)
     for block in _code_blocks(store, info_a, info_b, chosen, docs):
         sums.add(*block)
-    frame = sums.frame(level)
     if sums.units < 2:
         raise ConfigError(f"{sums.units} {chosen}s hold tokens both models' codes cover; a test needs at least two")
+    frame = sums.frame(level)
     if labels is not None:
         frame = frame.drop("label").join(labels.select("latent", "label"), on="latent", how="left")
     frame = frame.sort(["p", "abs", "latent"], descending=[False, True, False]).with_columns(
@@ -282,7 +282,7 @@ class _Sums:
         self.parts.append(_per_unit(*self.held, self.d))
         unit, lat, total = (np.concatenate([p[i] for p in self.parts]) for i in range(3))
         diff = total / np.maximum(self.exposure[unit], 1)  # each unit's mean change over its tokens
-        n, tokens = max(self.units, 2), max(self.tokens, 1)
+        n, tokens = self.units, max(self.tokens, 1)
         test = signed_rank_test(lat, diff, n_latents=self.d)
         effect = mean_difference(lat, diff, n_units=n, n_latents=self.d, level=level)
         mean_a, mean_b = self.total / tokens

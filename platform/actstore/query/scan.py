@@ -1,5 +1,6 @@
 """Token-major reads of an SAE's codes over a document set: the set's contexts, a unit's worth
-at a time, masked to the set's tokens (BOS, padding and other documents' tokens left out).
+at a time, masked to the set's tokens (BOS, padding, special tokens and other documents' tokens
+left out).
 
 A scan costs what it reads: ``ctx_len x code_cap`` code entries per context holding any of the
 set's tokens, so a filtered statistic costs in proportion to the matching documents' tokens,
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actstore.query.filters import DocumentSet
-from actstore.store.layout import code_array
+from actstore.store.layout import FLAG_SPECIAL, code_array, token_array
 from actstore.store.stats import HIST_EDGES
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def scan_codes(store: Store, sae: str, docs: DocumentSet, *, values: bool = True
     contexts, units = contexts[np.isin(units, done)], units[np.isin(units, done)]
     for part in np.split(contexts, np.flatnonzero(np.diff(units)) + 1) if contexts.size else []:
         slots = docs.slots(part)
-        keep = slots >= 0
+        keep = (slots >= 0) & ((store.read_contexts(token_array("flags"), part) & FLAG_SPECIAL) == 0)  # chat markers out
         idx = store.read_contexts(code_array(sae, "idx"), part)[keep]
         val = store.read_contexts(code_array(sae, "val"), part)[keep].astype(np.float32) if values else None
         flat = part[:, None] * ctx_len + np.arange(ctx_len)[None, :]
