@@ -111,6 +111,8 @@ def _print_info(store: object, *, as_json: bool) -> int:
     print(f"documents   {info.n_documents:,}")
     print(f"tokenizer   {info.tokenizer}")
     print(f"model       {info.model or '-'}")
+    for tag, name in info.models.items():
+        print(f"  model {tag:<6} {name} (sites {tag}.blocks...)")
     print(f"sites       {', '.join(info.sites) or '-'}")
     print(f"saes        {', '.join(info.saes) or '-'}")
     print(f"bytes       {_human_bytes(info.bytes)} ({info.bytes / max(info.n_tokens, 1):.2f} per document token)")

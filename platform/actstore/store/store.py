@@ -72,6 +72,7 @@ class StoreInfo:
     ctx_len: int
     tokenizer: str
     model: str | None
+    models: dict[str, str]  # further models over the same tokens: tag -> name
     sites: list[str]
     saes: list[str]
     bytes: int
@@ -315,6 +316,7 @@ class Store:
             ctx_len=meta.ctx_len,
             tokenizer=meta.tokenizer.name_or_path,
             model=None if meta.model is None else str(meta.model.get("name")),
+            models={tag: str(m.get("name")) for tag, m in meta.models.items()},
             sites=[s.name for s in meta.sites],
             saes=[s.name for s in meta.saes],
             bytes=self.files.du() if with_bytes else -1,
