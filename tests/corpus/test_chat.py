@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from actstore.cluster.ingest import open_existing, run_ingest
 from actstore.config import HFSource, IngestConfig
+from actstore.corpus.readers import read_documents
+from actstore.corpus.sources import SourceFile
 from actstore.corpus.tokenize import load_tokenizer
 from actstore.errors import CorpusError, TokenizerError
 from actstore.store._fs import Location
@@ -68,15 +70,17 @@ def test_chat_records_are_rendered_by_the_template_and_markers_flagged(tmp_path:
 
 
 def test_chat_records_need_the_opt_in_and_a_template(tmp_path: Path, tiny_tokenizer: Path) -> None:
-    write_jsonl(tmp_path / "c.jsonl", [{"text": "the fox", "prompt": "a"}, {"messages": CHATS[0], "prompt": "b"}])
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": "the fox", "prompt": "a"}, {"messages": CHATS[0], "prompt": "b"}])
+    source = SourceFile(str(path), "jsonl", None)
     with pytest.raises(CorpusError, match=r"c.jsonl:2: missing text field 'text'.*set corpus.chat_template: true"):
-        run_ingest(_config(tmp_path, SMOLLM2))
+        list(read_documents(source, _config(tmp_path, SMOLLM2).corpus))
+    assert [d.format for d in read_documents(source, _config(tmp_path, SMOLLM2, chat_template=True).corpus)] == ["text", "chat"]
     with pytest.raises(TokenizerError, match="has no chat template"):
         run_ingest(_config(tmp_path, {"id": str(tiny_tokenizer)}, chat_template=True))
-    (tmp_path / "c.jsonl").write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    assert not Store.exists(Location(str(tmp_path / "store")))  # refused before any work
+    path.write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
     with pytest.raises(CorpusError, match=r"c.jsonl:1: messages\[0\] must be an object with string role and content"):
-        run_ingest(_config(tmp_path, SMOLLM2, chat_template=True))
-    assert not Store.exists(Location(str(tmp_path / "store")))  # nothing written, nothing left behind
+        list(read_documents(source, _config(tmp_path, SMOLLM2, chat_template=True).corpus))
     with pytest.raises(ValidationError, match="clash with the documents table's own columns"):
         _config(tmp_path, SMOLLM2, metadata_fields=["format"])
 
