@@ -12,12 +12,15 @@ import pytest
 
 import actstore
 from actstore.cli import main
+from actstore.contrast import documents
 from actstore.contrast.documents import CONTRAST_SCHEMA
 from actstore.errors import ConfigError
 from tests.contrast.conftest import DOCS_PER_TOPIC, MARKER, ONE_DOC, SAE
 
 
-def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "LATENT_CHUNK", 8)  # the statistics in several chunks of latents, as on a large SAE
     latents = actstore.open(str(contrast_store)).sae(SAE)
     latents.label(MARKER, "the word <b>autoencoder</b>", author="test")
     found = latents.contrast("topic = 'a'", "topic = 'b'")
