@@ -92,7 +92,7 @@ def main() -> None:
     n_docs = store.meta.n_ctx
     cases = [(f, f"doc < {max(int(f * n_docs), 1)}") for f in FRACTIONS] + [(0.25, "source = 'corpus/code.jsonl'")]
     for fraction, where in cases:
-        docs = fresh().documents(where)
+        docs = fresh().select_documents(where)
         assert docs is not None
         t = _timed(lambda where=where: fresh().density(where=where))
         tops = [_timed(lambda lat=lat, where=where: fresh().occurrences(lat, limit=20, where=where)) for lat in chosen]

@@ -68,7 +68,7 @@ class Latents(SaeLatents):
         """Latents firing where the stored corpus holds ``text`` (in the documents ``where``
         matches), ranked by how unusual their value is for them (percentile from the stored
         histograms), with their current label."""
-        return search_by_example(self, text, top=top, where=self.documents(where))
+        return search_by_example(self, text, top=top, where=self.select_documents(where))
 
     def contrast(self, a: Where, b: Where | None = None, *, unit: Unit = "auto", prior: float = 1.0,
                  level: float = 0.95) -> Contrast:

@@ -58,7 +58,7 @@ def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.Ca
 def test_random_splits_of_one_topic_make_no_discoveries(contrast_store: Path) -> None:
     """Topic a against itself, split at random by documents: no latent with q < 0.05 in 20 seeds."""
     latents = actstore.open(str(contrast_store)).sae(SAE)
-    docs = latents.documents("topic = 'a'").docs
+    docs = latents.select_documents("topic = 'a'").docs
     smallest = []
     for seed in range(20):
         half = np.random.default_rng(seed).permutation(docs)[: docs.size // 2]

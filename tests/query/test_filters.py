@@ -61,7 +61,7 @@ def test_filtered_queries_match_numpy(coded_store: Path, dense, tmp_path: Path, 
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(query_latents, "FIRST_BLOCK", 2)  # filtered top-k reads the posting list in several blocks
     latents = actstore.open(str(coded_store)).sae(SAE)
-    docs = latents.documents(WHERE)
+    docs = latents.select_documents(WHERE)
     assert docs is not None
     member = np.isin(dense["doc"], docs.docs) & dense["counted"]
     codes = np.where(member[:, None], dense["codes"], 0)

@@ -112,9 +112,9 @@ def contrast_documents(latents: SaeLatents, a: Where, b: Where | None = None, *,
     rows joined in. Refused before any read: an empty side, overlapping sides, fewer than two units."""
     if unit not in ("auto", "document", "context"):
         raise ConfigError(f"unit must be 'auto', 'document' or 'context', got {unit!r}")
-    set_a = latents.documents(a)
+    set_a = latents.select_documents(a)
     assert set_a is not None
-    set_b = latents.documents(b) if b is not None else _complement(set_a)
+    set_b = latents.select_documents(b) if b is not None else _complement(set_a)
     assert set_b is not None
     _check_sides(set_a, set_b)
     chosen, why = _unit(set_a, set_b, unit)

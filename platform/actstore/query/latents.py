@@ -127,7 +127,7 @@ class SaeLatents:
         """:meth:`postings` of every occurrence (value descending), in the documents ``where``
         matches when given, the last few latents asked for kept (read-only): a feature page's
         quantile groups and windows read a posting list once."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         if docs is None:
             return _kept(self._all, latent, lambda: self.postings(latent))
         return _kept(self._all, (latent, docs.key), lambda: self._postings_in(latent, docs))
@@ -135,7 +135,7 @@ class SaeLatents:
     def postings_by_token(self, latent: int, *, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A latent's postings ordered by flat token index (for windows to look values up in),
         kept like :meth:`all_postings`."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
 
         def by_token() -> tuple[np.ndarray, np.ndarray]:
             tokens, values = self.all_postings(latent, where=docs)
@@ -144,7 +144,7 @@ class SaeLatents:
 
         return _kept(self._by_token, latent if docs is None else (latent, docs.key), by_token)
 
-    def documents(self, where: Where | None) -> DocumentSet | None:
+    def select_documents(self, where: Where | None) -> DocumentSet | None:
         """The documents a filter matches (None: no filter), SQL filters resolved once per object."""
         if not isinstance(where, str):
             return resolve_where(self.store, where)
@@ -206,7 +206,7 @@ class SaeLatents:
     def occurrences(self, latent: int, *, min_value: float | None = None, limit: int | None = None,
                     where: Where | None = None) -> pl.DataFrame:
         """Every occurrence of ``latent`` (at least ``min_value``, at most ``limit``), value descending."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         if docs is None:
             tokens, values = self.postings(latent, limit=limit, min_value=min_value)
         else:
@@ -223,7 +223,7 @@ class SaeLatents:
         (this latent on every window token), focus (index of the firing token in ``tokens``)."""
         if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
             raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         chosen_t, chosen_v = self._spread(latent, k, per_doc) if docs is None else self._spread_in(latent, k, per_doc, docs)
         frame = windows(self.store, chosen_t, window=window, values=chosen_v,
                         occurrences=self.postings_by_token(latent, where=docs))
@@ -288,7 +288,7 @@ class SaeLatents:
             raise ConfigError(f"kind must be 'count' or 'width', got {kind!r}")
         if bins < 1 or per_bin < 1:
             raise ConfigError(f"bins and per_bin must be >= 1, got {bins}, {per_bin}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         tokens, values = self.all_postings(latent, where=docs)
         tokens, values = tokens[::-1], values[::-1]  # ascending value
         n = values.size
@@ -319,7 +319,7 @@ class SaeLatents:
         its non-zero values, and ``hist``: counts on the bins of ``actstore.store.stats.HIST_EDGES``.
         From the merged statistics once extraction is finalized, else summed over committed units;
         with ``where``, computed over the matching documents' codes (a scan of the set)."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         stats = (self._stats(("tokens", "fired", "sum", "max", "hist")) if docs is None
                  else set_totals(self.store, self.name, self.info.d_sae, docs))
         tokens = max(int(stats["tokens"].reshape(-1)[0]), 1)
@@ -359,7 +359,7 @@ class SaeLatents:
         """
         if agg not in ("max", "sum"):
             raise ConfigError(f"agg must be 'max' or 'sum', got {agg!r}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         flat = _span_tokens(self.store, ctx=ctx, doc=doc, span=span)
         flat = flat if docs is None else flat[docs.contains(flat)]
         idx, val = self._codes_at(flat), self._codes_at(flat, "val")
@@ -399,7 +399,7 @@ class SaeLatents:
         from a scan of the set's codes). Columns: latent, together (|A and B|), count (|B|),
         jaccard (|A and B| / |A or B|).
         """
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         tokens = self.postings(latent, limit=limit)[0] if docs is None else self.all_postings(latent, where=docs)[0][:limit]
         together = np.zeros(self.info.d_sae, np.int64)
         for i in range(0, tokens.size, block):

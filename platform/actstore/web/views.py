@@ -127,7 +127,7 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
     bounded("cofiring", cofiring), bounded("cofiring_sample", cofiring_sample)
     _check_length("the document filter", where)
     latents = source.sae(sae)
-    docs = latents.documents(where or None)  # resolved once for every query below
+    docs = latents.select_documents(where or None)  # resolved once for every query below
     stats = latents.density(latent, where=docs).to_dicts()[0]
     fired = stats["count"] > 0
     explanations = _latent_explanations(latents, latent)
