@@ -69,7 +69,7 @@ class Latents(SaeLatents):
         """Latents firing where the stored corpus holds ``text`` (in the documents ``where``
         matches), ranked by how unusual their value is for them (percentile from the stored
         histograms), with their current label."""
-        return search_by_example(self, text, top=top, where=self.documents(where))
+        return search_by_example(self, text, top=top, where=self.select_documents(where))
 
     def contrast(self, a: Where, b: Where | None = None, *, unit: Unit = "auto", prior: float = 1.0,
                  level: float = 0.95) -> Contrast:
@@ -88,5 +88,5 @@ class Latents(SaeLatents):
         test over documents, BH q per latent, with current labels; and how far every site both
         store moves. See :mod:`actstore.contrast.models`."""
         labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
-        return contrast_models(self.store, self.name, a, b, where=self.documents(where), unit=unit, level=level,
+        return contrast_models(self.store, self.name, a, b, where=self.select_documents(where), unit=unit, level=level,
                                labels=labels, sites=sites)

@@ -62,7 +62,7 @@ def export_neuronpedia(latents: Latents, features: Sequence[int], out: str | Pat
     set_name = match["set"]
     folder = Path(out) / model_id / source_id
     key = {"modelId": model_id, "layer": source_id, "creatorId": creator_id}
-    where = latents.documents(where)  # resolved once, before anything is written
+    where = latents.select_documents(where)  # resolved once, before anything is written
     density = latents.density(where=where)
     neurons, activations = [], []
     for latent in features:

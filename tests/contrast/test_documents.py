@@ -12,12 +12,15 @@ import pytest
 
 import actstore
 from actstore.cli import main
+from actstore.contrast import documents
 from actstore.contrast.documents import CONTRAST_SCHEMA
 from actstore.errors import ConfigError
 from tests.contrast.conftest import DOCS_PER_TOPIC, MARKER, ONE_DOC, SAE
 
 
-def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "LATENT_CHUNK", 8)  # the statistics in several chunks of latents, as on a large SAE
     latents = actstore.open(str(contrast_store)).sae(SAE)
     latents.label(MARKER, "the word <b>autoencoder</b>", author="test")
     found = latents.contrast("topic = 'a'", "topic = 'b'")
@@ -55,7 +58,7 @@ def test_planted_latents_rank_as_planted(contrast_store: Path, capsys: pytest.Ca
 def test_random_splits_of_one_topic_make_no_discoveries(contrast_store: Path) -> None:
     """Topic a against itself, split at random by documents: no latent with q < 0.05 in 20 seeds."""
     latents = actstore.open(str(contrast_store)).sae(SAE)
-    docs = latents.documents("topic = 'a'").docs
+    docs = latents.select_documents("topic = 'a'").docs
     smallest = []
     for seed in range(20):
         half = np.random.default_rng(seed).permutation(docs)[: docs.size // 2]

@@ -77,8 +77,8 @@ def test_log2_rate_ratio_prior_and_one_unit_interval() -> None:
     effect = log2_rate_ratio(a, b, prior=1.0)
     assert effect.estimate[0] == pytest.approx(np.log2((0.1 + 1 / 4000) / (1 / 4000)))
     assert effect.low[0] > 5  # spread evenly over all units: a tight interval
-    assert effect.estimate[1] == 0 and effect.low[1] == 0 == effect.high[1]
-    assert effect.estimate[3] == pytest.approx(0) and effect.low[3] == pytest.approx(0, abs=1e-6)
+    assert effect.estimate[1] == 0 and effect.low[1] < -3 and effect.high[1] > 3  # never fired: unknown
+    assert effect.estimate[3] == pytest.approx(0) and -0.5 < effect.low[3] < 0 < effect.high[3] < 0.5
     assert effect.estimate[2] > 9 and effect.low[2] < 0 < effect.high[2]  # one document: no claim
     # per-unit rates of the same data: the rank test does not call latent 2 significant either
     rates_a = np.zeros((units, 4))

@@ -24,8 +24,9 @@ What there is:
 - :func:`rate_totals` and :func:`log2_rate_ratio`: the effect size of a rate contrast, log2 of
   the ratio of the two sides' firing rates with a small prior (so a latent that never fires on
   one side stays finite), and a confidence interval whose variance treats units as clusters
-  (the ratio estimator's variance, Student-t on the effective number of units), so a latent
-  firing heavily in one document gets a very wide one.
+  (the ratio estimator's variance, at least the Poisson variance of the count, Student-t on
+  the effective number of units), so a latent firing heavily in one document gets a very wide
+  one.
 - :func:`bh_qvalues`: Benjamini-Hochberg q-values over all latents.
 
 A paired contrast (i22b's models on the same tokens) calls them so::
@@ -199,15 +200,18 @@ def _log_rate_var(side: RateTotals, smoothed: np.ndarray) -> tuple[np.ndarray, n
     """Variance of log(rate) with units as clusters, and its degrees of freedom.
 
     The ratio estimator's variance m/(m-1) * sum_u (k_u - R n_u)^2 / N^2 (R = K/N), over the
-    smoothed rate squared (delta method). Degrees of freedom: the effective number of units
-    carrying the events, K^2 / sum_u k_u^2 (all units when spread evenly, 1 when one unit holds
-    them all; Carter, Schnepel and Steigerwald 2017), minus one and at least one."""
+    smoothed rate squared (delta method), but never below the Poisson variance of a log count,
+    1 / (K + 1): a side where a latent fired a few times or never is not known better than its
+    count says. Degrees of freedom: the effective number of units carrying the events,
+    K^2 / sum_u k_u^2 (all units when spread evenly, 1 when one unit holds them all; Carter,
+    Schnepel and Steigerwald 2017), minus one, at least one; all units when nothing fired."""
     m, big_n = side.units, side.exposure
     r = side.events / big_n
     spread = np.maximum(side.events_sq - 2 * r * side.events_exposure + r * r * side.exposure_sq, 0)
     var_rate = spread * (m / max(m - 1, 1)) / big_n**2
-    effective = np.divide(side.events**2, side.events_sq, out=np.ones_like(side.events), where=side.events_sq > 0)
-    return var_rate / smoothed**2, np.maximum(effective - 1, 1)
+    effective = np.divide(side.events**2, side.events_sq, out=np.full_like(side.events, float(m)),
+                          where=side.events_sq > 0)
+    return np.maximum(var_rate / smoothed**2, 1 / (side.events + 1)), np.maximum(effective - 1, 1)
 
 
 def log2_rate_ratio(a: RateTotals, b: RateTotals, *, prior: float = 1.0, level: float = 0.95) -> Effect:
@@ -216,10 +220,10 @@ def log2_rate_ratio(a: RateTotals, b: RateTotals, *, prior: float = 1.0, level: 
     The prior adds ``prior`` pseudo-events spread over both sides in proportion to their
     tokens, i.e. ``prior / (N_A + N_B)`` to both rates: a latent firing on one side only gets a
     finite ratio, one firing on neither gets 0, and unequal sides are not biased. The interval
-    is Student-t on the log scale with each rate's cluster (unit) variance and Welch-Satterthwaite
-    degrees of freedom from each side's effective number of units: a latent whose events sit
-    in one or two documents gets a very wide one (at one degree of freedom, +-12.7 standard
-    errors at 95%), however many tokens fired there."""
+    is Student-t on the log scale with each side's variance (see :func:`_log_rate_var`) and the
+    smaller side's degrees of freedom: a latent whose events sit in one or two documents gets a
+    very wide one (at one degree of freedom, +-12.7 standard errors at 95%), however many
+    tokens fired there, and one that never fires on a side is uncertain by its count."""
     if prior <= 0 or not 0 < level < 1:
         raise ValueError(f"prior must be > 0 and level in (0, 1), got {prior}, {level}")
     if a.exposure <= 0 or b.exposure <= 0:
@@ -228,9 +232,7 @@ def log2_rate_ratio(a: RateTotals, b: RateTotals, *, prior: float = 1.0, level: 
     rate_a, rate_b = a.events / a.exposure + shift, b.events / b.exposure + shift
     estimate = np.log2(rate_a / rate_b)
     (var_a, df_a), (var_b, df_b) = _log_rate_var(a, rate_a), _log_rate_var(b, rate_b)
-    var = var_a + var_b
-    df = np.divide(var**2, var_a**2 / df_a + var_b**2 / df_b, out=np.ones_like(var), where=var > 0)
-    half = stdtrit(np.maximum(df, 1), 0.5 + level / 2) * np.sqrt(var) / math.log(2)
+    half = stdtrit(np.minimum(df_a, df_b), 0.5 + level / 2) * np.sqrt(var_a + var_b) / math.log(2)
     return Effect(estimate, estimate - half, estimate + half)
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["COFIRING_SCHEMA", "DENSITY_SCHEMA", "OCCURRENCE_SCHEMA", "SPAN_SCHEMA", "SaeLatents"]
 
 POSTINGS_CACHE = 4  # latents whose whole posting lists a SaeLatents keeps (by value and by token)
+FIRST_BLOCK = 1024  # postings a filtered top-k reads first (then 4x more each time)
 OCCURRENCE_SCHEMA = pl.Schema({"latent": pl.Int64(), "rank": pl.Int64(), "token": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(),
                      "value": pl.Float32()})
 DENSITY_SCHEMA = pl.Schema({"latent": pl.Int64(), "count": pl.Int64(), "density": pl.Float64(), "mean": pl.Float64(),
@@ -127,7 +128,7 @@ class SaeLatents:
         """:meth:`postings` of every occurrence (value descending), in the documents ``where``
         matches when given, the last few latents asked for kept (read-only): a feature page's
         quantile groups and windows read a posting list once."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         if docs is None:
             return _kept(self._all, latent, lambda: self.postings(latent))
         return _kept(self._all, (latent, docs.key), lambda: self._postings_in(latent, docs))
@@ -135,7 +136,7 @@ class SaeLatents:
     def postings_by_token(self, latent: int, *, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A latent's postings ordered by flat token index (for windows to look values up in),
         kept like :meth:`all_postings`."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
 
         def by_token() -> tuple[np.ndarray, np.ndarray]:
             tokens, values = self.all_postings(latent, where=docs)
@@ -144,7 +145,7 @@ class SaeLatents:
 
         return _kept(self._by_token, latent if docs is None else (latent, docs.key), by_token)
 
-    def documents(self, where: Where | None) -> DocumentSet | None:
+    def select_documents(self, where: Where | None) -> DocumentSet | None:
         """The documents a filter matches (None: no filter), SQL filters resolved once per object."""
         if not isinstance(where, str):
             return resolve_where(self.store, where)
@@ -168,6 +169,27 @@ class SaeLatents:
         keep = docs.contains(tokens)
         return tokens[keep], values[keep]
 
+    def _first_in(self, latent: int, docs: DocumentSet,
+                  enough: Callable[[np.ndarray, np.ndarray, float], bool]) -> tuple[np.ndarray, np.ndarray]:
+        """The latent's strongest occurrences in a set, read from its posting list in growing
+        blocks (filtered by arithmetic) until ``enough(tokens, values, last value read)``: a top
+        20 in a set of a tenth of the documents reads ~200 postings, not the list. Past the
+        set's scan cost, or at the end of the list, it is :meth:`all_postings` in the set."""
+        _, start, stop = self._bounds(latent)
+        scan = docs.contexts.size * self.store.meta.ctx_len * self.info.code_cap
+        found_t: list[np.ndarray] = []
+        found_v: list[np.ndarray] = []
+        read, block = 0, FIRST_BLOCK
+        while read < min(stop - start, scan):
+            tokens, values = self.postings(latent, skip=read, limit=block)
+            keep = docs.contains(tokens)
+            found_t.append(tokens[keep])
+            found_v.append(values[keep])
+            read, block = read + tokens.size, block * 4
+            if enough(np.concatenate(found_t), np.concatenate(found_v), float(values[-1])):
+                return np.concatenate(found_t), np.concatenate(found_v)
+        return self.all_postings(latent, where=docs)
+
     def _scan_postings(self, latent: int, docs: DocumentSet) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_postings_in` from the set's token-major codes."""
         found_t, found_v = [], []
@@ -185,11 +207,12 @@ class SaeLatents:
     def occurrences(self, latent: int, *, min_value: float | None = None, limit: int | None = None,
                     where: Where | None = None) -> pl.DataFrame:
         """Every occurrence of ``latent`` (at least ``min_value``, at most ``limit``), value descending."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         if docs is None:
             tokens, values = self.postings(latent, limit=limit, min_value=min_value)
         else:
-            tokens, values = self.all_postings(latent, where=docs)
+            low = -np.inf if min_value is None else np.float32(min_value)
+            tokens, values = self._first_in(latent, docs, lambda t, v, last: (limit is not None and t.size >= limit) or bool(last < low))
             cut = values.size if min_value is None else int(np.searchsorted(-values, -np.float32(min_value), side="right"))
             tokens, values = tokens[:cut][:limit], values[:cut][:limit]
         return _occurrence_frame(latent, tokens, values, self.store.meta.ctx_len)
@@ -201,7 +224,7 @@ class SaeLatents:
         (this latent on every window token), focus (index of the firing token in ``tokens``)."""
         if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
             raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         chosen_t, chosen_v = self._spread(latent, k, per_doc) if docs is None else self._spread_in(latent, k, per_doc, docs)
         frame = windows(self.store, chosen_t, window=window, values=chosen_v,
                         occurrences=self.postings_by_token(latent, where=docs))
@@ -233,16 +256,20 @@ class SaeLatents:
 
     def _spread_in(self, latent: int, k: int, per_doc: int | None, docs: DocumentSet) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_spread` within a document set: its occurrences there, the first ``per_doc`` of each document."""
-        tokens, values = self.all_postings(latent, where=docs)
-        if per_doc is not None:
+        def spread(tokens: np.ndarray) -> np.ndarray:
+            if per_doc is None:
+                return np.ones(tokens.size, bool)
             doc = docs.layout.doc_of(tokens)
             order = np.argsort(doc, kind="stable")  # each document's occurrences together, value descending
             first = np.flatnonzero(np.r_[True, np.diff(doc[order]) != 0])
             nth = np.arange(order.size) - np.repeat(first, np.diff(np.r_[first, order.size]))
             keep = np.zeros(tokens.size, bool)
             keep[order[nth < per_doc]] = True
-            tokens, values = tokens[keep], values[keep]
-        return tokens[:k], values[:k]
+            return keep
+
+        tokens, values = self._first_in(latent, docs, lambda t, v, last: int(spread(t).sum()) >= k)
+        keep = spread(tokens)
+        return tokens[keep][:k], values[keep][:k]
 
     def _docs_of(self, tokens: np.ndarray) -> np.ndarray:
         ctx_len = self.store.meta.ctx_len
@@ -262,7 +289,7 @@ class SaeLatents:
             raise ConfigError(f"kind must be 'count' or 'width', got {kind!r}")
         if bins < 1 or per_bin < 1:
             raise ConfigError(f"bins and per_bin must be >= 1, got {bins}, {per_bin}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         tokens, values = self.all_postings(latent, where=docs)
         tokens, values = tokens[::-1], values[::-1]  # ascending value
         n = values.size
@@ -293,7 +320,7 @@ class SaeLatents:
         its non-zero values, and ``hist``: counts on the bins of ``actstore.store.stats.HIST_EDGES``.
         From the merged statistics once extraction is finalized, else summed over committed units;
         with ``where``, computed over the matching documents' codes (a scan of the set)."""
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         stats = (self._stats(("tokens", "fired", "sum", "max", "hist")) if docs is None
                  else set_totals(self.store, self.name, self.info.d_sae, docs))
         tokens = max(int(stats["tokens"].reshape(-1)[0]), 1)
@@ -333,7 +360,7 @@ class SaeLatents:
         """
         if agg not in ("max", "sum"):
             raise ConfigError(f"agg must be 'max' or 'sum', got {agg!r}")
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         flat = _span_tokens(self.store, ctx=ctx, doc=doc, span=span)
         flat = flat if docs is None else flat[docs.contains(flat)]
         idx, val = self._codes_at(flat), self._codes_at(flat, "val")
@@ -373,7 +400,7 @@ class SaeLatents:
         from a scan of the set's codes). Columns: latent, together (|A and B|), count (|B|),
         jaccard (|A and B| / |A or B|).
         """
-        docs = self.documents(where)
+        docs = self.select_documents(where)
         tokens = self.postings(latent, limit=limit)[0] if docs is None else self.all_postings(latent, where=docs)[0][:limit]
         together = np.zeros(self.info.d_sae, np.int64)
         for i in range(0, tokens.size, block):
