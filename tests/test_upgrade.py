@@ -54,7 +54,7 @@ def test_a_v1_store_reads_through_its_source_and_upgrades(coded_store: Path, tmp
     assert (v1 / "saes" / SAE / "params.npz").read_bytes() == (coded_store / "saes" / SAE / "params.npz").read_bytes()
     assert len(read_tokenizer(store.files, store.meta.tokenizer)) == store.meta.tokenizer.vocab_size
     assert _top(v1, latent) == expected
-    assert upgrade_store(str(v1)) == (str(v1), 3, 3, ())  # nothing left to do
+    assert upgrade_store(str(v1)) == (str(v1), 3, 3, (), ())  # nothing left to do
 
 
 def test_upgrade_refuses_a_source_that_is_no_longer_the_tokenizer(coded_store: Path, tmp_path: Path) -> None:

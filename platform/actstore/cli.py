@@ -89,10 +89,12 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     from actstore.upgrade import upgrade_store
 
     result = upgrade_store(args.store)
-    if result.from_version == result.to_version:
+    if result.from_version == result.to_version and not result.recorded:
         print(f"{result.url}: already format v{result.to_version}; nothing to do")
-    else:
+    elif result.from_version != result.to_version:
         print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    for name in result.recorded:
+        print(f"{result.url}: SAE {name!r} recorded where its files are here (copied into the store when small)")
     for note in result.notes:
         print(f"note: {note}")
     return 0

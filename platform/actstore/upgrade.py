@@ -39,6 +39,7 @@ class UpgradeResult(NamedTuple):
     from_version: int
     to_version: int
     notes: tuple[str, ...] = ()
+    recorded: tuple[str, ...] = ()  # SAEs whose files were found and recorded (copied in when small)
 
 
 def upgrade_store(url: str, *, storage_options: dict[str, Any] | None = None) -> UpgradeResult:
@@ -48,14 +49,15 @@ def upgrade_store(url: str, *, storage_options: dict[str, Any] | None = None) ->
     before = store.meta.format_version
     if before < 2:
         _store_tokenizer(store)  # version 1 -> 2
-    notes = _record_saes(store)  # version 2 -> 3
+    notes, recorded = _record_saes(store)  # version 2 -> 3
     assert store.meta.format_version == FORMAT_VERSION, "an upgrade step is missing"
-    return UpgradeResult(url, before, store.meta.format_version, tuple(notes))
+    return UpgradeResult(url, before, store.meta.format_version, tuple(notes), tuple(recorded))
 
 
-def _record_saes(store: Store) -> list[str]:
-    """Record (and copy in) each SAE whose placement the store lacks, where its files are found."""
-    notes, saes = [], []
+def _record_saes(store: Store) -> tuple[list[str], list[str]]:
+    """Record (and copy in) each SAE whose placement the store lacks, where its files are found;
+    returns notes on those not found and the names of those recorded."""
+    notes, recorded, saes = [], [], []
     for info in store.meta.saes:
         path = legacy_sae_path(store, info) if info.origin is None else None
         if info.origin is None and path is None:
@@ -68,10 +70,11 @@ def _record_saes(store: Store) -> list[str]:
                 raise StoreMismatchError(f"the SAE files at {str(path)!r} are not the ones SAE {info.name!r} of "
                                          f"{store.location.url!r} was made with; the store was left as it was")
             info = info.model_copy(update=placement(str(path), None, info.name))
+            recorded.append(info.name)
         saes.append(record_sae_files(store.files, info, SAE_FILES_VERSION))
     if saes != store.meta.saes or store.meta.format_version != FORMAT_VERSION:
         store.update_meta(saes=saes, format_version=FORMAT_VERSION)
-    return notes
+    return notes, recorded
 
 
 def _store_tokenizer(store: Store) -> None:

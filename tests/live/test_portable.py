@@ -174,7 +174,7 @@ def test_an_older_store_falls_back_to_where_it_was_made_and_upgrades(made: Path,
     assert actstore.open(str(elsewhere)).meta.saes[0].origin is None
 
     monkeypatch.chdir(workdir)  # where it was made: the upgrade records and copies the SAE
-    assert upgrade_store("runs/demo") == ("runs/demo", 2, 3, ())
+    assert upgrade_store("runs/demo") == ("runs/demo", 2, 3, (), (SAE,))
     info = actstore.open(str(v2)).meta.saes[0]
     assert (info.origin, info.file, info.source) == ("local", f"saes/{SAE}", str(workdir / "sae" / SAE))
     shutil.rmtree(workdir / "sae")

@@ -245,7 +245,7 @@ def test_feature_page_heatmap_of_my_text(server: str, page, latents) -> None:
         shade = min(int(10 * token["value"] / top), 9) if token["value"] > 0 else 0
         assert f"s{shade}" in (spans.nth(i).get_attribute("class") or "").split()
         assert float((spans.nth(i).get_attribute("title") or "nan").split()[0]) == pytest.approx(token["value"], rel=1e-3, abs=1e-6)
-    shown = "".join(spans.all_inner_texts()).replace("⏎", "\n")
+    shown = "".join(spans.all_inner_texts()).replace("⏎\n", "\n")  # a newline shows as ⏎ and breaks the line
     assert shown == "".join(t["token"] for t in expected["tokens"]) and shown.strip() == text  # newline and markup as text
     assert page.locator("div.heatmap b").count() == 0 and page.locator("textarea[name=text]").input_value() == text
     assert any(t["value"] > 0 for t in expected["tokens"]) == (page.locator("p.activation-max").inner_text().startswith("strongest"))
