@@ -76,7 +76,8 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config values given on the command line (``None``: keep the file's)."""
     return {"store.url": args.store, "corpus.paths": args.corpus,
-            "context.max_tokens": getattr(args, "max_tokens", None)}
+            "context.max_tokens": getattr(args, "max_tokens", None),
+            "workers.max_workers": getattr(args, "max_workers", None)}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -313,6 +314,10 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     return parser
 
 
+_MAX_WORKERS_HELP = ("workers to ask for at once, overriding workers.max_workers (an autoscaler adds nodes for "
+                     "those the cluster cannot hold yet)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actstore", description="Corpus-scale activation and SAE-code stores.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -320,7 +325,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = _job_parser(verbs, "ingest", "tokenize a corpus into a store's token arrays", _cmd_ingest)
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
-    _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract = _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
 
     plan = verbs.add_parser("plan", help="estimate an extraction before running it: bytes, objects, requests, memory, GPU-hours")
     plan.add_argument("config", help="extract config file")
@@ -336,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
     rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
+    rid.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")

@@ -42,4 +42,4 @@ def site_dataset(url: str, site: str, *, storage_options: dict[str, Any] | None 
         return {"x": np.concatenate(xs), "token": np.concatenate(ids)}
 
     items = [{"first": int(f)} for f in firsts]
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(read, batch_size=1, batch_format="numpy")
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(read, batch_size=1, batch_format="numpy", num_cpus=0, concurrency=1)
