@@ -64,11 +64,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
+    from actstore.cluster.preflight import refuse_placeholders
     from actstore.cluster.settings import redacted_config
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
     config = load_config(args.config, ExtractConfig, **_overrides(args))
+    refuse_placeholders(config)
     print(run_id("extract", config.store.url, redacted_config(config)))
     return 0
 

@@ -38,7 +38,7 @@ def site_dataset(url: str, site: str, *, storage_options: dict[str, Any] | None 
     location = store.location
 
     def read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        s = Store.open(location.url, storage_options=location.storage_options)
+        s = Store.open(location.url, storage_options=location.storage_options, probe=False)
         xs, ids = [], []
         for first in batch["first"].tolist():
             rows = slice(first, min(first + per, s.meta.n_ctx))

@@ -22,6 +22,7 @@ from actstore._faults import test_environment
 from actstore.cluster.index import run_index
 from actstore.cluster.ingest import open_existing, run_ingest
 from actstore.cluster.pool import WorkerLayout, WorkerPool, worker_layout
+from actstore.cluster.preflight import preflight, refuse_other_submission_id
 from actstore.cluster.runtime import ensure_ray, unwrapped_errors
 from actstore.cluster.scheduler import run_units
 from actstore.cluster.settings import redacted_config, settings_differences
@@ -32,7 +33,7 @@ from actstore.extraction.plan import ExtractPlan, plan_extraction
 from actstore.extraction.stages import added_stage, require_weights, stage_plans
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
-from actstore.store._fs import Location, check_access
+from actstore.store._fs import Location
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
 from actstore.store.stats import merge_stats
@@ -68,7 +69,8 @@ class _Worker:
                            attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
         self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
-        store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend)
+        store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend,
+                           probe=False)
         self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
 
     def describe(self) -> dict[str, Any]:
@@ -90,15 +92,16 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     config resumes and ends with the same arrays as an uninterrupted run.
     """
     location = Location(config.store.url, dict(config.store.storage_options), config.store.backend)
-    check_access(location, write=True)
+    run = run_id("extract", location.url, redacted_config(config))
+    refuse_other_submission_id(run)
+    preflight(config, location)
     ensure_ray(config.ray)
     layout = worker_layout(config.workers)
     plan, weights = plan_extraction(config, gpu_workers=layout.num_gpus > 0)
     _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
     stages = _prepare_store(store, plan)
-    record = RunRecord(run_id=run_id("extract", location.url, redacted_config(config)), kind="extract",
-                       started=utc_now())
+    record = RunRecord(run_id=run, kind="extract", started=utc_now())
     try:
         for stage in stages:  # the first extraction, then each stage that added sites or SAEs
             done = set(store.units_done(stage.stage))
