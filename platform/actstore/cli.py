@@ -13,7 +13,7 @@ from typing import Any
 from actstore.cli_live import add_live_verbs
 from actstore.errors import ActstoreError, ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "run_id_of"]
 
 
 def _human_bytes(n: int) -> str:
@@ -64,6 +64,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
+    print(_run_id(args))
+    return 0
+
+
+def run_id_of(argv: Sequence[str]) -> str:
+    """The run id of ``actstore extract ARGV`` (``CONFIG [--store URL] [--corpus GLOB]...``), as
+    ``actstore run-id ARGV`` prints it: the same parser and overrides. Placeholder buckets raise
+    :class:`ConfigError`."""
+    return _run_id(_parser().parse_args(["run-id", *argv]))
+
+
+def _run_id(args: argparse.Namespace) -> str:
     from actstore.cluster.preflight import refuse_placeholders
     from actstore.cluster.settings import redacted_config
     from actstore.config import ExtractConfig, load_config
@@ -71,8 +83,7 @@ def _cmd_run_id(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, ExtractConfig, **_overrides(args))
     refuse_placeholders(config)
-    print(run_id("extract", config.store.url, redacted_config(config)))
-    return 0
+    return run_id("extract", config.store.url, redacted_config(config))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -344,6 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
     rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
+    rid.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
     rid.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
     rid.set_defaults(run=_cmd_run_id)
 
