@@ -37,6 +37,7 @@ class _Workers:
         self.slots: list[Any] = []
         self.pings: dict[Any, tuple[Any, int, int]] = {}  # ref -> (actor, slots it frees, tries)
         self.described: dict[int, dict[str, Any]] = {}  # id(actor) -> its latest description
+        self.failures: dict[int, int] = {}  # id(actor) -> calls failed by its deaths
 
     def grow(self, waiting_units: int) -> None:
         for actor in self.pool.grow(waiting_units):
@@ -71,11 +72,21 @@ class _Workers:
         if self.on_join is not None:
             self.on_join(description)
 
-    def left(self, actor: Any) -> None:
-        """The actor died (its node went away, or its process): note when."""
+    def died(self, actor: Any, unit: int, exc: Exception, stats: UnitCounts, max_failures: int) -> None:
+        """A call failed because its actor died (its process, or its node, went away): note when,
+        count it, and ping the actor while Ray restarts it, or give it up once it has failed more
+        than ``max_failures`` times (its restarts are spent: the pool may start another)."""
         last = self.described.get(id(actor))
         if last is not None:
             last.setdefault("left_s", round(time.monotonic() - self.t0, 2))
+        stats.worker_deaths += 1
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        stats.failures.append(f"unit {unit}: worker died ({reason})")
+        self.failures[id(actor)] = self.failures.get(id(actor), 0) + 1
+        if self.failures[id(actor)] <= max_failures:
+            self.ping(actor, 1)
+        else:
+            self.retire(actor)
 
     def finish(self) -> None:
         """The stage is done: every worker leaves now (the driver kills them)."""
@@ -121,7 +132,6 @@ def run_units(
     """
     queue: deque[int] = deque(todo)
     attempts: dict[int, int] = {}
-    actor_failures: dict[int, int] = {}
     workers = _Workers(pool, in_flight, on_join)
     running: dict[Any, tuple[Any, int]] = {}
     workers.grow(len(queue))
@@ -148,15 +158,7 @@ def run_units(
         try:
             report = ray.get(ready[0])
         except ray.exceptions.RayActorError as exc:
-            stats.worker_deaths += 1
-            workers.left(actor)
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            stats.failures.append(f"unit {unit}: worker died ({reason})")
-            actor_failures[id(actor)] = actor_failures.get(id(actor), 0) + 1
-            if actor_failures[id(actor)] <= max_actor_failures:  # Ray restarts it; ping before reuse
-                workers.ping(actor, 1)
-            else:
-                workers.retire(actor)  # its restarts are spent: the pool may start another in its place
+            workers.died(actor, unit, exc, stats, max_actor_failures)
             if is_done(unit):
                 logger.warning("unit %d was committed before its worker died; not re-running it", unit)
                 continue
@@ -168,11 +170,16 @@ def run_units(
             queue.appendleft(unit)
             continue
         workers.slots.append(actor)
-        stats.units_run += 1
-        stats.tokens += int(getattr(report, "n_tokens", 0))
-        stats.storage_retries += int(getattr(report, "storage_retries", 0))
-        stats.compute_seconds += float(getattr(report, "compute_seconds", 0.0))
-        stats.write_seconds += float(getattr(report, "write_seconds", 0.0))
+        _count(stats, report)
         if on_unit is not None:
             on_unit(report)
     workers.finish()
+
+
+def _count(stats: UnitCounts, report: Any) -> None:
+    """Add a finished unit's report to the run's counts."""
+    stats.units_run += 1
+    stats.tokens += int(getattr(report, "n_tokens", 0))
+    stats.storage_retries += int(getattr(report, "storage_retries", 0))
+    stats.compute_seconds += float(getattr(report, "compute_seconds", 0.0))
+    stats.write_seconds += float(getattr(report, "write_seconds", 0.0))
