@@ -51,10 +51,16 @@ class WorkerLayout:
 
 def worker_layout(workers: WorkersConfig) -> WorkerLayout:
     """The layout from the config and the cluster: GPU workers when the cluster has GPUs (or
-    ``num_gpus`` says so), else CPU workers."""
+    ``num_gpus`` says so), else CPU workers. A cluster that cannot hold one worker, with nothing
+    asking for more (``num_workers``, ``max_workers``), is refused before any work."""
     gpus_total = float(ray.cluster_resources().get("GPU", 0))
     num_gpus = workers.num_gpus if workers.num_gpus is not None else (1.0 if gpus_total else 0.0)
-    return WorkerLayout(num_gpus, workers.num_cpus, workers.num_workers, workers.max_workers)
+    layout = WorkerLayout(num_gpus, workers.num_cpus, workers.num_workers, workers.max_workers)
+    if layout.target() == 0:
+        kind = f"{num_gpus:g} GPU" if num_gpus else f"{workers.num_cpus:g} CPU"
+        raise ActstoreError(f"the Ray cluster cannot hold one worker of {kind} (it has {ray.cluster_resources()}); "
+                            "add nodes, or set workers.max_workers (--max-workers) so that an autoscaler adds them")
+    return layout
 
 
 class WorkerPool:
@@ -70,8 +76,6 @@ class WorkerPool:
         if waiting_units <= 0:
             return []
         target = self.layout.target()
-        if target == 0 and not self._live:
-            raise ActstoreError(self._empty_cluster())
         started = [self._spawn() for _ in range(min(target - len(self._live), waiting_units))]
         if started and self.actors:
             logger.info("the cluster holds %d workers now: starting %d more", target, len(started))
@@ -88,8 +92,3 @@ class WorkerPool:
     def kill_all(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-
-    def _empty_cluster(self) -> str:
-        kind = f"{self.layout.num_gpus:g} GPU" if self.layout.num_gpus else f"{self.layout.num_cpus:g} CPU"
-        return (f"the Ray cluster cannot hold one worker ({kind} each: {ray.cluster_resources()}); add nodes, "
-                "or set workers.max_workers so that an autoscaler adds them")
