@@ -1,8 +1,9 @@
 """The extraction job on Ray: validate, ingest if needed, run worker actors over units, finalize.
 
 One :class:`_Worker` actor per GPU (or per CPU on a CPU-only cluster; more as nodes join, see
-:mod:`actstore.cluster.pool`) loads the model and SAEs once and pulls unit ids from the driver. A unit is committed by its manifest, written last;
-units already committed are skipped, so a resubmitted job resumes where it stopped.
+:mod:`actstore.cluster.pool`) loads the model and SAEs once and pulls unit ids from the driver.
+A unit is committed by its manifest, written last; units already committed are skipped, so a
+resubmitted job resumes where it stopped.
 """
 
 from __future__ import annotations
