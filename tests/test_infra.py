@@ -231,3 +231,21 @@ def test_example_configs_are_valid() -> None:
         keys = set(yaml.safe_load(path.read_text()))
         kind = TrainConfig if "out" in keys else ExplainConfig if "backend" in keys else ExtractConfig
         load_config(path, kind)
+
+
+def test_a_job_submitted_under_another_configs_run_id_is_refused(monkeypatch) -> None:
+    """Inside a Ray job the driver finds its submission id in the job's metadata (Ray's job
+    supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR for the entrypoint, ray/dashboard/modules/job/
+    job_supervisor.py): an actstore-extract id that is not the config's run id is refused."""
+    from actstore.cluster.preflight import refuse_other_submission_id
+
+    run = "actstore-extract-87a1d61de4fe"
+    for submitted, refused in ((run, False), ("actstore-extract-0123456789ab", True), ("raysubmit_XyZ", False)):
+        monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", f'{{"runtime_env": {{}}, "metadata": {{"job_submission_id": "{submitted}"}}}}')
+        if refused:
+            with pytest.raises(ConfigError, match=f"submitted as '{submitted}', but its config's run id is '{run}'"):
+                refuse_other_submission_id(run)
+        else:
+            refuse_other_submission_id(run)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    refuse_other_submission_id(run)  # not a Ray job
