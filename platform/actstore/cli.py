@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from actstore.cli_contrast import add_contrast_verb
-from actstore.cli_live import add_live_verbs
+from actstore.cli_live import add_live_verbs, add_sae_path_option, sae_paths
 from actstore.errors import ActstoreError, ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "run_id_of"]
 
 
 def _human_bytes(n: int) -> str:
@@ -65,19 +65,33 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
+    print(_run_id(args))
+    return 0
+
+
+def run_id_of(argv: Sequence[str]) -> str:
+    """The run id of ``actstore extract ARGV`` (``CONFIG [--store URL] [--corpus GLOB]...``), as
+    ``actstore run-id ARGV`` prints it: the same parser and overrides. Placeholder buckets raise
+    :class:`ConfigError`."""
+    return _run_id(_parser().parse_args(["run-id", *argv]))
+
+
+def _run_id(args: argparse.Namespace) -> str:
+    from actstore.cluster.preflight import refuse_placeholders
     from actstore.cluster.settings import redacted_config
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
     config = load_config(args.config, ExtractConfig, **_overrides(args))
-    print(run_id("extract", config.store.url, redacted_config(config)))
-    return 0
+    refuse_placeholders(config)
+    return run_id("extract", config.store.url, redacted_config(config))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config values given on the command line (``None``: keep the file's)."""
     return {"store.url": args.store, "corpus.paths": args.corpus,
-            "context.max_tokens": getattr(args, "max_tokens", None)}
+            "context.max_tokens": getattr(args, "max_tokens", None),
+            "workers.max_workers": getattr(args, "max_workers", None)}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -90,10 +104,14 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     from actstore.upgrade import upgrade_store
 
     result = upgrade_store(args.store)
-    if result.from_version == result.to_version:
+    if result.from_version == result.to_version and not result.recorded:
         print(f"{result.url}: already format v{result.to_version}; nothing to do")
-    else:
+    elif result.from_version != result.to_version:
         print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    for name in result.recorded:
+        print(f"{result.url}: SAE {name!r} recorded where its files are here (copied into the store when small)")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -251,7 +269,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from actstore.web.server import serve
 
-    serve(args.store, host=args.host, port=args.port, model=args.model)
+    if args.sae_path and not args.model:
+        raise ConfigError("--sae-path says where the live model's SAEs are: it needs --model")
+    serve(args.store, host=args.host, port=args.port, model=args.model, sae_paths=sae_paths(args.sae_path))
     return 0
 
 
@@ -327,6 +347,10 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     return parser
 
 
+_MAX_WORKERS_HELP = ("workers to ask for at once, overriding workers.max_workers (an autoscaler adds nodes for "
+                     "those the cluster cannot hold yet)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actstore", description="Corpus-scale activation and SAE-code stores.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -334,7 +358,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = _job_parser(verbs, "ingest", "tokenize a corpus into a store's token arrays", _cmd_ingest)
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
-    _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract = _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
 
     plan = verbs.add_parser("plan", help="estimate an extraction before running it: bytes, objects, requests, memory, GPU-hours")
     plan.add_argument("config", help="extract config file")
@@ -350,6 +375,8 @@ def _parser() -> argparse.ArgumentParser:
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
     rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
+    rid.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
+    rid.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
@@ -440,6 +467,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port")
     srv.add_argument("--model", action="store_true",
                      help="load the store's model and SAEs: features on your text and steering (needs torch)")
+    add_sae_path_option(srv)
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,

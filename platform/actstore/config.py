@@ -288,7 +288,13 @@ class WorkersConfig(_Frozen):
     """The extraction workers (Ray actors)."""
 
     num_workers: int | None = Field(
-        default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
+        default=None, ge=1, description="A fixed number of worker actors. Default: one per GPU (or per CPU on a "
+        "CPU-only cluster) the cluster has, more as GPUs (CPUs) join mid-run."
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, description="With num_workers unset: this many workers, all asked for at once; those "
+        "the cluster cannot hold yet wait for nodes (an autoscaler adds nodes for them). Default: as many as the "
+        "cluster holds, more as nodes join."
     )
     num_gpus: float | None = Field(
         default=None, ge=0, description="GPUs per worker (fractions share a GPU; a whole number > 1 spreads the worker's "

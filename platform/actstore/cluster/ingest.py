@@ -17,6 +17,7 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._version import __version__
+from actstore.cluster.preflight import preflight
 from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool, unwrapped_errors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import IngestConfig
@@ -27,7 +28,7 @@ from actstore.corpus.sources import SourceFile, expand_sources
 from actstore.corpus.staging import FileSummary, clear_staging, stage_file
 from actstore.corpus.tokenize import load_tokenizer, tokenizer_info, tokenizer_json
 from actstore.errors import CorpusError, StoreMismatchError
-from actstore.store._fs import Location, SideFiles, check_access
+from actstore.store._fs import Location, SideFiles
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, create_unit_array, token_array
 from actstore.store.metadata import (
     ChatTemplateInfo,
@@ -64,7 +65,7 @@ class _Stager:
 
 @ray.remote(num_cpus=1)
 def _pack(location: Location, plan: PackPlan, unit: int) -> int:
-    return pack_unit(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, unit)
+    return pack_unit(Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False), plan, unit)
 
 
 def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bool = False) -> Store:
@@ -74,7 +75,7 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     ingestion of the same settings; refuses a store made with different settings.
     """
     location = Location(config.store.url, dict(config.store.storage_options))
-    check_access(location, write=True)
+    preflight(config, location)
     sources = expand_sources(config.corpus.paths, fmt=config.corpus.format, storage_options=config.corpus.storage_options)
     existing = open_existing(location, config)
     if existing is not None and existing.meta.stages[TOKENS_STAGE].complete:

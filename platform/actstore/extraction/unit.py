@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from actstore._faults import DELAY_ENV, fault_point
+from actstore._faults import DELAY_ENV, fault_point, hold
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
@@ -190,7 +190,7 @@ class UnitRunner:
         with self._spare_lock:
             self._spare.append(buf)
         fault_point("before_manifest", unit)
-        time.sleep(self._delay)
+        hold(self._delay)
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
         self.store.manifests.commit(self.plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
                                                           "counted": counted, "run": self.run_attempt})

@@ -130,7 +130,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
             from actstore.store.store import Store
 
             self._store = Store.open(self.location.url, storage_options=self.location.storage_options,
-                                     backend=self.location.backend)
+                                     backend=self.location.backend, probe=False)  # reopened in DataLoader workers, mid-run
         return self._store
 
     @property

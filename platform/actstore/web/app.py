@@ -30,7 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
 from actstore.web import contrast_views, live_views, views
-from actstore.web.plots import bar_chart, line_chart, rebin
+from actstore.web.live_pages import LivePages
+from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -57,13 +58,10 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
     pages = _Pages(source, _templates(), session)
     routes = [
         Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer), Route("/search", pages.search),
+        Route("/search", pages.search), *pages.live.routes(),
         Route("/sae/{sae}/contrast", pages.contrast),
         Route("/api/sae/{sae}/contrast", pages.api(
             lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS)),
-        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
-            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
         Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
         Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
@@ -96,10 +94,7 @@ CONTRAST_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"a": (str, ""), 
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
-FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
-STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
-    "seed": (int, 16)}
+FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 
 
@@ -125,13 +120,16 @@ class _Pages:
 
     def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
         self.source, self.templates, self.session = source, templates, session
+        self.live = LivePages(session, render=self._render, context=self._context, params=_params,
+                              template=templates.env.get_template,
+                              check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
+
+    def _context(self, request: Request) -> dict[str, Any]:
+        return {"store_url": self.source.store.location.url, "live": self.session is not None,
+                "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
 
     def _render(self, request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:
-        store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
-                                                               "live": self.session is not None,
-                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
-                                                               "root": request.scope.get("root_path", ""), **context},
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context},
                                                status_code=status_code)
 
     def store(self, request: Request) -> Response:
@@ -160,11 +158,14 @@ class _Pages:
         return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
-        params = _params(request, FEATURE_PARAMS)
+        params = _params(request, FEATURE_PAGE_PARAMS)
+        text = params.pop("text")
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        activation = self.live.activation(view["sae"], view["latent"], text)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            activation=activation, activation_text=text)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
@@ -196,17 +197,6 @@ class _Pages:
                             volcano=contrast_views.volcano(result) if result else None,
                             status_code=400 if error else 200)
 
-    def steer(self, request: Request) -> Response:
-        params = _params(request, STEER_PARAMS)
-        sae, latent = request.path_params["sae"], request.path_params["latent"]
-        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
-        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
-        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
-                            [r[column] for r in view["sweep"]])
-                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
-                 ] if view and view["sweep"] else []
-        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
-
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
         sae, latent = request.path_params["sae"], request.path_params["latent"]
@@ -221,13 +211,6 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
-
-
-def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
-           seed: int) -> dict[str, Any]:
-    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
-                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
-                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:
