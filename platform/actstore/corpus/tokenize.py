@@ -81,12 +81,11 @@ def tokenizer_info(tokenizer: Any, source: HFSource) -> TokenizerInfo:
 
 
 def special_token_ids(tokenizer: Any) -> list[int]:
-    """Ids of the tokenizer's special added tokens (chat-template markers, BOS, EOS...), except the
-    unknown token, which stands for text the vocabulary cannot spell: inside a document these are
-    flagged special. A tokenizer's ``all_special_ids`` lists only the named roles; the markers of
-    a chat template (SmolLM2's ``<|im_start|>``, Gemma's ``<start_of_turn>``) are added tokens."""
-    decoder = tokenizer.backend_tokenizer.get_added_tokens_decoder()
-    return sorted(int(i) for i, token in decoder.items() if token.special and i != tokenizer.unk_token_id)
+    """Ids flagged special inside documents: the tokenizer's special tokens (chat-template markers,
+    BOS, EOS...: :meth:`StoredTokenizer.special_ids`) except the unknown token, which stands for
+    text the vocabulary cannot spell."""
+    ids = StoredTokenizer(tokenizer.backend_tokenizer).special_ids()
+    return [i for i in ids if i != tokenizer.unk_token_id]
 
 
 def _cleans_up_spaces(tokenizer: Any) -> bool:
