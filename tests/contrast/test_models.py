@@ -20,7 +20,9 @@ from actstore.config import ExtractConfig, IngestConfig
 from actstore.contrast.models import TEXT_ONLY, contrast_models
 from actstore.errors import ConfigError, TokenizerError
 from actstore.query.tokens import encode_text
+from actstore.store._fs import Location
 from actstore.store.layout import FLAG_BOS, FLAG_SPECIAL, NOT_TEXT
+from actstore.store.store import Store
 from tests.helpers import make_tiny_gemma2, make_tiny_tokenizer, store_hashes, write_jsonl
 from tests.planted_models import (
     BLOCK,
@@ -165,6 +167,13 @@ def test_a_model_with_another_tokenizer_is_refused_before_any_work(planted: dict
     after = actstore.open(planted["url"])
     assert (store_hashes(after), sorted(p.relative_to(root) for p in (root / "store").rglob("*"))) == before
     assert "rl" not in after.meta.models
+    # a new store's first extraction runs its own model: tagged sites alone are refused before any work
+    only_it = _extract_config(root, {"base": planted["paths"]["a"], "it": planted["paths"]["b"]}, planted["paths"]["sae"])
+    only_it = ExtractConfig.model_validate({**only_it.model_dump(), "store": {"url": str(tmp_path / "new")},
+                                            "sites": [{"name": f"it.{s}"} for s in SITES], "saes": []})
+    with pytest.raises(ConfigError, match="first extraction runs its own model"):
+        run_extract(only_it)
+    assert not Store.exists(Location(str(tmp_path / "new")))
     # the original config again: both models' stages are complete, nothing is run or rewritten
     run_extract(_extract_config(root, {"base": planted["paths"]["a"], "it": planted["paths"]["b"]}, planted["paths"]["sae"]))
     assert store_hashes(actstore.open(planted["url"])) == before[0]
