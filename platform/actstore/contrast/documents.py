@@ -133,7 +133,7 @@ def contrast_documents(latents: SaeLatents, a: Where, b: Where | None = None, *,
         rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(CONTRAST_SCHEMA)).cast(CONTRAST_SCHEMA)
     test = (f"two-sided Mann-Whitney U on per-{chosen} firing rates (normal approximation, tie- and continuity-"
             f"corrected); q: Benjamini-Hochberg over all {d_sae:,} latents; effect: log2 rate ratio with a prior of "
-            f"{prior:g} pseudo-events, {level:.0%} interval from the {chosen}-clustered variance")
+            f"{prior:g} pseudo-event{'' if prior == 1 else 's'}, {level:.0%} interval from the {chosen}-clustered variance")
     sides = [ContrastSide(s.where, int(s.docs.size), int(units.size), int(units.sum()))
              for s, units in ((set_a, units_a), (set_b, units_b))]
     return Contrast(latents.name, sides[0], sides[1], chosen, why, test, frame)
