@@ -13,8 +13,9 @@ from pathlib import Path
 
 from actstore.config import HFSource
 from actstore.errors import ConfigError
+from actstore.store.cache import cache_dir
 
-__all__ = ["ResolvedSource", "cache_dir", "resolve_source"]
+__all__ = ["ResolvedSource", "resolve_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,6 @@ def resolve_source(source: HFSource) -> ResolvedSource:
     if source.gguf_file is not None and os.path.isfile(os.path.join(source.id, source.gguf_file)):
         return _converted_gguf(resolved)
     return resolved
-
-
-def cache_dir() -> Path:
-    """actstore's cache folder: $ACTSTORE_CACHE, else ~/.cache/actstore."""
-    return Path(os.environ.get("ACTSTORE_CACHE") or Path.home() / ".cache" / "actstore")
 
 
 def _converted_gguf(resolved: ResolvedSource) -> ResolvedSource:

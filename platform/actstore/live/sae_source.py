@@ -9,9 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from actstore._hf import cache_dir
 from actstore.errors import ConfigError
 from actstore.saes.formats import SAEWeights, load_sae
+from actstore.store.cache import cache_dir
 from actstore.store.metadata import SaeInfo
 from actstore.store.sae_files import legacy_sae_path, stored_sae_folder
 from actstore.store.store import Store

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actstore._hf import cache_dir
 from actstore.saes.formats import sae_files
+from actstore.store.cache import cache_dir
 
 if TYPE_CHECKING:
     from actstore.store._fs import SideFiles
