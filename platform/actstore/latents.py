@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from actstore.explain.profile import token_profile
 from actstore.explain.search import search_by_example, search_explanations
 from actstore.explain.table import (
     PartCache,
@@ -66,3 +67,9 @@ class Latents(SaeLatents):
         """Latents firing where the stored corpus holds ``text``, ranked by how unusual their
         value is for them (percentile from the stored histograms), with their current label."""
         return search_by_example(self, text, top=top)
+
+    def token_profile(self, latent: int) -> pl.DataFrame:
+        """The tokens (``kind`` token) and preceding-token bigrams (``kind`` bigram) ``latent``
+        fires on most, exact, kept with the index: count, corpus (occurrences among the indexed
+        tokens), precision, recall, mass_share (``actstore.explain.profile.PROFILE_SCHEMA``)."""
+        return token_profile(self, latent)

@@ -144,3 +144,13 @@ def test_statistics_and_index_decode_as_the_spec_says(store_path: Path) -> None:
         assert np.array_equal(token, from_codes[0]) and np.array_equal(value, from_codes[1]), latent
         occ = latents.occurrences(latent)
         assert np.array_equal(occ["token"].to_numpy(), token) and np.array_equal(occ["value"].to_numpy(), value.astype(np.float32))
+    profile = {name: read(f"index/{SAE}/profile/{name}") for name in spec.PROFILE}
+    for latent in np.flatnonzero(profile["count"])[:8].tolist():  # the stored counts, as the spec defines them
+        fired, corpus = spec.profile_from_codes(store_path, SAE, latent)
+        kept = profile["token_id"][latent] >= 0
+        for tok, n, seen in zip(*(profile[f"token_{a}"][latent][kept] for a in ("id", "count", "corpus")), strict=True):
+            assert n == sum(v for (_, t), v in fired.items() if t == tok) and seen == sum(v for (_, t), v in corpus.items() if t == tok)
+        pairs = zip(*(profile[f"bigram_{a}"][latent][profile["bigram_id"][latent] >= 0] for a in ("prev", "id", "count", "corpus")), strict=True)
+        assert all(fired[(p, t)] == n and corpus[(p, t)] == seen for p, t, n, seen in pairs)
+        ours = latents.token_profile(latent)
+        assert ours.filter(kind="token")["count"].to_list() == profile["token_count"][latent][kept].tolist()
