@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import actstore
-from actstore.explain.profile import describe, profile_texts, read_latent_profile, token_profile, token_texts
+from actstore.explain.profile import (
+    describe,
+    profile_texts,
+    read_latent_profile,
+    token_profile,
+    token_texts,
+)
 from actstore.index.profile import read_profile
 from actstore.index.reference import profile_reference
 from tests.coded_store import SAE
