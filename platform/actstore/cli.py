@@ -272,13 +272,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_explanations(args: argparse.Namespace) -> int:
+    from actstore.explain.table import readable
     from actstore.query.render import render_frame
 
-    frame = _latents(args).explanations(current=args.current, latent=args.latent)
-    if not args.current:
-        frame = frame.select("latent", "kind", "author", "text", "parsed", "detection_balanced_accuracy",
-                             "fuzzing_balanced_accuracy", "created")
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.explanations(current=args.current, latent=args.latent)
+    shown = readable(latents.explanations(latent=args.latent), current=args.current)
+    return _emit(frame, args, lambda: render_frame(shown))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -441,7 +441,8 @@ def _parser() -> argparse.ArgumentParser:
 
     table = _query_parser(verbs, "explanations", "list a SAE's labels and explanations with their scores",
                           _cmd_explanations, latent=False)
-    table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
+    table.add_argument("--current", action="store_true",
+                       help="one per latent: latest label, else best-scored (informative scorers), else its token profile")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
                            _cmd_search, latent=None)

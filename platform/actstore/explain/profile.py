@@ -18,16 +18,19 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import IndexNotFoundError
+from actstore.explain.prompts import evidence
 from actstore.index.profile import read_profile
 from actstore.query.windows import store_tokenizer
 
-__all__ = ["PROFILE_SCHEMA", "Profile", "describe", "profile_texts", "read_latent_profile", "token_profile", "token_texts"]
+__all__ = ["PROFILE_AUTHOR", "PROFILE_SCHEMA", "Profile", "Profiles", "describe", "profile_texts", "read_latent_profile", "token_profile",
+           "token_texts"]
 
 PROFILE_SCHEMA = pl.Schema({
     "kind": pl.String(), "rank": pl.Int32(), "prev": pl.String(), "token": pl.String(), "prev_id": pl.Int32(),
     "token_id": pl.Int32(), "count": pl.Int64(), "corpus": pl.Int64(), "precision": pl.Float64(),
     "recall": pl.Float64(), "mass_share": pl.Float64(),
 })
+PROFILE_AUTHOR = "token-profile"  # the author of ``kind: profile`` explanations
 COVER = 0.8  # a description lists tokens until they hold this share of the firings...
 MOST_TOKENS = 5  # ...or this many
 CONTEXT_RECALL = 0.5  # a bigram is named when it holds this share of the firings
@@ -120,15 +123,60 @@ def describe(p: Profile, texts: dict[int, str]) -> str | None:
     return f"the token{'s' if len(named) > 1 else ''} {words}{tail}"
 
 
+class Profiles:
+    """Every latent's stored profile, read whole once (a few hundred bytes a latent) with its
+    tokens decoded once: what an explain run needs per latent (its description, the explainer's
+    evidence, a baseline from another latent) and what search indexes."""
+
+    def __init__(self, latents: Any) -> None:
+        _check(latents)
+        self.rows = read_profile(latents.store, latents.name, slice(None))
+        ids = np.concatenate([self.rows[n].ravel() for n in ("token_id", "bigram_prev", "bigram_id")])
+        self.texts = token_texts(latents.store, np.unique(ids).tolist())
+        self._described: dict[int, str | None] = {}
+
+    def profile(self, latent: int) -> Profile:
+        r = self.rows
+        return Profile(int(r["count"][latent]), float(r["mass"][latent]), *(r[n][latent] for n in Profile._fields[2:]))
+
+    def describe(self, latent: int) -> str | None:
+        """:func:`describe` of ``latent``'s profile."""
+        if latent not in self._described:
+            self._described[latent] = describe(self.profile(latent), self.texts)
+        return self._described[latent]
+
+    def evidence(self, latent: int, *, tokens: int = MOST_TOKENS, bigrams: int = 2) -> str | None:
+        """The explainer prompt's profile line (``prompts.evidence``): the first ``tokens``
+        tokens and ``bigrams`` bigrams with their recall and precision; None if it never fires."""
+        p = self.profile(latent)
+        if p.count <= 0:
+            return None
+        toks = [(self.texts[int(i)], n / p.count, n / max(c, 1))
+                for i, n, c in zip(p.token_id[:tokens], p.token_count, p.token_corpus, strict=False) if i >= 0]
+        pairs = [(self.texts[int(a)], self.texts[int(b)], n / p.count, n / max(c, 1))
+                 for a, b, n, c in zip(p.bigram_prev[:bigrams], p.bigram_id, p.bigram_count, p.bigram_corpus, strict=False)
+                 if b >= 0]
+        return evidence(toks, pairs)
+
+    def baseline(self, latent: int, seed: int) -> tuple[int, str] | None:
+        """Another latent's description, to score on ``latent``'s windows as a shuffled
+        baseline: a seeded draw among the latents that fire whose top token differs from
+        ``latent``'s (so the baseline cannot be right by accident)."""
+        top = self.rows["token_id"][:, 0]
+        pool = np.flatnonzero((self.rows["count"] > 0) & (top != top[latent]) & (top >= 0))
+        if pool.size == 0:
+            return None
+        other = int(np.random.default_rng([seed, latent, 2]).choice(pool))
+        text = self.describe(other)
+        return None if text is None else (other, text)
+
+    def all_texts(self) -> pl.DataFrame:
+        """:meth:`describe` of every latent that fires: columns ``latent``, ``text``."""
+        found = [(int(i), self.describe(int(i))) for i in np.flatnonzero(self.rows["count"] > 0)]
+        return pl.DataFrame([(i, t) for i, t in found if t is not None], schema={"latent": pl.Int64(), "text": pl.String()},
+                            orient="row")
+
+
 def profile_texts(latents: Any) -> pl.DataFrame:
-    """:func:`describe` of every latent that fires (columns ``latent``, ``text``): the profiles
-    as explanations for search. Reads the profile arrays whole (a few hundred bytes a latent)."""
-    _check(latents)
-    rows = read_profile(latents.store, latents.name, slice(None))
-    texts = token_texts(latents.store, np.concatenate([rows["token_id"].ravel(), rows["bigram_prev"][:, :1].ravel(),
-                                                       rows["bigram_id"][:, :1].ravel()]).tolist())
-    fired = np.flatnonzero(rows["count"] > 0)
-    found = [(int(i), describe(Profile(int(rows["count"][i]), float(rows["mass"][i]),
-                                       *(rows[n][i] for n in Profile._fields[2:])), texts)) for i in fired]
-    return pl.DataFrame([(i, t) for i, t in found if t is not None], schema={"latent": pl.Int64(), "text": pl.String()},
-                        orient="row")
+    """The profiles as explanations (columns ``latent``, ``text``) of every latent that fires."""
+    return Profiles(latents).all_texts()
