@@ -34,6 +34,6 @@ def count_profile_corpus(store: Store, plan: IndexPlan, *, progress: bool = Fals
     tokens_ref, bigrams_ref = ray.put(tokens), ray.put(bigrams)
     found = drain((task.remote(store.location, plan, g, tokens_ref, bigrams_ref) for g in groups), len(groups),
                   "index profiles", progress=progress)
-    total = ProfileCounts(np.sum([f.tokens for f in found], axis=0, dtype=np.int64),
-                          np.sum([f.bigrams for f in found], axis=0, dtype=np.int64))
+    total = ProfileCounts(np.asarray(np.sum([f.tokens for f in found], axis=0), np.int64),
+                          np.asarray(np.sum([f.bigrams for f in found], axis=0), np.int64))
     write_corpus_counts(store, plan, tokens, bigrams, total)

@@ -47,9 +47,10 @@ def token_texts(store: Any, ids: list[int]) -> dict[int, str]:
 
 
 class Profile(NamedTuple):
-    """One latent's stored profile rows (``[top]`` arrays; ids -1 where fewer were kept)."""
+    """One latent's stored profile rows (``[top]`` arrays; ids -1 where fewer were kept);
+    ``fired``: its occurrences, ``mass``: their values' sum."""
 
-    count: int
+    fired: int
     mass: float
     token_id: np.ndarray
     token_count: np.ndarray
@@ -92,7 +93,7 @@ def token_profile(latents: Any, latent: int) -> pl.DataFrame:
             "prev": [texts[int(i)] if i >= 0 else None for i in prev[kept]],
             "token": [texts[int(i)] for i in ids[kept]], "prev_id": [int(i) if i >= 0 else None for i in prev[kept]],
             "token_id": ids[kept], "count": count[kept], "corpus": corpus[kept],
-            "precision": count[kept] / np.maximum(corpus[kept], 1), "recall": count[kept] / max(p.count, 1),
+            "precision": count[kept] / np.maximum(corpus[kept], 1), "recall": count[kept] / max(p.fired, 1),
             "mass_share": mass[kept] / (p.mass or 1.0)}, schema_overrides={"prev_id": pl.Int32(), "prev": pl.String()}))
     return pl.concat(frames, how="vertical_relaxed").cast(PROFILE_SCHEMA)  # type: ignore[arg-type]
 
@@ -106,13 +107,13 @@ def describe(p: Profile, texts: dict[int, str]) -> str | None:
     :data:`COVER` of the firings (at most :data:`MOST_TOKENS`); the first one with its preceding
     token when one bigram holds :data:`CONTEXT_RECALL` of the firings and is at least twice as
     precise as its token alone; "among others" when the tokens named hold under half."""
-    if p.count <= 0 or p.token_id[0] < 0:
+    if p.fired <= 0 or p.token_id[0] < 0:
         return None
     kept = np.flatnonzero(p.token_id >= 0)
-    recall = p.token_count[kept] / p.count
+    recall = p.token_count[kept] / p.fired
     n = min(int(np.searchsorted(np.cumsum(recall), COVER)) + 1, MOST_TOKENS, kept.size)
     named = [_quoted(texts[int(i)]) for i in p.token_id[kept[:n]]]
-    if p.bigram_id[0] >= 0 and p.bigram_count[0] / p.count >= CONTEXT_RECALL:
+    if p.bigram_id[0] >= 0 and p.bigram_count[0] / p.fired >= CONTEXT_RECALL:
         mine = np.flatnonzero(p.token_id == p.bigram_id[0])
         alone = p.token_count[mine[0]] / max(p.token_corpus[mine[0]], 1) if mine.size else 0.0
         if p.bigram_count[0] / max(p.bigram_corpus[0], 1) >= 2 * alone:
@@ -149,11 +150,11 @@ class Profiles:
         """The explainer prompt's profile line (``prompts.evidence``): the first ``tokens``
         tokens and ``bigrams`` bigrams with their recall and precision; None if it never fires."""
         p = self.profile(latent)
-        if p.count <= 0:
+        if p.fired <= 0:
             return None
-        toks = [(self.texts[int(i)], n / p.count, n / max(c, 1))
+        toks = [(self.texts[int(i)], n / p.fired, n / max(c, 1))
                 for i, n, c in zip(p.token_id[:tokens], p.token_count, p.token_corpus, strict=False) if i >= 0]
-        pairs = [(self.texts[int(a)], self.texts[int(b)], n / p.count, n / max(c, 1))
+        pairs = [(self.texts[int(a)], self.texts[int(b)], n / p.fired, n / max(c, 1))
                  for a, b, n, c in zip(p.bigram_prev[:bigrams], p.bigram_id, p.bigram_count, p.bigram_corpus, strict=False)
                  if b >= 0]
         return evidence(toks, pairs)

@@ -98,7 +98,7 @@ def plan_jobs(latents: Any, latent: int, config: ExplainConfig, *, density: floa
            "negative_ids": drawn.ids(neg, ctx_len)}
     baseline = profiles.baseline(latent, ex.seed) if profiles is not None and config.baseline else None
     templates = template_hash(scorers=config.scorers, embedding=config.embedding.model.model_dump_json())
-    common = {"latent": latent, "labels": test["label"].to_list(), "plain": plain, "fuzzed": fuzzed, "density": density,
+    common: dict[str, Any] = {"latent": latent, "labels": test["label"].to_list(), "plain": plain, "fuzzed": fuzzed, "density": density,
               "baseline_latent": None if baseline is None else baseline[0],
               "baseline_text": None if baseline is None else baseline[1], **ids}
     key = {"sae": latents.name, "latent": latent, "templates": templates, "model": config.model_name, **ids,
@@ -121,6 +121,7 @@ def run_job(worker: Worker, job: Job, config: ExplainConfig) -> tuple[dict[str, 
     """The table row of ``job`` and the explainer prompt's token count (0 for a profile). An
     answer without an explanation in it (or a few-shot answer copied) is recorded with
     ``parsed`` false and its raw text, never raised."""
+    raw: str | None
     if job.kind == "auto":
         prefix = ANSWER_PREFIX if config.backend.kind == "local" else ""
         raw, prompt_tokens = worker.chat.generate(job.messages, sampling=config.sampling, prefix=prefix)

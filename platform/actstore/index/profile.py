@@ -103,8 +103,8 @@ class _Top(NamedTuple):
     """Per latent row (``[n_latents, top]``): its most frequent keys, their counts and masses."""
 
     keys: list[np.ndarray]
-    count: np.ndarray
-    mass: np.ndarray
+    counts: np.ndarray
+    masses: np.ndarray
 
 
 def _top_per_latent(local: np.ndarray, keys: list[np.ndarray], values: np.ndarray, n_latents: int, top: int) -> _Top:
@@ -127,7 +127,7 @@ def _top_per_latent(local: np.ndarray, keys: list[np.ndarray], values: np.ndarra
     row, col = g_latent[keep], rank[rank < top]
     for dst, src in zip(out.keys, g_keys, strict=True):
         dst[row, col] = src[keep]
-    out.count[row, col], out.mass[row, col] = g_count[keep], g_mass[keep]
+    out.counts[row, col], out.masses[row, col] = g_count[keep], g_mass[keep]
     return out
 
 
@@ -146,9 +146,9 @@ def write_bucket_profile(store: Store, plan: IndexPlan, bucket: int, counts: dic
     bigrams = _top_per_latent(local[has], [prev[has], tok[has]], values[has], len(lats), plan.profile_top)
     rows = {
         "count": np.bincount(local, minlength=len(lats)), "mass": np.bincount(local, weights=values, minlength=len(lats)),
-        "token_id": tokens.keys[0], "token_count": tokens.count, "token_mass": tokens.mass,
-        "bigram_prev": bigrams.keys[0], "bigram_id": bigrams.keys[1], "bigram_count": bigrams.count,
-        "bigram_mass": bigrams.mass,
+        "token_id": tokens.keys[0], "token_count": tokens.counts, "token_mass": tokens.masses,
+        "bigram_prev": bigrams.keys[0], "bigram_id": bigrams.keys[1], "bigram_count": bigrams.counts,
+        "bigram_mass": bigrams.masses,
     }
     for name, data in rows.items():
         store.array(f"{profile_group(plan.sae)}/{name}")[lats.start : lats.stop] = data
