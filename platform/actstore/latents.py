@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from actstore.explain.profile import token_profile
+from actstore.explain.profile import profile_text, token_profile
 from actstore.explain.search import search_by_example, search_explanations
 from actstore.explain.table import (
     PartCache,
@@ -73,3 +73,8 @@ class Latents(SaeLatents):
         fires on most, exact, kept with the index: count, corpus (occurrences among the indexed
         tokens), precision, recall, mass_share (``actstore.explain.profile.PROFILE_SCHEMA``)."""
         return token_profile(self, latent)
+
+    def profile_text(self, latent: int) -> str | None:
+        """:meth:`token_profile` in words (e.g. ``the token " await"``): the ``kind: profile``
+        explanation that ``actstore explain`` scores; None for a latent that never fires."""
+        return profile_text(self, latent)

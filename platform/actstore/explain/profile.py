@@ -22,7 +22,7 @@ from actstore.explain.prompts import evidence
 from actstore.index.profile import read_profile
 from actstore.query.windows import store_tokenizer
 
-__all__ = ["PROFILE_AUTHOR", "PROFILE_SCHEMA", "Profile", "Profiles", "describe", "profile_texts", "read_latent_profile", "token_profile",
+__all__ = ["PROFILE_AUTHOR", "PROFILE_SCHEMA", "Profile", "Profiles", "describe", "profile_text", "profile_texts", "read_latent_profile", "token_profile",
            "token_texts"]
 
 PROFILE_SCHEMA = pl.Schema({
@@ -96,6 +96,12 @@ def token_profile(latents: Any, latent: int) -> pl.DataFrame:
             "precision": count[kept] / np.maximum(corpus[kept], 1), "recall": count[kept] / max(p.fired, 1),
             "mass_share": mass[kept] / (p.mass or 1.0)}, schema_overrides={"prev_id": pl.Int32(), "prev": pl.String()}))
     return pl.concat(frames, how="vertical_relaxed").cast(PROFILE_SCHEMA)  # type: ignore[arg-type]
+
+
+def profile_text(latents: Any, latent: int) -> str | None:
+    """``latent``'s profile in words (:func:`describe`): its ``kind: profile`` explanation."""
+    p = read_latent_profile(latents, latent)
+    return describe(p, token_texts(latents.store, [*p.token_id.tolist(), *p.bigram_prev.tolist(), *p.bigram_id.tolist()]))
 
 
 def _quoted(text: str) -> str:
