@@ -67,7 +67,9 @@ def test_parsing_answers() -> None:
     assert parse_explanation("blah\n[EXPLANATION]:  the word future \n[EXPLANATION]: more") == "the word future"
     for _, answer in FEW_SHOT:  # a few-shot answer copied is no answer
         assert parse_explanation(answer) is None and parse_explanation(answer.upper() + ".") is None
-    assert parse_explanation('[EXPLANATION]: the made-up word "vexlorn" again') is None
+    assert parse_explanation('[EXPLANATION]: the word "vexlorn" again') is None
+    assert parse_explanation('[EXPLANATION]: "x" right after a percent sign') is None  # the few-shot frame, re-filled
+    assert parse_explanation('[EXPLANATION]: the word "return"') == 'the word "return"'  # the right form, not a copy
     assert parse_explanation('[EXPLANATION]: the token " self" before a dot') == 'the token " self" before a dot'
     assert parse_explanation('[EXPLANATION]: "the keyword await"') == "the keyword await"
     assert parse_explanation("The word future.") is None

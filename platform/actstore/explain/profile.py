@@ -154,7 +154,9 @@ class Profiles:
 
     def evidence(self, latent: int, *, tokens: int = MOST_TOKENS, bigrams: int = 2) -> str | None:
         """The explainer prompt's profile line (``prompts.evidence``): the first ``tokens``
-        tokens and ``bigrams`` bigrams with their recall and precision; None if it never fires."""
+        tokens with their recall and precision, and of the first ``bigrams`` bigrams those holding
+        :data:`CONTEXT_RECALL` of the firings (rarer ones invite a small model to copy them as the
+        answer); None if it never fires."""
         p = self.profile(latent)
         if p.fired <= 0:
             return None
@@ -162,7 +164,7 @@ class Profiles:
                 for i, n, c in zip(p.token_id[:tokens], p.token_count, p.token_corpus, strict=False) if i >= 0]
         pairs = [(self.texts[int(a)], self.texts[int(b)], n / p.fired, n / max(c, 1))
                  for a, b, n, c in zip(p.bigram_prev[:bigrams], p.bigram_id, p.bigram_count, p.bigram_corpus, strict=False)
-                 if b >= 0]
+                 if b >= 0 and n / p.fired >= CONTEXT_RECALL]
         return evidence(toks, pairs)
 
     def baseline(self, latent: int, seed: int) -> tuple[int, str] | None:

@@ -33,7 +33,7 @@ FEW_SHOT = (
     ("Example 1: the old <<vexlorn>> stood by the door\nActivations: (vexlorn, 10)\n"
      "Example 2: two <<vexlorn>>s were sold\nActivations: (vexlorn, 8)\n"
      'Fires most on: "vexlorn" (91% of its firings; on 100% of its occurrences)',
-     '[EXPLANATION]: the made-up word "vexlorn"'),
+     '[EXPLANATION]: the word "vexlorn"'),
     ("Example 1: rate = 4%<<zib>> of the total\nActivations: (zib, 10)\n"
      "Example 2: printf(\"%<<zib>>\", n)\nActivations: (zib, 7)\n"
      'Fires most on: "zib" (100% of its firings; on 40% of its occurrences), "zib" after "%" (97%; 100%)',
@@ -148,9 +148,17 @@ def parse_explanation(answer: str) -> str | None:
 
 
 def _copied(text: str) -> bool:
-    """Whether ``text`` is one of the few-shot answers, or names their invented words."""
-    norm = _normal(text)
-    return any(norm == _normal(a.removeprefix(ANSWER_PREFIX)) for _, a in FEW_SHOT) or bool(INVENTED.search(norm))
+    """Whether ``text`` is a few-shot answer: one of them, or one naming their invented words,
+    or one that says what a few-shot answer says around its quoted tokens when that is a concept
+    of its own ('"x" right after a percent sign'; not 'the word "x"', which is a right answer)."""
+    answers = [a.removeprefix(ANSWER_PREFIX) for _, a in FEW_SHOT]
+    frames = {_normal(_unquoted(a)) for a in answers if len(_normal(_unquoted(a)).split()) >= 3}
+    return (_normal(text) in {_normal(a) for a in answers} or bool(INVENTED.search(_normal(text)))
+            or _normal(_unquoted(text)) in frames)
+
+
+def _unquoted(text: str) -> str:
+    return re.sub(r'"[^"]*"', " ", text)
 
 
 def _normal(text: str) -> str:
