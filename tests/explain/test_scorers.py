@@ -68,7 +68,7 @@ def test_parsing_answers() -> None:
     for _, answer in FEW_SHOT:  # a few-shot answer copied is no answer
         assert parse_explanation(answer) is None and parse_explanation(answer.upper() + ".") is None
     assert parse_explanation('[EXPLANATION]: the word "vexlorn" again') is None
-    assert parse_explanation('[EXPLANATION]: "x" right after a percent sign') is None  # the few-shot frame, re-filled
+    assert parse_explanation('[EXPLANATION]: the words "blick" or "x"') is None
     assert parse_explanation('[EXPLANATION]: the word "return"') == 'the word "return"'  # the right form, not a copy
     assert parse_explanation('[EXPLANATION]: the token " self" before a dot') == 'the token " self" before a dot'
     assert parse_explanation('[EXPLANATION]: "the keyword await"') == "the keyword await"

@@ -28,18 +28,19 @@ EXPLAINER_SYSTEM = (
     "[EXPLANATION]: <your phrase>"
 )
 # Few-shot turns about invented words, which no corpus holds: an answer copied from them is
-# recognisably not about the latent, and is recorded as unparsed (``parse_explanation``).
+# recognisably not about the latent, and is recorded as unparsed (``parse_explanation``). Both
+# answers are plain ("the word ..."): a small model copies the form, so the form should be right.
 FEW_SHOT = (
     ("Example 1: the old <<vexlorn>> stood by the door\nActivations: (vexlorn, 10)\n"
      "Example 2: two <<vexlorn>>s were sold\nActivations: (vexlorn, 8)\n"
      'Fires most on: "vexlorn" (91% of its firings; on 100% of its occurrences)',
      '[EXPLANATION]: the word "vexlorn"'),
-    ("Example 1: rate = 4%<<zib>> of the total\nActivations: (zib, 10)\n"
-     "Example 2: printf(\"%<<zib>>\", n)\nActivations: (zib, 7)\n"
-     'Fires most on: "zib" (100% of its firings; on 40% of its occurrences), "zib" after "%" (97%; 100%)',
-     '[EXPLANATION]: "zib" right after a percent sign'),
+    ("Example 1: we saw a <<blick>> and three<< blicks>> today\nActivations: (blick, 9), ( blicks, 10)\n"
+     "Example 2: no<< blicks>> here\nActivations: ( blicks, 7)\n"
+     'Fires most on: " blicks" (64% of its firings; on 98% of its occurrences), "blick" (36%; 95%)',
+     '[EXPLANATION]: the words "blick" and "blicks"'),
 )
-INVENTED = re.compile(r"\b(vexlorn|zib)\b")  # the few-shot turns' words: in an answer, they were copied
+INVENTED = re.compile(r"\b(vexlorn|blicks?)\b")  # the few-shot turns' words: in an answer, they were copied
 ANSWER_PREFIX = "[EXPLANATION]:"
 EVIDENCE = "Fires most on: {}"
 EXPLAINER_TEMPLATE = json.dumps({"system": EXPLAINER_SYSTEM, "few_shot": FEW_SHOT, "answer_prefix": ANSWER_PREFIX,
@@ -148,17 +149,10 @@ def parse_explanation(answer: str) -> str | None:
 
 
 def _copied(text: str) -> bool:
-    """Whether ``text`` is a few-shot answer: one of them, or one naming their invented words,
-    or one that says what a few-shot answer says around its quoted tokens when that is a concept
-    of its own ('"x" right after a percent sign'; not 'the word "x"', which is a right answer)."""
-    answers = [a.removeprefix(ANSWER_PREFIX) for _, a in FEW_SHOT]
-    frames = {_normal(_unquoted(a)) for a in answers if len(_normal(_unquoted(a)).split()) >= 3}
-    return (_normal(text) in {_normal(a) for a in answers} or bool(INVENTED.search(_normal(text)))
-            or _normal(_unquoted(text)) in frames)
-
-
-def _unquoted(text: str) -> str:
-    return re.sub(r'"[^"]*"', " ", text)
+    """Whether ``text`` is a few-shot answer, or names their invented words (a copy with the
+    form kept and the tokens changed, 'the word "await"', is a right answer, not a copy)."""
+    norm = _normal(text)
+    return norm in {_normal(a.removeprefix(ANSWER_PREFIX)) for _, a in FEW_SHOT} or bool(INVENTED.search(norm))
 
 
 def _normal(text: str) -> str:
