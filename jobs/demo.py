@@ -3,9 +3,11 @@
 1. ingest and extract the layer-15 residual stream into a local store (runs/demo);
 2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
 3. encode the stored activations with it and build its feature-major index;
-4. print the top contexts of a frequent and two mid-density latents, firing token marked;
-5. explain and score the two mid-density ones with the local SmolLM2-135M-Instruct, add one manual label,
-   and search the explanations and by example.
+4. print the top contexts of a frequent and two mid-density latents, firing token marked, and
+   their token profiles (exact, kept with the index);
+5. explain the two mid-density ones with the local SmolLM2-135M-Instruct and score that and their
+   token profile (embedding scorer, LLM judges, each checked against a shuffled baseline), add
+   one manual label, and search the explanations and by example.
 
 Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
 finished steps are kept (delete runs/ to start over).
@@ -61,6 +63,8 @@ def main() -> int:
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
         print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
+        print(f"$ actstore profile runs/demo --sae {SAE_NAME} --latent {latent} --top 3")
+        cli(["profile", train.store.url, "--sae", SAE_NAME, "--latent", str(latent), "--top", "3"])
     if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
         return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try (after `source .venv/bin/activate`): actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
@@ -69,7 +73,8 @@ def main() -> int:
 
 def _explain(url: str, ids: list[int], start: float) -> int:
     """Step 5: automatic explanations with scores, a manual label, and searches."""
-    _step("5. explain the mid-density latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
+    _step("5. explain the mid-density latents with SmolLM2-135M-Instruct, score that and their token profiles "
+          "on held-out windows", start)
     if cli(["explain", url, "--sae", SAE_NAME, "--latents", ",".join(map(str, ids)),
             "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
         return 1

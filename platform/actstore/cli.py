@@ -223,6 +223,20 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
     return _emit(frame, args, lambda: render_frame(frame))
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from actstore.query.render import render_frame
+
+    latents = _latents(args)
+    frame = latents.token_profile(args.latent)
+    quoted = lambda c: pl.col(c).map_elements(lambda t: json.dumps(t, ensure_ascii=False), return_dtype=pl.String)  # noqa: E731
+    shown = frame.filter(pl.col("rank") < args.top).select(
+        "kind", quoted("prev"), quoted("token"), "count", "corpus", *(pl.col(c).round(3) for c in ("precision", "recall", "mass_share")))
+    text = lambda: f"latent {args.latent}: {latents.profile_text(args.latent)}\n{render_frame(shown)}"  # noqa: E731
+    return _emit(frame, args, text)
+
+
 def _cmd_find(args: argparse.Namespace) -> int:
     from actstore.api import open_store
     from actstore.query.render import render_matches
@@ -397,6 +411,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
+
+    prof = _query_parser(verbs, "profile", "the tokens and bigrams a latent fires on: precision, recall, mass (exact)",
+                         _cmd_profile)
+    prof.add_argument("--top", type=int, default=8, help="tokens and bigrams shown of each (the JSON has all kept)")
 
     find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")

@@ -49,12 +49,16 @@ PROFILE = {"count": ("int64", False), "mass": ("float64", False), "token_id": ("
            "bigram_mass": ("float64", True), "bigram_corpus": ("int64", True)}
 # STORE.md "Explanations": column -> type (string columns may be Arrow string or large_string)
 METRICS = {"balanced_accuracy": "float64", "precision": "float64", "recall": "float64", "f1": "float64",
-           "auroc": "float64", "n": "int64", "precision_at_density": "float64"}
-EXPLANATION_COLUMNS = {
+           "auroc": "float64", "n": "int64", "precision_at_density": "float64", "yes_rate": "float64",
+           "spread": "float64", "baseline": "float64", "informative": "bool"}
+REQUIRED_COLUMNS = {
     "latent": "int64", "text": "string", "kind": "string", "author": "string", "template_hash": "string",
     "sampling": "string", "explainer_examples": "list<int64>", "test_examples": "list<int64>",
     "negative_examples": "list<int64>", "parsed": "bool", "raw": "string", "key": "string", "created": "string",
-    **{f"{scorer}_{m}": dt for scorer in ("detection", "fuzzing") for m, dt in METRICS.items()},
+}
+EXPLANATION_COLUMNS = {
+    **REQUIRED_COLUMNS, "baseline_latent": "int64", "baseline_text": "string",
+    **{f"{scorer}_{m}": dt for scorer in ("embedding", "detection", "fuzzing") for m, dt in METRICS.items()},
 }
 EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
 
@@ -142,18 +146,19 @@ def explanation_problems(root: Path, sae: str) -> list[str]:
         columns = {f.name: arrow_type(f.type) for f in table.schema}
         if hashlib.sha256(data).hexdigest() != record["sha256"] or table.num_rows != record["rows"]:
             out.append(f"{manifest.relative_to(root)}: its part's SHA-256 or row count differs")
-        if columns != EXPLANATION_COLUMNS:
+        if not REQUIRED_COLUMNS.items() <= columns.items() or not columns.items() <= EXPLANATION_COLUMNS.items():
             out.append(f"explanations/{sae}/{record['part']}: columns {columns}, the spec says {EXPLANATION_COLUMNS}")
     return out
 
 
 def explanations(root: Path, sae: str) -> Any:
-    """Every committed row of an SAE's explanations table, in the order of the manifests' ids."""
+    """Every committed row of an SAE's explanations table, in the order of the manifests' ids; a
+    column a part lacks is null there."""
     import pyarrow as pa
 
     folder = root / "explanations" / sae
     parts = [json.loads(m.read_text())["part"] for m in sorted((folder / "_committed").glob("*.json"))]
-    return pa.concat_tables([pq.read_table(folder / p) for p in parts])
+    return pa.concat_tables([pq.read_table(folder / p) for p in parts], promote_options="default")
 
 
 def logits_saes(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
