@@ -22,7 +22,7 @@ from tests.explain.served import MODEL, Served
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a few SmolLM2 calls; slow on a loaded CPU
 SECRET = "sk-test-4f9a1c-never-store-me"
 TINY = {"examples": {"top": 2, "bins": 1, "per_bin": 0, "test_per_bin": 1, "negatives": 1, "window": 3,
-                     "min_occurrences": 5}, "sampling": {"max_new_tokens": 12}, "scorers": ["detection"]}
+                     "min_occurrences": 5}, "sampling": {"max_new_tokens": 12}, "scorers": ["detection"], "kinds": ["auto"]}
 
 
 @pytest.fixture(scope="module")

@@ -88,3 +88,24 @@ def test_profile_explanations_scored_without_an_llm_become_current(planted: Path
     assert main(["explanations", url, "--sae", PLANTED]) == 0
     out = capsys.readouterr().out
     assert "embedding" in out and ('the token " brown"' in out)
+
+
+@pytest.mark.slow
+def test_smollm2_explains_two_planted_latents_in_one_run_and_its_judge_is_checked(planted: Path) -> None:
+    """The local explainer, given the windows and the token profile as evidence, names both
+    planted words (on 4 of the 6 it does; on the other two it copies a few-shot answer, which is
+    recorded as unparsed: benchmarks/bench_explain.py --planted). Its detection judge's verdict
+    follows its yes-rate and the baseline, whatever SmolLM2 answers."""
+    url = str(planted)
+    config = ExplainConfig.model_validate({
+        "examples": {**EXAMPLES, "top": 3, "window": 6, "test_per_bin": 2, "negatives": 4}, "kinds": ["auto"],
+        "scorers": ["embedding", "detection"], "sampling": {"max_new_tokens": 20}})
+    summary = run_explain(url, PLANTED, latents=[0, 2], config=config)
+    assert (summary.made, summary.unparsed) == (2, 0)
+    rows = actstore.open(url).sae(PLANTED).explanations().filter(pl.col("kind") == "auto").sort("latent")
+    first, second = rows["text"].to_list()
+    assert first != second and WORDS[0] in first and WORDS[2] in second, (first, second)
+    for row in rows.iter_rows(named=True):
+        varied = 0.05 < row["detection_yes_rate"] < 0.95
+        assert row["detection_informative"] == (varied and row["detection_auroc"] > row["detection_baseline"])
+        assert row["embedding_informative"] and row["embedding_auroc"] > row["embedding_baseline"]
