@@ -30,10 +30,11 @@ import numpy as np
 from actstore.api import Store
 from actstore.config import load_config
 from actstore.explain.config import ExplainConfig
+from actstore.explain.job import Job
 from actstore.explain.planted import concept_ids, fit_planted, save_planted
 from actstore.explain.profile import Profiles
 from actstore.explain.prompts import ANSWER_PREFIX, parse_explanation
-from actstore.explain.run import Job, plan_jobs
+from actstore.explain.run import plan_jobs
 from actstore.explain.scoring import Worker, score_text
 
 ROOT = Path(__file__).parents[1]

@@ -26,8 +26,9 @@ from actstore.config import RayConfig
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.explain.backends import make_backend
 from actstore.explain.config import ExplainConfig, OpenAIBackend
+from actstore.explain.job import Job
 from actstore.explain.profile import Profiles
-from actstore.explain.run import Job, plan_jobs, run_job
+from actstore.explain.run import plan_jobs, run_job
 from actstore.explain.scoring import Worker
 from actstore.explain.table import append_explanations, scan_explanations
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from actstore.explain.config import ExplainConfig
 from actstore.explain.examples import ExampleSet, draw_examples
+from actstore.explain.job import Job
 from actstore.explain.profile import PROFILE_AUTHOR, Profiles
 from actstore.explain.prompts import (
     ANSWER_PREFIX,
@@ -32,27 +33,7 @@ from actstore.explain.prompts import (
 from actstore.explain.scoring import Worker, score_text
 from actstore.explain.table import utc_now
 
-__all__ = ["Job", "cache_key", "plan_jobs", "run_job"]
-
-
-class Job(NamedTuple):
-    """Everything a worker needs for one explanation (plain data: it travels to Ray actors).
-    ``text``: the explanation of a profile job (None for auto: the explainer writes it)."""
-
-    latent: int
-    key: str
-    kind: str
-    text: str | None
-    messages: list[dict[str, str]]
-    explainer_ids: list[int]
-    test_ids: list[int]
-    negative_ids: list[int]
-    labels: list[int]
-    plain: list[str]
-    fuzzed: list[str]
-    density: float
-    baseline_latent: int | None
-    baseline_text: str | None
+__all__ = ["cache_key", "plan_jobs", "run_job"]
 
 
 def cache_key(*, sae: str, latent: int, templates: str, model: str, sampling: str, explainer_ids: list[int],

@@ -23,7 +23,7 @@ from actstore.explain.scorers import Scores, checks, score_answers, similarity_s
 if TYPE_CHECKING:
     from actstore.explain.backends import ChatBackend
     from actstore.explain.embedding import Embedder
-    from actstore.explain.run import Job
+    from actstore.explain.job import Job
 
 __all__ = ["Worker", "score_text"]
 
