@@ -279,9 +279,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config, ExplainConfig) if args.config else ExplainConfig()
     ids = [int(x) for x in args.latents.split(",")] if args.latents else None
     s = run_explain(args.store, args.sae, latents=ids, densest=args.densest, config=config, progress=not args.quiet)
-    print(f"explained {s.made} latents ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
-          f"{s.prompt_tokens / max(s.made, 1):.0f} prompt tokens each; {s.cached} already done, "
-          f"{s.skipped} skipped (too few occurrences)")
+    print(f"made {s.made} explanations ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
+          f"{s.prompt_tokens:,} explainer prompt tokens; {s.cached} already done, "
+          f"{s.skipped} latents skipped (too few occurrences)")
     return 0
 
 
