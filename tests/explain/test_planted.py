@@ -91,6 +91,7 @@ def test_profile_explanations_scored_without_an_llm_become_current(planted: Path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # SmolLM2 on a Ray actor; slow on a loaded CPU
 def test_smollm2_explains_two_planted_latents_in_one_run_and_its_judge_is_checked(planted: Path) -> None:
     """The local explainer, given the windows and the token profile as evidence, names both
     planted words (on 4 of the 6 it does; on the other two it copies a few-shot answer, which is
