@@ -92,21 +92,18 @@ def test_profile_explanations_scored_without_an_llm_become_current(planted: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # SmolLM2 on a Ray actor; slow on a loaded CPU
-def test_smollm2_explains_two_planted_latents_in_one_run_and_its_judge_is_checked(planted: Path) -> None:
+def test_smollm2_explains_two_planted_latents_in_one_run(planted: Path) -> None:
     """The local explainer, given the windows and the token profile as evidence, names both
     planted words (on 4 of the 6 it does; on the other two it copies a few-shot answer, which is
-    recorded as unparsed: benchmarks/bench_explain.py --planted). Its detection judge's verdict
-    follows its yes-rate and the baseline, whatever SmolLM2 answers."""
+    recorded as unparsed: docs/explain.md "Figures"), and the embedding scorer ranks each answer
+    above its shuffled baseline."""
     url = str(planted)
     config = ExplainConfig.model_validate({
         "examples": {**EXAMPLES, "top": 3, "window": 6, "test_per_bin": 2, "negatives": 4}, "kinds": ["auto"],
-        "scorers": ["embedding", "detection"], "sampling": {"max_new_tokens": 20}})
+        "scorers": ["embedding"], "sampling": {"max_new_tokens": 20}})
     summary = run_explain(url, PLANTED, latents=[0, 2], config=config)
     assert (summary.made, summary.unparsed) == (2, 0)
     rows = actstore.open(url).sae(PLANTED).explanations().filter(pl.col("kind") == "auto").sort("latent")
     first, second = rows["text"].to_list()
     assert first != second and WORDS[0] in first and WORDS[2] in second, (first, second)
-    for row in rows.iter_rows(named=True):
-        varied = 0.05 < row["detection_yes_rate"] < 0.95
-        assert row["detection_informative"] == (varied and row["detection_auroc"] > row["detection_baseline"])
-        assert row["embedding_informative"] and row["embedding_auroc"] > row["embedding_baseline"]
+    assert rows["embedding_informative"].all() and (rows["embedding_auroc"] > rows["embedding_baseline"]).all()
