@@ -88,8 +88,8 @@ def _explain(url: str, ids: list[int], start: float) -> int:
         cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[0]), label, "--author", "demo"])
     else:
         print(f"latent {ids[0]} already has the label {label!r}; kept")
-    print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r}")
-    cli(["search", url, "--sae", SAE_NAME, word])
+    print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r} --top 5")
+    cli(["search", url, "--sae", SAE_NAME, word, "--top", "5"])
     print("\n$ actstore search runs/demo --sae topk-2048 --by-example ' await' --top 5")
     return cli(["search", url, "--sae", SAE_NAME, "--by-example", " await", "--top", "5"])
 
