@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests jobs benchmarks
+	$(BIN)/ruff check platform tests jobs benchmarks infra
 	$(BIN)/mypy
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).

@@ -29,8 +29,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import live_views, views
-from actstore.web.plots import bar_chart, line_chart, rebin
+from actstore.web import contrast_views, live_views, views
+from actstore.web.live_pages import LivePages
+from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -57,10 +58,10 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
     pages = _Pages(source, _templates(), session)
     routes = [
         Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer), Route("/search", pages.search),
-        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
-            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
+        Route("/search", pages.search), *pages.live.routes(),
+        Route("/sae/{sae}/contrast", pages.contrast),
+        Route("/api/sae/{sae}/contrast", pages.api(
+            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS)),
         Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
         Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
@@ -79,20 +80,21 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
 # -- query parameters: typed, bounded, unknown ones refused -------------------------------------
 SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
-    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
+    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50),
+    "where": (str, "")}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "cofiring_sample": (int, 20)}
-SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+    "cofiring_sample": (int, 20), "where": (str, "")}
+SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12),
+                                                               "where": (str, "")}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
-                                                                      "top": (int, 20)}
+                                                                      "top": (int, 20), "where": (str, "")}
+CONTRAST_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"a": (str, ""), "b": (str, ""), "unit": (str, "auto"),
+                                                                 "top": (int, 50)}
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
-FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
-STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
-    "seed": (int, 16)}
+FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 
 
@@ -118,13 +120,17 @@ class _Pages:
 
     def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
         self.source, self.templates, self.session = source, templates, session
+        self.live = LivePages(session, render=self._render, context=self._context, params=_params,
+                              template=templates.env.get_template,
+                              check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
 
-    def _render(self, request: Request, name: str, **context: Any) -> Response:
-        store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
-                                                               "live": self.session is not None,
-                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
-                                                               "root": request.scope.get("root_path", ""), **context})
+    def _context(self, request: Request) -> dict[str, Any]:
+        return {"store_url": self.source.store.location.url, "live": self.session is not None,
+                "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
+
+    def _render(self, request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context},
+                                               status_code=status_code)
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -152,32 +158,44 @@ class _Pages:
         return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
-        params = _params(request, FEATURE_PARAMS)
+        params = _params(request, FEATURE_PAGE_PARAMS)
+        text = params.pop("text")
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        activation = self.live.activation(view["sae"], view["latent"], text)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            activation=activation, activation_text=text)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
         mine, top = params.pop("mine"), params.pop("top")
-        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits")}
+        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits"), "where": params["where"]}
         view = views.search_view(self.source, **params) if params["text"] else None
         found = views.latent_search_view(self.source, **find) if find["text"] else None
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
         return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
                             find=find, found=found, search_by=views.SEARCH_BY)
 
-    def steer(self, request: Request) -> Response:
-        params = _params(request, STEER_PARAMS)
-        sae, latent = request.path_params["sae"], request.path_params["latent"]
-        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
-        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
-        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
-                            [r[column] for r in view["sweep"]])
-                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
-                 ] if view and view["sweep"] else []
-        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
+    def contrast(self, request: Request) -> Response:
+        """Two document sets compared: the form, then the sides, a volcano plot and the ranked
+        table; a filter that cannot be read comes back in the form with its one-line error."""
+        params = _params(request, CONTRAST_PARAMS)
+        sae = request.path_params["sae"]
+        self.source.sae(sae)  # an unknown SAE is a 404
+        result, error = None, None
+        if params["a"]:
+            try:
+                views.bounded("top", params["top"])
+                result = contrast_views.contrast_result(self.source, sae, a=params["a"], b=params["b"], unit=params["unit"])
+            except ActstoreError as exc:
+                error = str(exc)
+        columns = self.source.store.documents().collect_schema().names()
+        return self._render(request, "contrast.html", sae=sae, params=params, units=contrast_views.UNITS, error=error,
+                            columns=columns,
+                            view=result.to_dict(top=params["top"]) if result else None,
+                            volcano=contrast_views.volcano(result) if result else None,
+                            status_code=400 if error else 200)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
@@ -193,13 +211,6 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
-
-
-def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
-           seed: int) -> dict[str, Any]:
-    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
-                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
-                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:
