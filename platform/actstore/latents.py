@@ -19,6 +19,7 @@ import polars as pl
 
 from actstore.contrast.documents import Contrast, Unit, contrast_documents
 from actstore.contrast.models import ModelContrast, contrast_models
+from actstore.explain.profile import profile_text, token_profile
 from actstore.explain.search import search_by_example, search_explanations
 from actstore.explain.table import (
     PartCache,
@@ -90,3 +91,14 @@ class Latents(SaeLatents):
         labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
         return contrast_models(self.store, self.name, a, b, where=self.select_documents(where), unit=unit, level=level,
                                labels=labels, sites=sites)
+
+    def token_profile(self, latent: int) -> pl.DataFrame:
+        """The tokens (``kind`` token) and preceding-token bigrams (``kind`` bigram) ``latent``
+        fires on most, exact, kept with the index: count, corpus (occurrences among the indexed
+        tokens), precision, recall, mass_share (``actstore.explain.profile.PROFILE_SCHEMA``)."""
+        return token_profile(self, latent)
+
+    def profile_text(self, latent: int) -> str | None:
+        """:meth:`token_profile` in words (e.g. ``the token " await"``): the ``kind: profile``
+        explanation that ``actstore explain`` scores; None for a latent that never fires."""
+        return profile_text(self, latent)

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
+from actstore.explain.table import SCORERS
 
 if TYPE_CHECKING:
     from actstore.latents import Latents
@@ -138,9 +139,10 @@ def _activations(latents: Latents, latent: int, key: dict[str, str], max_value: 
 
 def stored_explanations(latents: Latents, features: Sequence[int]) -> pl.DataFrame:
     """The store's labels and parsed explanations of ``features`` as :data:`EXPLANATION_COLUMNS`,
-    each row's scorer metrics (``detection_*``, ``fuzzing_*``) gathered into ``scores``."""
+    each row's scorer metrics and checks (``embedding_*``, ``detection_*``, ``fuzzing_*``) gathered
+    into ``scores``."""
     table = latents.explanations().filter(pl.col("latent").is_in([int(f) for f in features]) & pl.col("text").is_not_null())
-    metrics = [c for c in table.columns if c.startswith(("detection_", "fuzzing_"))]
+    metrics = [c for c in table.columns if c.startswith(tuple(f"{s}_" for s in SCORERS))]
     scores = pl.struct(metrics) if metrics else pl.lit(None)
     return table.select("latent", "text", "kind", "author", scores.alias("scores"))
 

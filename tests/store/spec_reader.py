@@ -41,14 +41,23 @@ SHUFFLE_BLOCK = 1048576
 # STORE.md "Output logits": name -> dtype
 LOGITS = {"top_ids": "int32", "top_values": "float32", "bottom_ids": "int32", "bottom_values": "float32"}
 LOGITS_ATTRIBUTE = "actstore_logits"
+# STORE.md "Token profiles": name -> (dtype, one row of P per latent)
+PROFILE = {"count": ("int64", False), "mass": ("float64", False), "token_id": ("int32", True),
+           "token_count": ("int64", True), "token_mass": ("float64", True), "token_corpus": ("int64", True),
+           "bigram_prev": ("int32", True), "bigram_id": ("int32", True), "bigram_count": ("int64", True),
+           "bigram_mass": ("float64", True), "bigram_corpus": ("int64", True)}
 # STORE.md "Explanations": column -> type (string columns may be Arrow string or large_string)
 METRICS = {"balanced_accuracy": "float64", "precision": "float64", "recall": "float64", "f1": "float64",
-           "auroc": "float64", "n": "int64", "precision_at_density": "float64"}
-EXPLANATION_COLUMNS = {
+           "auroc": "float64", "n": "int64", "precision_at_density": "float64", "yes_rate": "float64",
+           "spread": "float64", "baseline": "float64", "informative": "bool"}
+REQUIRED_COLUMNS = {
     "latent": "int64", "text": "string", "kind": "string", "author": "string", "template_hash": "string",
     "sampling": "string", "explainer_examples": "list<int64>", "test_examples": "list<int64>",
     "negative_examples": "list<int64>", "parsed": "bool", "raw": "string", "key": "string", "created": "string",
-    **{f"{scorer}_{m}": dt for scorer in ("detection", "fuzzing") for m, dt in METRICS.items()},
+}
+EXPLANATION_COLUMNS = {
+    **REQUIRED_COLUMNS, "baseline_latent": "int64", "baseline_text": "string",
+    **{f"{scorer}_{m}": dt for scorer in ("embedding", "detection", "fuzzing") for m, dt in METRICS.items()},
 }
 EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
 
@@ -170,18 +179,19 @@ def explanation_problems(root: Path, sae: str) -> list[str]:
         columns = {f.name: arrow_type(f.type) for f in table.schema}
         if hashlib.sha256(data).hexdigest() != record["sha256"] or table.num_rows != record["rows"]:
             out.append(f"{manifest.relative_to(root)}: its part's SHA-256 or row count differs")
-        if columns != EXPLANATION_COLUMNS:
+        if not REQUIRED_COLUMNS.items() <= columns.items() or not columns.items() <= EXPLANATION_COLUMNS.items():
             out.append(f"explanations/{sae}/{record['part']}: columns {columns}, the spec says {EXPLANATION_COLUMNS}")
     return out
 
 
 def explanations(root: Path, sae: str) -> Any:
-    """Every committed row of an SAE's explanations table, in the order of the manifests' ids."""
+    """Every committed row of an SAE's explanations table, in the order of the manifests' ids; a
+    column a part lacks is null there."""
     import pyarrow as pa
 
     folder = root / "explanations" / sae
     parts = [json.loads(m.read_text())["part"] for m in sorted((folder / "_committed").glob("*.json"))]
-    return pa.concat_tables([pq.read_table(folder / p) for p in parts])
+    return pa.concat_tables([pq.read_table(folder / p) for p in parts], promote_options="default")
 
 
 def logits_saes(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -228,6 +238,9 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
                 out += [ArraySpec(bucket(name, b, "offsets"), "int64", (n_lat + 1,), False),
                         ArraySpec(bucket(name, b, "token"), "int64", (nnz,), False),
                         ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False)]
+            top, d_sae = plan.get("profile_top", 0), plan["d_sae"]
+            out += [ArraySpec(f"index/{name}/profile/{a}", dt, (d_sae, top) if wide else (d_sae,), False)
+                    for a, (dt, wide) in PROFILE.items() if top]
     for name, attrs in logits_saes(root, meta).items():
         d_sae = next(s["d_sae"] for s in meta["saes"] if s["name"] == name)
         out += [ArraySpec(f"logits/{name}/{a}", dt, (d_sae, attrs["k"]), False) for a, dt in LOGITS.items()]
@@ -376,6 +389,27 @@ def postings(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]
     offsets = read(root, bucket(sae, b, "offsets"))
     lo, hi = int(offsets[i]), int(offsets[i + 1])
     return read(root, bucket(sae, b, "token"))[lo:hi], read(root, bucket(sae, b, "value"))[lo:hi]
+
+
+def profile_from_codes(root: Path, sae: str, latent: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """A latent's firings by (preceding token id or -1, token id), and the indexed tokens by the
+    same key, from the tokens and codes as "Token profiles" defines them."""
+    flags = read(root, "tokens/flags")
+    ids = read(root, "tokens/ids").astype(np.int64)
+    idx = read(root, f"codes/{sae}/idx")
+    excluded = (flags & index_plan(root, sae)["exclude_flags"]) != 0  # type: ignore[index]
+    prev = np.full(ids.shape, -1, np.int64)
+    prev[:, 1:] = np.where(excluded[:, :-1], -1, ids[:, :-1])
+    keys = np.stack([prev[~excluded], ids[~excluded]], 1)
+    fires = (idx == latent).any(-1)[~excluded]
+    return _counted(keys[fires]), _counted(keys)
+
+
+def _counted(keys: np.ndarray) -> dict[tuple[int, int], int]:
+    if keys.size == 0:
+        return {}
+    found, counts = np.unique(keys, axis=0, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(found, counts, strict=True)}
 
 
 def occurrences_from_codes(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,15 +33,18 @@ def latents(web_store: Path):
     return actstore.open(str(web_store)).sae(SAE)
 
 
+SCORED = [c for s in ("embedding", "detection", "fuzzing") for c in (f"score_{s}", f"informative_{s}")]
+
+
 def _latents_table(latents) -> pl.DataFrame:
     """The SAE page's table from the Python API: density joined to the current explanations and
-    each judge's balanced accuracy of that explanation."""
-    judges = latents.explanations().select("key", score_detection="detection_balanced_accuracy",
-                                           score_fuzzing="fuzzing_balanced_accuracy")
+    each scorer's number of that explanation (AUROC, else balanced accuracy) and its check."""
+    judges = latents.explanations().select("key", *[e for s in ("embedding", "detection", "fuzzing") for e in (
+        pl.coalesce(f"{s}_auroc", f"{s}_balanced_accuracy").alias(f"score_{s}"), pl.col(f"{s}_informative").alias(f"informative_{s}"))])
     current = latents.explanations(current=True).join(judges, on="key").select(
-        "latent", "kind", "author", "score", "score_detection", "score_fuzzing", label="text")
+        "latent", "kind", "author", "score", *SCORED, label="text")
     return latents.density().drop("hist").join(current, on="latent", how="left").select(
-        "latent", "count", "density", "mean", "max", "label", "kind", "author", "score", "score_detection", "score_fuzzing")
+        "latent", "count", "density", "mean", "max", "label", "kind", "author", "score", *SCORED)
 
 
 def _mid_latent(latents) -> int:
@@ -56,6 +59,7 @@ def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> N
     for kind in ("count", "width"):
         assert got["quantiles"][kind] == latents.quantile_examples(latent, bins=3, per_bin=2, kind=kind, window=5).to_dicts()
     assert got["cofiring"] == latents.cofiring(latent, top=20, limit=20).to_dicts()
+    assert got["profile"] == latents.token_profile(latent).to_dicts() != [] and got["profile_text"] == latents.profile_text(latent)
     try:  # the browser tests keep the logits in the shared store (`actstore logits`)
         assert got["logits"] == latents.logits(latent).to_dicts()
     except LogitsNotFoundError:
@@ -101,8 +105,9 @@ def test_explanation_panels_answer_like_the_python_api(client: TestClient, laten
         assert sorted(e["key"] for e in shown["explanations"]) == sorted(table["key"].to_list())
         assert [e["current"] for e in shown["explanations"]] == [True] + [False] * (table.height - 1)
     first = client.get(f"/api/sae/{SAE}/latent/{scored}").json()["explanations"]
-    assert [(e["text"], e["score"], e["score_detection"]) for e in first] == [
-        ("the future tense of verbs", pytest.approx(0.85), 0.9), (None, None, None), ("common words", pytest.approx(0.55), 0.6)]
+    assert [(e["text"], e["score"], e["score_detection"], e["informative_fuzzing"]) for e in first] == [
+        ("the future tense of verbs", pytest.approx(0.85), 0.9, True), (None, None, None, None),
+        ("common words", pytest.approx(0.6), 0.6, False)]  # its uninformative fuzzing judge is left out of the score
     second = client.get(f"/api/sae/{SAE}/latent/{labelled}").json()["explanations"]
     assert (second[0]["text"], second[0]["kind"], second[0]["author"], second[0]["score"]) == ("the word store", "human", "ann", None)
 

@@ -168,6 +168,8 @@ def test_explanation_panels(server: str, page, latents) -> None:
     assert page.locator("table.explanations tbody tr").count() == latents.explanations(latent=scored).height
     assert "could not be parsed" in page.locator("table.explanations").inner_text()
     assert {"detection", "fuzzing"} <= set(page.locator("table.explanations thead th").all_inner_texts())  # a column per judge
+    assert page.locator("table.explanations tr:has-text('common words') .uninformative").inner_text() == "uninformative"
+    assert page.locator("table.profile tbody tr").count() > 0  # the token profile panel
     _shot(page, "feature-explanations")
     page.goto(server + "/search")
     page.fill("form.find input[name=find]", "future tense")

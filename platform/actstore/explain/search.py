@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from actstore.errors import ConfigError
-from actstore.explain.table import mean_score
+from actstore.errors import ConfigError, IndexNotFoundError
+from actstore.explain.profile import PROFILE_AUTHOR, profile_texts
+from actstore.explain.table import SCORED_KINDS, mean_score
 from actstore.query.tokens import encode_text
 from actstore.store.layout import code_array
 from actstore.store.stats import HIST_EDGES
@@ -28,8 +29,11 @@ __all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "search_by_example", "searc
 SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(),
                            "author": pl.String(), "match": pl.Float64(), "score": pl.Float64(),
                            "density": pl.Float64()})
-INDEXES_KEPT = 4  # SAEs whose BM25 index a process keeps
+INDEXES_KEPT = 4  # SAEs whose BM25 index (and profile texts) a process keeps
 _INDEXES: dict[tuple[str, str], tuple[int, Any]] = {}  # (store URL, SAE) -> (the rows it indexes, the index)
+_PROFILES: dict[tuple[str, str, str], pl.DataFrame] = {}  # (store URL, SAE, index build) -> profile texts
+ROW_COLUMNS = pl.Schema({"latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
+                         "key": pl.String(), "created": pl.String(), "score": pl.Float64()})
 EXAMPLE_SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "percentile": pl.Float64(),
                                    "value": pl.Float64(), "places": pl.Int64(), "density": pl.Float64(),
                                    "label": pl.String()})
@@ -51,8 +55,9 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
-    rows = latents.explanations().lazy().filter(pl.col("parsed")).with_columns(
-        score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).collect()
+    table = latents.explanations().filter(pl.col("parsed")).with_columns(
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
+    rows = pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
     words = bm25s.tokenize([query], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
         return pl.DataFrame(schema=SEARCH_SCHEMA)
@@ -60,9 +65,34 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     hits = pl.DataFrame({"row": found[0].astype(np.int64), "match": match[0].astype(np.float64)}).filter(pl.col("match") > 0)
     density = latents.density().select("latent", "density")
     out = (hits.join(rows.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)), on="row")
-           .sort(["match", "created"], descending=True).unique("latent", keep="first", maintain_order=True).head(top)
+           .sort(["match", "created"], descending=True, nulls_last=True).unique("latent", keep="first", maintain_order=True)
+           .head(top)
            .join(density, on="latent", how="left"))
     return out.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(SEARCH_SCHEMA)).cast(SEARCH_SCHEMA)
+
+
+def _profile_rows(latents: Any, table: pl.DataFrame) -> pl.DataFrame:
+    """Every firing latent's token profile in words as a ``profile`` row (no score), for the
+    latents whose table holds no profile row yet: a profile is searchable before anything is
+    explained. Empty when the index has no profiles (or there is no index)."""
+    try:
+        build = latents.index.build_id
+    except IndexNotFoundError:
+        return pl.DataFrame(schema=ROW_COLUMNS)
+    place = (latents.store.location.url, latents.name, build)
+    texts = _PROFILES.get(place)
+    if texts is None:
+        try:
+            texts = profile_texts(latents)
+        except IndexNotFoundError:
+            texts = pl.DataFrame(schema={"latent": pl.Int64(), "text": pl.String()})
+        while len(_PROFILES) >= INDEXES_KEPT:
+            _PROFILES.pop(next(iter(_PROFILES)), None)
+        _PROFILES[place] = texts
+    have = table.filter(pl.col("kind") == "profile")["latent"]
+    return texts.filter(~pl.col("latent").is_in(have.implode())).with_columns(
+        kind=pl.lit("profile"), author=pl.lit(PROFILE_AUTHOR), key=pl.format("profile:{}", "latent"),
+        created=pl.lit(None, pl.String()), score=pl.lit(None, pl.Float64())).select(list(ROW_COLUMNS)).cast(ROW_COLUMNS)
 
 
 def _bm25(latents: Any, rows: pl.DataFrame) -> Any:

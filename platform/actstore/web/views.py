@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
-from actstore.explain.table import SCORERS, current_explanations, mean_score
+from actstore.explain.table import SCORERS, current_explanations, headline_metric, mean_score
 from actstore.web.source import StoreSource
 
 __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search_view", "neuronpedia_zip", "sae_view",
@@ -28,8 +28,10 @@ __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search
 LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
           "per_page": 500, "limit": 200, "text": 400, "top": 100}
 SORT_COLUMNS = ("latent", "count", "density", "mean", "max", "label", "score")
-JUDGED = {f"score_{s}": f"{s}_balanced_accuracy" for s in SCORERS}  # a page's column -> the table's metric
-SCORE_COLUMNS = tuple(JUDGED)  # each judge's balanced accuracy
+SCORE_COLUMNS = tuple(f"score_{s}" for s in SCORERS)  # each scorer's AUROC (balanced accuracy without probabilities)
+JUDGED = [c for s in SCORERS for c in (f"{s}_auroc", f"{s}_balanced_accuracy", f"{s}_informative")]  # what they read
+VERDICTS = [e for s in SCORERS for e in (headline_metric(s).alias(f"score_{s}"),  # and whether it is evidence
+                                         pl.col(f"{s}_informative").alias(f"informative_{s}"))]
 SEARCH_BY = ("explanations", "example")
 DENSITY_BINS = 40
 
@@ -111,10 +113,10 @@ def _scored(frame: pl.DataFrame) -> list[str]:
 
 def _current_labels(latents: Any) -> pl.DataFrame:
     """Per explained latent its current explanation (``explanations(current=True)``) as label,
-    kind, author and score, with each judge's balanced accuracy of that explanation."""
-    return current_explanations(latents.explanations(), keep=tuple(JUDGED.values())).select(
-        "latent", pl.col("text").alias("label"), "kind", "author", "score",
-        *[pl.col(metric).alias(column) for column, metric in JUDGED.items()])
+    kind, author and score, with each scorer's ``score_<scorer>`` of that explanation and
+    ``informative_<scorer>`` (false: the number is no evidence; null: not checked)."""
+    return current_explanations(latents.explanations(), keep=tuple(JUDGED)).select(
+        "latent", pl.col("text").alias("label"), "kind", "author", "score", *VERDICTS)
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
@@ -139,19 +141,27 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
             "top": latents.top_k(latent, k=k, window=window, where=docs).to_dicts(), "quantiles": quantiles,
             "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample, where=docs).to_dicts() if fired else [],
             "cofiring_sample": cofiring_sample, "explanations": explanations.to_dicts(), "scorers": _scored(explanations),
-            **_logits(latents, latent)}
+            **_logits(latents, latent), **_profile(latents, latent)}
+
+
+def _profile(latents: Any, latent: int) -> dict[str, Any]:
+    """The latent's token profile (kept with the index) and its description, or why there is none."""
+    try:
+        frame = latents.token_profile(latent)
+    except IndexNotFoundError as exc:
+        return {"profile": [], "profile_text": None, "profile_missing": str(exc)}
+    return {"profile": frame.to_dicts(), "profile_text": latents.profile_text(latent), "profile_missing": None}
 
 
 def _latent_explanations(latents: Any, latent: int) -> pl.DataFrame:
     """Every explanation of ``latent`` (``explanations(latent=...)``), the current one first
-    (``current``: True), then newest first; ``score`` is the mean of the judges' balanced
-    accuracies (none for a label), ``score_<scorer>`` each judge's."""
+    (``current``: True), then newest first; ``score`` is the mean of the informative scorers'
+    numbers (none for a label), ``score_<scorer>`` and ``informative_<scorer>`` each scorer's."""
     table = latents.explanations(latent=latent)
     current = current_explanations(table)["key"].to_list()
-    return (table.with_columns(current=pl.col("key").is_in(current), score=mean_score(),
-                               **{column: pl.col(metric) for column, metric in JUDGED.items()})
+    return (table.with_columns(current=pl.col("key").is_in(current), score=mean_score())
             .sort(["current", "created"], descending=True)
-            .select("current", "text", "kind", "author", "created", "parsed", "score", *SCORE_COLUMNS, "key"))
+            .select("current", "text", "kind", "author", "created", "parsed", "score", *VERDICTS, "key"))
 
 
 def _logits(latents: Any, latent: int) -> dict[str, Any]:
