@@ -133,11 +133,12 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
                  if fired else [] for kind in ("count", "width")}
     top = latents.top_k(latent, k=k, window=window, per_doc=per_doc or None).to_dicts()
     shown = {row["doc"] for row in [*top, *quantiles["count"], *quantiles["width"]]}
+    current = latents.explanations(current=True)
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
             "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "top": top, "quantiles": quantiles,
-            "cofiring": related.cofiring_panel(latents, latent, top=cofiring) if fired else
+            "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring) if fired else
             {"rows": [], "exact": True, "counted": 0, "occurrences": 0, "contexts": 0, "contexts_total": 0},
-            "similar": related.similar_panel(latents, latent, top=similar),
+            "similar": related.similar_panel(latents, latent, current, top=similar),
             "documents": source.document_names(sorted(shown)), "explanations": explanations.to_dicts(),
             "scorers": _scored(explanations), **_logits(latents, latent)}
 
