@@ -178,12 +178,15 @@ def test_sweep_frame(session: LiveSession) -> None:
 
 
 def test_logits_equal_numpy_and_show_in_top(session: LiveSession, store_copy: Path, capsys) -> None:
-    kept = actstore.open(str(store_copy)).sae(SAE).logits(3)  # kept when the index was built: the model is here
-    shutil.rmtree(store_copy / "logits")
-    with pytest.raises(LogitsNotFoundError, match="actstore logits"):
-        actstore.open(str(store_copy)).sae(SAE).logits(3)
-    keep_output_logits(session, SAE)
-    assert actstore.open(str(store_copy)).sae(SAE).logits(3).equals(kept)
+    url = str(store_copy)
+    assert main(["index", url, "--no-logits"]) == 0
+    with pytest.raises(LogitsNotFoundError, match="actstore logits"):  # this store was indexed without them
+        actstore.open(url).sae(SAE).logits(3)
+    assert main(["index", url]) == 0  # kept with the index: the model and the SAE are on this machine
+    assert f"output logits kept for {SAE}" in capsys.readouterr().out
+    kept = actstore.open(url).sae(SAE).logits(17)
+    keep_output_logits(session, SAE)  # what `actstore logits` computes
+    assert actstore.open(url).sae(SAE).logits(17).equals(kept)
     vocab = len(session.tokenizer)
     W_U = session.model.get_output_embeddings().weight.detach().numpy()[:vocab].astype(np.float64)
     W_dec = load_sae(session.saes[SAE].info.source).W_dec.astype(np.float64)
