@@ -215,14 +215,14 @@ class SaeLatents:
         """Per latent: count (tokens fired), density (fraction of counted tokens), mean and max of
         its non-zero values, and ``hist``: counts on the bins of ``actstore.store.stats.HIST_EDGES``.
         From the merged statistics once extraction is finalized, else summed over committed units."""
-        stats = self._stats(("tokens", "fired", "sum", "max", "hist"))
+        rows = slice(None) if latent is None else slice(self._check_latent(latent), latent + 1)
+        stats = current_totals(self.store, "saes", self.name, ("tokens", "fired", "sum", "max", "hist"), self.info.stage, rows)
         tokens = max(int(stats["tokens"].reshape(-1)[0]), 1)
         fired = stats["fired"].astype(np.int64)
-        rows = slice(None) if latent is None else slice(self._check_latent(latent), latent + 1)
         return pl.DataFrame({
-            "latent": np.arange(self.info.d_sae)[rows], "count": fired[rows],
-            "density": fired[rows] / tokens, "mean": stats["sum"][rows] / np.maximum(fired[rows], 1),
-            "max": stats["max"][rows].astype(np.float32), "hist": stats["hist"][rows].astype(np.int64),
+            "latent": np.arange(self.info.d_sae)[rows], "count": fired,
+            "density": fired / tokens, "mean": stats["sum"] / np.maximum(fired, 1),
+            "max": stats["max"].astype(np.float32), "hist": stats["hist"].astype(np.int64),
         }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
 
     def l0_hist(self) -> np.ndarray:
