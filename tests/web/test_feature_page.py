@@ -76,6 +76,7 @@ def test_corpus_search_counts_every_match_and_names_documents(client: TestClient
     (f"/api/sae/{PLANTED}/latent/1?per_doc=-1", "per_doc must be between 0 and 100"),
     (f"/api/sae/{PLANTED}/latent/1?similar=1000", "similar must be between 1 and 100"),
     ("/api/search?text=%20await&limit=-3", "limit must be between 1 and 200"),
+    (f"/api/sae/{PLANTED}/latent/1/steer?prompt=a&seed=100000000000000000000", "seed must be an integer in"),
 ])
 def test_bad_parameters_are_400_with_the_limit(client: TestClient, path: str, message: str) -> None:
     r = client.get(path)
