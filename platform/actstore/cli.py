@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from actstore.cli_live import add_live_verbs
+from actstore.cli_live import add_live_verbs, add_sae_path_option, sae_paths
 from actstore.errors import ActstoreError, ConfigError
 
 __all__ = ["main"]
@@ -89,10 +89,14 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     from actstore.upgrade import upgrade_store
 
     result = upgrade_store(args.store)
-    if result.from_version == result.to_version:
+    if result.from_version == result.to_version and not result.recorded:
         print(f"{result.url}: already format v{result.to_version}; nothing to do")
-    else:
+    elif result.from_version != result.to_version:
         print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    for name in result.recorded:
+        print(f"{result.url}: SAE {name!r} recorded where its files are here (copied into the store when small)")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -249,7 +253,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from actstore.web.server import serve
 
-    serve(args.store, host=args.host, port=args.port, model=args.model, workers=args.workers)
+    if args.sae_path and not args.model:
+        raise ConfigError("--sae-path says where the live model's SAEs are: it needs --model")
+    serve(args.store, host=args.host, port=args.port, model=args.model, sae_paths=sae_paths(args.sae_path),
+          workers=args.workers)
     return 0
 
 
@@ -429,6 +436,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", action="store_true",
                      help="load the store's model and SAEs: features on your text and steering (needs torch)")
     srv.add_argument("--workers", type=int, help="server processes (default: one per CPU, at most 4; 1 with --model)")
+    add_sae_path_option(srv)
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,

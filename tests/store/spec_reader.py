@@ -32,7 +32,7 @@ SAE_STATS = {"tokens": ("int64", "int64", lambda d: ()), "fired": ("int64", "int
              "over_cap": ("int64", "int64", lambda d: ())}
 # STORE.md "The token axis and units": the attributes an array may carry
 ARRAY_ATTRIBUTES = {"logical_dtype", "per_token", "axes", "site", "sae", "hist_edges"}
-FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSIONS = (1, 2, 3)
 # STORE.md "Run records"
 RUN_FIELDS = {"run_id", "attempt", "kind", "started", "ended", "status", "workers", "units_total", "units_skipped",
               "units_run", "units_retried", "worker_deaths", "tokens", "tokens_per_s", "storage_retries", "compute_seconds",
@@ -103,6 +103,35 @@ def tokenizer_problems(root: Path, meta: dict[str, Any]) -> list[str]:
     if digest != meta["tokenizer"]["sha256"]:
         return [f"{file}: SHA-256 {digest} differs from tokenizer.sha256 {meta['tokenizer']['sha256']}"]
     return []
+
+
+def sae_file_problems(root: Path, meta: dict[str, Any]) -> list[str]:
+    """Each SAE's copy inside the store (format 3, ``saes[].file``): the folder ``saes/<name>``
+    holding params.npz, or cfg.json and sae_weights.safetensors, whose bytes in that order hash
+    to the SAE's sha256."""
+    out = []
+    for sae in meta["saes"]:
+        file = sae.get("file")
+        if file is None:
+            continue
+        if meta["format_version"] < 3 or file != f"saes/{sae['name']}":
+            out.append(f"SAE {sae['name']}: file is {file!r} in a version {meta['format_version']} store")
+            continue
+        names = sorted(p.name for p in (root / file).iterdir()) if (root / file).is_dir() else []
+        order = ["params.npz"] if names == ["params.npz"] else ["cfg.json", "sae_weights.safetensors"]
+        if sorted(order) != names:
+            out.append(f"{file}: holds {names}, the spec says params.npz or cfg.json + sae_weights.safetensors")
+            continue
+        digest = hashlib.sha256(b"".join((root / file / name).read_bytes() for name in order)).hexdigest()
+        if digest != sae["sha256"]:
+            out.append(f"{file}: SHA-256 {digest} differs from the SAE's sha256 {sae['sha256']}")
+    return out
+
+
+def sae_files(meta: dict[str, Any]) -> set[str]:
+    """The objects of the SAE copies the root metadata names."""
+    return {f"{sae['file']}/{name}" for sae in meta["saes"] if sae.get("file")
+            for name in ("params.npz", "cfg.json", "sae_weights.safetensors")}
 
 
 def tokenizer(root: Path, meta: dict[str, Any]) -> Any:
@@ -238,7 +267,8 @@ def check_store(root: Path) -> dict[str, tuple[str, str]]:
             problems.append(f"{spec.path}: attributes {sorted(extra)} are not in the spec")
         problems += layout_problems(root, spec, meta["contexts_per_unit"])
         checked[spec.path] = (str(arr.dtype), str(attrs.get("logical_dtype")))
-    problems += tokenizer_problems(root, meta) + unlisted_objects(root, meta, {s.path for s in specs})
+    problems += tokenizer_problems(root, meta) + sae_file_problems(root, meta)
+    problems += unlisted_objects(root, meta, {s.path for s in specs})
     for sae in meta["saes"]:
         problems += explanation_problems(root, sae["name"])
     assert not problems, "store differs from STORE.md:\n" + "\n".join(problems)
@@ -280,7 +310,7 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
     groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
     with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}
     with_attributes |= {f"logits/{name}": LOGITS_ATTRIBUTE for name in logits_saes(root, meta)}
-    side_files = {meta["tokenizer"].get("file")}
+    side_files = {meta["tokenizer"].get("file")} | sae_files(meta)
     stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]} | {s.get("stage", "extract") for s in meta["sites"]}
     stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
     manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")

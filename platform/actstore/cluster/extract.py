@@ -186,8 +186,9 @@ def _prepare_store(store: Store, plan: ExtractPlan) -> list[ExtractPlan]:
 
 
 def _keyed(entries: Sequence[SiteInfo | SaeInfo]) -> dict[str, dict[str, Any]]:
-    """Named entries as mappings without their stage, so differences name the site or SAE."""
-    return {e.name: e.model_dump(exclude={"stage"}) for e in entries}
+    """Named entries as mappings without their stage, so differences name the site or SAE; an
+    SAE is the same wherever its files lie (its sha256 says whether they are the same files)."""
+    return {e.name: e.model_dump(exclude={"stage", "source", "origin", "revision", "file"}) for e in entries}
 
 
 def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],

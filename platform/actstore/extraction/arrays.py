@@ -11,6 +11,7 @@ from typing import Any
 from actstore.extraction.plan import ExtractPlan
 from actstore.store.layout import activation_array, code_array, create_unit_array
 from actstore.store.metadata import StageInfo
+from actstore.store.sae_files import record_sae_files
 from actstore.store.stats import create_stats_arrays
 from actstore.store.store import Store
 
@@ -35,6 +36,7 @@ def create_extract_arrays(store: Store, plan: ExtractPlan, *, config_record: dic
                           attributes={"axes": ["ctx", "pos"], "sae": sae.name})
     create_stats_arrays(store.group, grid, {s.name: s.d for s in plan.sites}, {a.name: a.d_sae for a in plan.saes})
     meta = store.meta
-    store.update_meta(model=plan.model_meta, sites=[*meta.sites, *plan.sites], saes=[*meta.saes, *plan.saes],
+    saes = [record_sae_files(store.files, sae, meta.format_version) for sae in plan.saes]  # copies before the metadata
+    store.update_meta(model=plan.model_meta, sites=[*meta.sites, *plan.sites], saes=[*meta.saes, *saes],
                       stages={**meta.stages, plan.stage: StageInfo(units_total=meta.n_units)},
                       configs={**meta.configs, plan.stage: config_record})

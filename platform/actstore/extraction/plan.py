@@ -15,6 +15,7 @@ from actstore.models.sites import parse_site, site_width
 from actstore.saes.formats import SAEWeights, load_sae
 from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD
 from actstore.store.metadata import SaeInfo, SiteInfo
+from actstore.store.sae_files import placement
 
 __all__ = ["EXCLUDE_FLAGS", "ExtractPlan", "plan_extraction"]
 
@@ -93,8 +94,9 @@ def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[Extrac
             raise ConfigError(f"SAE {sae.name!r} was trained on {w.hook_name!r}, but is configured for {sae.site!r}")
         weights[sae.name] = w
         saes.append(SaeInfo(name=sae.name, site=sae.site, architecture=w.architecture, d_in=w.d_in, d_sae=w.d_sae,
-                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, source=sae.path, sha256=w.sha256,
-                            input_dtype=next(s.dtype for s in sites if s.name == sae.site)))
+                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, sha256=w.sha256,
+                            input_dtype=next(s.dtype for s in sites if s.name == sae.site),
+                            **placement(sae.path, sae.revision, sae.name)))
     exclude = 0
     for kind in config.stats.exclude:
         exclude |= EXCLUDE_FLAGS[kind]

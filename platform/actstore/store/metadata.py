@@ -2,8 +2,10 @@
 attribute, parsed with an explicit format-version check first.
 
 Versions: 1, the first format; 2 adds the tokenizer inside the store (``tokenizer.file``,
-``tokenizer/tokenizer.json``). Version 1 stores are still read (their tokenizer is loaded from
-the recorded source) and ``actstore upgrade`` turns them into version 2.
+``tokenizer/tokenizer.json``); 3 records where each SAE's files are (``saes[].origin``,
+``revision``) and keeps a copy of small local ones inside the store (``saes[].file``,
+``saes/<name>/``). Older stores are still read (their tokenizer and SAEs are loaded from the
+recorded sources) and ``actstore upgrade`` turns them into version 3.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ __all__ = [
 ]
 
 FORMAT_NAME: Literal["actstore"] = "actstore"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 ATTRIBUTE = "actstore"
 
 
@@ -79,8 +81,17 @@ class SaeInfo(_Meta):
     k: int | None = Field(default=None, description="K of a TopK SAE.")
     code_cap: int = Field(description="Latents kept per token (the width of the code arrays).")
     value_dtype: str = Field(description="Logical dtype of stored code values.")
-    source: str = Field(description="Where the SAE was loaded from.")
-    sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
+    source: str = Field(description="Where the SAE was loaded from: an absolute local path (origin local) or a Hub "
+                        "path owner/repo/folder (origin hub); in stores before version 3, the path as configured.")
+    sha256: str = Field(description="Content hash of the SAE's parameter file(s): SHA-256 over the bytes of params.npz, "
+                        "or of cfg.json then sae_weights.safetensors.")
+    origin: Literal["local", "hub"] | None = Field(default=None, description="Whether source is a local path or a Hub "
+                                                  "path; None in stores before version 3.")
+    revision: str | None = Field(default=None, description="Hub revision of a Hub SAE, as configured (None: the "
+                                 "default branch).")
+    file: str | None = Field(default=None, description="Folder inside the store holding a copy of the SAE's files under "
+                             "their own names (saes/<name>; local SAEs of at most 256 MiB, version 3); None: not copied, "
+                             "load it from source.")
     input_dtype: str | None = Field(default=None, description="Codes are the encoder (in float32) applied to the site's "
                                     "activations cast to this dtype, the site's storage dtype: encoding the stored "
                                     "activations reproduces them bit for bit. None in stores written before this rule.")

@@ -53,6 +53,12 @@ class StoredTokenizer:
         """Token ids of ``text`` (no BOS/EOS unless ``add_special_tokens``)."""
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
+    def special_ids(self) -> list[int]:
+        """Ids of every token the tokenizer marks special: BOS/EOS/pad/unk and the rest of its
+        added special tokens (chat-template markers such as ``<start_of_turn>``, ``<|im_start|>``,
+        SmolLM2's ``<file_sep>``)."""
+        return sorted(int(i) for i, token in self.backend.get_added_tokens_decoder().items() if token.special)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, special tokens included."""
         return self._clean(self.backend.decode(list(ids), skip_special_tokens=False))

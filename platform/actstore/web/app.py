@@ -33,7 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
 from actstore.web import live_views, text, views
 from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
-from actstore.web.plots import bar_chart, line_chart, rebin
+from actstore.web.live_pages import LivePages
+from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -63,15 +64,12 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
     one: _Depends = lambda r: [r.path_params["sae"]]  # noqa: E731  # what a cached answer depends on
     every: _Depends = lambda r: [s.name for s in source.store.meta.saes]  # noqa: E731
     store_only: _Depends = lambda r: []  # noqa: E731
+    live = lambda name, depends: lambda r: None if r.query_params.get(name) else depends(r)  # noqa: E731  # runs the model
     cached = pages.cached
     routes = [
         Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
-        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, one)),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer),
-        Route("/search", cached(pages.search, lambda r: None if r.query_params.get("mine") else every(r))),
-        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
-            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
+        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, live("text", one))),
+        Route("/search", cached(pages.search, live("mine", every))), *pages.live.routes(),
         Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
         Route("/api/sae/{sae}", cached(pages.api(
             lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
@@ -103,10 +101,7 @@ LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (st
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
-FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
-STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
-    "seed": (int, 16)}
+FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 
 
@@ -139,11 +134,14 @@ class _Pages:
     """Page and API endpoints. Pages that only read the store run through :meth:`cached`: off the
     event loop in worker threads (at most :data:`COMPUTING` at once, which bounds memory under
     load) and answered from the response cache when asked again; the live panels run in
-    Starlette's thread pool, one model call at a time."""
+    Starlette's thread pool (:class:`actstore.web.live_pages.LivePages`)."""
 
     def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any, cache: ResponseCache) -> None:
         self.source, self.templates, self.session, self.cache = source, templates, session, cache
         self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
+        self.live = LivePages(session, render=self._render, context=self._context, params=_params,
+                              template=templates.env.get_template,
+                              check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
 
     def cached(self, endpoint: Callable[[Request], Response], depends: _Depends) -> Callable[[Request], Awaitable[Response]]:
         """``endpoint`` run in a worker thread, its successful answers kept in the cache under the
@@ -166,12 +164,12 @@ class _Pages:
             return await anyio.to_thread.run_sync(answer, limiter=self._limiter)
         return run
 
+    def _context(self, request: Request) -> dict[str, Any]:
+        return {"store_url": self.source.store.location.url, "live": self.session is not None,
+                "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
+
     def _render(self, request: Request, name: str, **context: Any) -> Response:
-        store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
-                                                               "live": self.session is not None,
-                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
-                                                               "root": request.scope.get("root_path", ""), **context})
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context})
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -199,11 +197,14 @@ class _Pages:
         return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
-        params = _params(request, FEATURE_PARAMS)
+        params = _params(request, FEATURE_PAGE_PARAMS)
+        text = params.pop("text")
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        activation = self.live.activation(view["sae"], view["latent"], text)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            activation=activation, activation_text=text)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
@@ -214,17 +215,6 @@ class _Pages:
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
         return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
                             find=find, found=found, search_by=views.SEARCH_BY)
-
-    def steer(self, request: Request) -> Response:
-        params = _params(request, STEER_PARAMS)
-        sae, latent = request.path_params["sae"], request.path_params["latent"]
-        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
-        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
-        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
-                            [r[column] for r in view["sweep"]])
-                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
-                 ] if view and view["sweep"] else []
-        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
@@ -240,13 +230,6 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
-
-
-def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
-           seed: int) -> dict[str, Any]:
-    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
-                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
-                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:
