@@ -10,6 +10,7 @@ the bound, before any work.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import zipfile
 from pathlib import Path
@@ -34,6 +35,14 @@ JUDGED = {f"score_{s}": f"{s}_balanced_accuracy" for s in SCORERS}  # a page's c
 SCORE_COLUMNS = tuple(JUDGED)  # each judge's balanced accuracy
 SEARCH_BY = ("explanations", "example")
 DENSITY_BINS = 40
+
+
+def finite(name: str, value: float | None) -> float | None:
+    """``value`` when it is a finite number (or None: not given), else a :class:`RequestError`:
+    NaN passes no comparison and would filter silently, an infinity is no bound."""
+    if value is not None and not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number, got {value!r}")
+    return value
 
 
 def bounded(name: str, value: int, lo: int = 1) -> int:
@@ -80,6 +89,9 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
     if order not in ("asc", "desc"):
         raise RequestError(f"order must be 'asc' or 'desc', got {order!r}")
     bounded("per_page", per_page), bounded("page", page)
+    for name, value in (("min_density", min_density), ("max_density", max_density), ("min_score", min_score),
+                        ("max_score", max_score)):
+        finite(name, value)
     _check_length("the label filter", label)
     latents = source.sae(sae)
     explained = _current_labels(latents)
