@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests jobs benchmarks
+	$(BIN)/ruff check platform tests jobs benchmarks infra
 	$(BIN)/mypy
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).

@@ -4,8 +4,11 @@
 2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
 3. encode the stored activations with it and build its feature-major index;
 4. print the top contexts of a frequent and two mid-density latents, firing token marked;
-5. explain and score the two mid-density ones with the local SmolLM2-135M-Instruct, add one manual label,
-   and search the explanations and by example.
+5. explain and score a mid-density one and the three latents most specific to asyncio (two) and
+   to json (one) with the local SmolLM2-135M-Instruct, add one manual label, and search the
+   explanations and by example;
+6. contrast the asyncio modules with the json package: latents firing more in one, tested per
+   context (json has five documents), with their labels and q-values.
 
 Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
 finished steps are kept (delete runs/ to start over).
@@ -27,6 +30,7 @@ from actstore.query.render import render_examples
 
 CONFIGS = Path(__file__).parent / "configs"
 SAE_NAME = "topk-2048"
+ASYNCIO, JSON = "source LIKE '%asyncio%'", "source LIKE '%json%'"
 
 
 def _step(title: str, start: float) -> None:
@@ -61,7 +65,14 @@ def main() -> int:
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
         print(render_examples(latents.top_k(latent, k=5, window=10, per_doc=1), lead=("rank",)))
-    if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
+    ranked = latents.contrast(ASYNCIO, JSON).frame
+    specific = [*ranked.filter(pl.col("log2_ratio") > 0).head(2)["latent"], *ranked.filter(pl.col("log2_ratio") < 0).head(1)["latent"]]
+    mid = chosen[1][1]
+    if _explain(train.store.url, [mid, *[latent for latent in specific if latent != mid]], start):
+        return 1
+    _step("6. contrast: which latents fire more in the asyncio modules than in the json package, and the reverse", start)
+    print(f'$ actstore contrast runs/demo --sae {SAE_NAME} --a "{ASYNCIO}" --b "{JSON}" --top 10')
+    if cli(["contrast", train.store.url, "--sae", SAE_NAME, "--a", ASYNCIO, "--b", JSON, "--top", "10"]):
         return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try (after `source .venv/bin/activate`): actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
@@ -69,7 +80,8 @@ def main() -> int:
 
 def _explain(url: str, ids: list[int], start: float) -> int:
     """Step 5: automatic explanations with scores, a manual label, and searches."""
-    _step("5. explain the mid-density latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
+    _step("5. explain a mid-density latent and the three most specific to asyncio or json (step 6) with "
+          "SmolLM2-135M-Instruct, judge them on held-out windows", start)
     if cli(["explain", url, "--sae", SAE_NAME, "--latents", ",".join(map(str, ids)),
             "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
         return 1

@@ -21,7 +21,6 @@ import zarr
 
 # STORE.md "Tokens": name -> (dtype, fill)
 TOKENS = {"ids": ("int32", 0), "doc": ("int64", -1), "pos": ("int32", -1), "flags": ("uint8", 4)}
-FLAG_BOS, FLAG_PAD = 1, 4
 HIST_BINS, L0_BINS = 58, 1025
 # STORE.md "Statistics": name -> (per-unit dtype, merged dtype, shape of one row given the width)
 SITE_STATS = {"count": ("int64", "int64", lambda d: ()), "sum": ("float64", "float64", lambda d: (d,)),
@@ -91,18 +90,23 @@ def root_metadata(root: Path) -> dict[str, Any]:
 
 
 def tokenizer_problems(root: Path, meta: dict[str, Any]) -> list[str]:
-    """The stored tokenizer.json (format 2) against the root record: present, and its SHA-256."""
+    """The stored tokenizer.json (format 2) and chat template against the root record: present,
+    and their SHA-256."""
     file = meta["tokenizer"].get("file")
     if meta["format_version"] < 2:
         return [] if file is None else [f"tokenizer.file is {file!r} in a version 1 store"]
-    if file != "tokenizer/tokenizer.json":
-        return [f"tokenizer.file is {file!r}, the spec says 'tokenizer/tokenizer.json'"]
-    if not (root / file).exists():
-        return [f"{file}: missing"]
-    digest = hashlib.sha256((root / file).read_bytes()).hexdigest()
-    if digest != meta["tokenizer"]["sha256"]:
-        return [f"{file}: SHA-256 {digest} differs from tokenizer.sha256 {meta['tokenizer']['sha256']}"]
-    return []
+    out = [] if file == "tokenizer/tokenizer.json" else [f"tokenizer.file is {file!r}, the spec says 'tokenizer/tokenizer.json'"]
+    template = meta["tokenizer"].get("chat_template")
+    if template is not None and template["file"] != "tokenizer/chat_template.jinja":
+        out.append(f"tokenizer.chat_template.file is {template['file']!r}, the spec says 'tokenizer/chat_template.jinja'")
+    for name, record in ((file, meta["tokenizer"]), *([(template["file"], template)] if template else [])):
+        if not (root / name).exists():
+            out.append(f"{name}: missing")
+            continue
+        digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
+        if digest != record["sha256"]:
+            out.append(f"{name}: SHA-256 {digest} differs from the recorded {record['sha256']}")
+    return out
 
 
 def sae_file_problems(root: Path, meta: dict[str, Any]) -> list[str]:
@@ -310,7 +314,8 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
     groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
     with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}
     with_attributes |= {f"logits/{name}": LOGITS_ATTRIBUTE for name in logits_saes(root, meta)}
-    side_files = {meta["tokenizer"].get("file")} | sae_files(meta)
+    side_files = {meta["tokenizer"].get("file"), (meta["tokenizer"].get("chat_template") or {}).get("file")}
+    side_files |= sae_files(meta)
     stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]} | {s.get("stage", "extract") for s in meta["sites"]}
     stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
     manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")
@@ -374,12 +379,14 @@ def postings(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def occurrences_from_codes(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same list derived from the token-major codes: BOS and padding left out, value
-    descending, ties by token ascending."""
+    """The same list derived from the token-major codes: tokens whose flags intersect the index's
+    ``exclude_flags`` left out, value descending, ties by token ascending."""
+    plan = index_plan(root, sae)
+    assert plan is not None
     flags = read(root, "tokens/flags").reshape(-1)
     idx = read(root, f"codes/{sae}/idx").reshape(flags.size, -1)
     val = read(root, f"codes/{sae}/val").reshape(flags.size, -1)
-    rows, slots = np.nonzero((idx == latent) & ((flags & (FLAG_BOS | FLAG_PAD)) == 0)[:, None])
+    rows, slots = np.nonzero((idx == latent) & ((flags & plan["exclude_flags"]) == 0)[:, None])
     values = val[rows, slots]
     order = np.lexsort((rows, -values.astype(np.float64)))
     return rows[order].astype(np.int64), values[order]

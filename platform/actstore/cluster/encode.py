@@ -37,7 +37,7 @@ def _encode(location: Location, sae: SaeInfo, site: SiteInfo, weights: SAEWeight
     from actstore.saes.encode import SAEEncoder
 
     torch.set_num_threads(1)
-    store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False)
     return encode_stored_unit(store, sae, site, SAEEncoder(weights), unit, exclude)
 
 

@@ -28,11 +28,12 @@ TASK_RETRIES = 3
 
 
 def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]]:
-    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
+    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options, probe=False), plan, unit)
 
 
 def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
-    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, counts)
+    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False),
+                         plan, bucket, counts)
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,

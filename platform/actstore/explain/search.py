@@ -97,17 +97,17 @@ def value_percentiles(hist: np.ndarray, latent_ids: np.ndarray, values: np.ndarr
     return 100 * (below + 0.5 * rows[np.arange(rows.shape[0]), bins]) / total
 
 
-def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 200) -> pl.DataFrame:
+def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 200, where: Any = None) -> pl.DataFrame:
     """Latents firing where the stored corpus holds ``text`` (its tokens, at up to ``limit``
-    places: the first in store order), ranked by the evidence that they stand for it
-    (:func:`example_evidence`): firing at most of the places, unusually high for themselves,
-    more than at a random stretch of text. ``label``: the current explanation. Columns:
-    :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the text is nowhere in the store."""
+    places: the first in store order, in the documents ``where`` matches), ranked by the
+    evidence that they stand for it (:func:`example_evidence`): firing at most of the places,
+    unusually high for themselves, more than at a random stretch of text. ``label``: the current
+    explanation. Columns: :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the text is nowhere in the store."""
     store, ctx_len = latents.store, latents.store.meta.ctx_len
     ids = encode_text(store, text)
     if not ids:
         raise ConfigError(f"the text {text!r} has no tokens")
-    places = store.find_tokens(ids, limit=limit, window=0)
+    places = store.find_tokens(ids, limit=limit, window=0, where=where)
     if places.is_empty():
         return pl.DataFrame(schema=EXAMPLE_SEARCH_SCHEMA)
     first = places["ctx"].to_numpy() * ctx_len + places["pos"].to_numpy().astype(np.int64)

@@ -19,7 +19,7 @@ from actstore.config import IndexConfig
 from actstore.errors import ConfigError, UnitNotDoneError
 from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stage, staging_key
 from actstore.store.dtypes import numpy_dtype, storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import NOT_TEXT, code_array, token_array
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
@@ -30,7 +30,7 @@ CHUNK = 65_536  # entries per inner chunk of the token and value arrays: the uni
 
 
 def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
-               exclude_flags: int = FLAG_BOS | FLAG_PAD) -> IndexPlan:
+               exclude_flags: int = NOT_TEXT) -> IndexPlan:
     """Split the latents into buckets of at most ``bucket_nnz`` expected entries.
 
     The expected count comes from the per-unit ``fired`` statistics of the committed units (an

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import NOT_TEXT, code_array, token_array
 from actstore.store.store import Store
 
 __all__ = ["occurrences_reference"]
 
 
-def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = FLAG_BOS | FLAG_PAD) -> dict[int, list[tuple[int, float]]]:
+def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = NOT_TEXT) -> dict[int, list[tuple[int, float]]]:
     """For every latent that fires: its (flat token, value) pairs, value descending, token ascending."""
     found: dict[int, list[tuple[int, float]]] = {}
     ctx_len = store.meta.ctx_len

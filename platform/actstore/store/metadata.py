@@ -19,6 +19,7 @@ from actstore.errors import UnsupportedFormatError
 __all__ = [
     "FORMAT_VERSION",
     "READABLE_VERSIONS",
+    "ChatTemplateInfo",
     "IngestSummary",
     "RootMetadata",
     "SaeInfo",
@@ -38,6 +39,16 @@ class _Meta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ChatTemplateInfo(_Meta):
+    """The chat template that rendered the store's chat records (``corpus.chat_template``)."""
+
+    file: str = Field(description="Path of the template's Jinja source inside the store (tokenizer/chat_template.jinja).")
+    sha256: str = Field(description="SHA-256 (hex) of that file's bytes.")
+    add_generation_prompt: bool = Field(description="Whether each record ended with the template's generation prompt.")
+    dropped_bos: bool = Field(description="Whether the template writes the BOS token itself and ingestion dropped it "
+                              "from the front of each record (every context already starts with BOS).")
+
+
 class TokenizerInfo(_Meta):
     """Which tokenizer made the token ids, and its special tokens."""
 
@@ -54,6 +65,11 @@ class TokenizerInfo(_Meta):
                                            "(bos_token, eos_token, pad_token, unk_token) as text.")
     clean_up_spaces: bool = Field(default=False, description="Whether decoding removes spaces before punctuation "
                                   "(transformers' clean_up_tokenization, as the ingesting tokenizer applied it).")
+    special_ids: list[int] = Field(default_factory=list, description="Ids of the tokenizer's special tokens other than "
+                                   "unk (tokenizer.json added_tokens with special: true): inside a document they are "
+                                   "flagged special (chat-template markers). Empty in stores written before.")
+    chat_template: ChatTemplateInfo | None = Field(default=None, description="The chat template of the store's chat "
+                                                   "records; None when the corpus had none.")
 
 
 class SiteInfo(_Meta):
@@ -119,6 +135,8 @@ class IngestSummary(_Meta):
     repaired_utf8: int = Field(description="Documents whose invalid UTF-8 was replaced (encoding_errors=replace).")
     stripped_bom: int = Field(default=0, description="Files that began with a UTF-8 byte-order mark, which was dropped.")
     truncated_by_cap: bool = Field(description="Whether max_tokens cut the corpus short.")
+    chat_records: int = Field(default=0, description="Chat records rendered through the chat template (read before a "
+                              "max_tokens cap; the documents table's format column marks the stored ones).")
 
 
 class RootMetadata(_Meta):
@@ -137,6 +155,10 @@ class RootMetadata(_Meta):
     separator: Literal["eos", "none"]
     ingest: IngestSummary
     model: dict[str, Any] | None = Field(default=None, description="Model source and dtype, once extracted.")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Further models over the same tokens, by tag (their sites are "
+        "<tag>.<site>), each described like `model`."
+    )
     sites: list[SiteInfo] = Field(default_factory=list)
     saes: list[SaeInfo] = Field(default_factory=list)
     stages: dict[str, StageInfo] = Field(default_factory=dict)

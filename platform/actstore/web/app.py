@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import live_views, text, views
+from actstore.web import contrast_views, live_views, text, views
 from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
 from actstore.web.live_pages import LivePages
 from actstore.web.plots import bar_chart, rebin
@@ -68,6 +68,9 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
         Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
         Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, live("text", one))),
         Route("/search", cached(pages.search, live("mine", every))), *pages.live.routes(),
+        Route("/sae/{sae}/contrast", cached(pages.contrast, one)),
+        Route("/api/sae/{sae}/contrast", cached(pages.api(
+            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS), one)),
         Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
         Route("/api/sae/{sae}", cached(pages.api(
             lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
@@ -89,13 +92,17 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
 # -- query parameters: typed, bounded, unknown ones refused -------------------------------------
 SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
-    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
+    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50),
+    "where": (str, "")}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "per_doc": (int, 0), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "similar": (int, 10)}
-SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+    "similar": (int, 10), "where": (str, "")}
+SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12),
+                                                               "where": (str, "")}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
-                                                                      "top": (int, 20)}
+                                                                      "top": (int, 20), "where": (str, "")}
+CONTRAST_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"a": (str, ""), "b": (str, ""), "unit": (str, "auto"),
+                                                                 "top": (int, 50)}
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
@@ -162,8 +169,9 @@ class _Pages:
         return {"store_url": self.source.store.location.url, "live": self.session is not None,
                 "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
 
-    def _render(self, request: Request, name: str, **context: Any) -> Response:
-        return self.templates.TemplateResponse(request, name, {**self._context(request), **context})
+    def _render(self, request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context},
+                                               status_code=status_code)
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -203,12 +211,32 @@ class _Pages:
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
         mine, top = params.pop("mine"), params.pop("top")
-        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits")}
+        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits"), "where": params["where"]}
         view = views.search_view(self.source, **params) if params["text"] else None
         found = views.latent_search_view(self.source, **find) if find["text"] else None
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
         return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
                             find=find, found=found, search_by=views.SEARCH_BY)
+
+    def contrast(self, request: Request) -> Response:
+        """Two document sets compared: the form, then the sides, a volcano plot and the ranked
+        table; a filter that cannot be read comes back in the form with its one-line error."""
+        params = _params(request, CONTRAST_PARAMS)
+        sae = request.path_params["sae"]
+        self.source.sae(sae)  # an unknown SAE is a 404
+        result, error = None, None
+        if params["a"]:
+            try:
+                views.bounded("top", params["top"])
+                result = contrast_views.contrast_result(self.source, sae, a=params["a"], b=params["b"], unit=params["unit"])
+            except ActstoreError as exc:
+                error = str(exc)
+        columns = self.source.store.documents().collect_schema().names()
+        return self._render(request, "contrast.html", sae=sae, params=params, units=contrast_views.UNITS, error=error,
+                            columns=columns,
+                            view=result.to_dict(top=params["top"]) if result else None,
+                            volcano=contrast_views.volcano(result) if result else None,
+                            status_code=400 if error else 200)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)

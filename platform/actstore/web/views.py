@@ -79,11 +79,12 @@ def store_view(source: StoreSource) -> dict[str, Any]:
 def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Literal["asc", "desc"] = "desc",
              min_density: float | None = None, max_density: float | None = None, label: str = "",
              min_score: float | None = None, max_score: float | None = None, page: int = 1,
-             per_page: int = 50) -> dict[str, Any]:
+             per_page: int = 50, where: str = "") -> dict[str, Any]:
     """One page of the SAE's latents table (latent, count, density, mean, max, and the current
     explanation: label, kind, author, score and each judge's ``score_<scorer>``), filtered by
     density, by a case-insensitive substring of the label and by score, sorted by ``sort``
-    (latents without a label or score last in either order); ties broken by latent id."""
+    (latents without a label or score last in either order); ties broken by latent id.
+    ``where``: a document filter (SQL); counts and densities are then the matching documents'."""
     if sort not in SORT_COLUMNS:
         raise RequestError(f"sort must be one of {list(SORT_COLUMNS)}, got {sort!r}")
     if order not in ("asc", "desc"):
@@ -93,9 +94,10 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
                         ("max_score", max_score)):
         finite(name, value)
     _check_length("the label filter", label)
+    _check_length("the document filter", where)
     latents = source.sae(sae)
     explained = _current_labels(latents)
-    frame = latents.density().drop("hist").join(explained, on="latent", how="left")
+    frame = latents.density(where=where or None).drop("hist").join(explained, on="latent", how="left")
     for column, low, high in (("density", min_density, max_density), ("score", min_score, max_score)):
         if low is not None:
             frame = frame.filter(pl.col(column) >= low)
@@ -110,7 +112,7 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
     return {"sae": sae, "d_sae": latents.info.d_sae, "site": latents.info.site, "total": total, "page": page,
             "per_page": per_page, "pages": max(-(-total // per_page), 1), "sort": sort, "order": order,
             "min_density": min_density, "max_density": max_density, "label": label, "min_score": min_score,
-            "max_score": max_score, "explained": explained.height,
+            "max_score": max_score, "explained": explained.height, "where": where,
             "scorers": _scored(explained), "rows": rows}
 
 
@@ -128,27 +130,30 @@ def _current_labels(latents: Any) -> pl.DataFrame:
 
 
 def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, per_doc: int = 0,
-                 bins: int = 5, per_bin: int = 3, cofiring: int = 20, similar: int = 10) -> dict[str, Any]:
+                 bins: int = 5, per_bin: int = 3, cofiring: int = 20, similar: int = 10, where: str = "") -> dict[str, Any]:
     """The feature page: density and histogram, output logits when the store keeps them, the
     true top ``k`` contexts (``per_doc``: at most that many per document; 0: no limit),
     equal-count and equal-width quantile samples, co-firing latents (exact, or on a stated
     sample: :func:`actstore.web.related.cofiring_panel`) and latents with similar decoder
     directions, both labelled; ``documents``: the name of every document shown. All as the
-    query API returns them."""
+    query API returns them, over the documents ``where`` (SQL) matches when given."""
     bounded("k", k), bounded("window", window, 0), bounded("per_doc", per_doc, 0), bounded("bins", bins)
     bounded("per_bin", per_bin), bounded("cofiring", cofiring), bounded("similar", similar)
+    _check_length("the document filter", where)
     latents = source.sae(sae)
-    stats = latents.density(latent).to_dicts()[0]
+    docs = latents.select_documents(where or None)  # resolved once for every query below
+    stats = latents.density(latent, where=docs).to_dicts()[0]
     fired = stats["count"] > 0
     explanations = _latent_explanations(latents, latent)
-    quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window).to_dicts()
+    quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window,
+                                                 where=docs).to_dicts()
                  if fired else [] for kind in ("count", "width")}
-    top = latents.top_k(latent, k=k, window=window, per_doc=per_doc or None).to_dicts()
+    top = latents.top_k(latent, k=k, window=window, per_doc=per_doc or None, where=docs).to_dicts()
     shown = {row["doc"] for row in [*top, *quantiles["count"], *quantiles["width"]]}
     current = latents.explanations(current=True)
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
-            "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "top": top, "quantiles": quantiles,
-            "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring),
+            "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "where": where, "top": top,
+            "quantiles": quantiles, "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring, where=docs),
             "similar": related.similar_panel(latents, latent, current, top=similar),
             "documents": source.document_names(sorted(shown)), "explanations": explanations.to_dicts(),
             "scorers": _scored(explanations), **_logits(latents, latent)}
@@ -174,33 +179,37 @@ def _logits(latents: Any, latent: int) -> dict[str, Any]:
         return {"logits": [], "logits_missing": str(exc)}
 
 
-def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12) -> dict[str, Any]:
-    """Stored contexts containing ``text``'s token sequence (encoded as given): ``total`` counts
-    every match, ``matches`` the first ``limit`` in store order (``find_sequences``), with the
-    names of their documents."""
+def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12, where: str = "") -> dict[str, Any]:
+    """Stored contexts containing ``text``'s token sequence (encoded as given), in the documents
+    ``where`` (SQL) matches when given: ``total`` counts every match, ``matches`` the first
+    ``limit`` in store order (``find_sequences``), with the names of their documents."""
     _check_text(text)
+    _check_length("the document filter", where)
     bounded("limit", limit), bounded("window", window, 0)
     store = source.store
-    found = find_sequences(store, [(text, encode_text(store, text))], limit=limit, window=window)
+    found = find_sequences(store, [(text, encode_text(store, text))], limit=limit, window=window, where=where or None)
     matches = found.matches.to_dicts()
-    return {"text": text, "limit": limit, "total": found.total, "matches": matches,
+    return {"text": text, "limit": limit, "where": where, "total": found.total, "matches": matches,
             "documents": source.document_names(sorted({m["doc"] for m in matches}))}
 
 
-def latent_search_view(source: StoreSource, text: str, *, by: str = "explanations", top: int = 20) -> dict[str, Any]:
+def latent_search_view(source: StoreSource, text: str, *, by: str = "explanations", top: int = 20,
+                       where: str = "") -> dict[str, Any]:
     """Latents of every SAE found by ``text``: ``by="explanations"`` ranks their explanations'
     words (BM25, ``sae.search``), ``by="example"`` the latents firing unusually high where the
-    corpus holds the text (``sae.search_by_example``); ``top`` per SAE."""
+    corpus holds the text (``sae.search_by_example``, in the documents ``where`` matches); ``top`` per SAE."""
     if by not in SEARCH_BY:
         raise RequestError(f"by must be one of {list(SEARCH_BY)}, got {by!r}")
     _check_text(text)
+    _check_length("the document filter", where)
     bounded("top", top)
     found = []
     for info in source.store.meta.saes:
         latents = source.sae(info.name)
-        frame = latents.search(text, top=top) if by == "explanations" else latents.search_by_example(text, top=top)
+        frame = (latents.search(text, top=top) if by == "explanations"
+                 else latents.search_by_example(text, top=top, where=where or None))
         found.append({"sae": info.name, "rows": frame.to_dicts()})
-    return {"text": text, "by": by, "top": top, "saes": found}
+    return {"text": text, "by": by, "top": top, "where": where, "saes": found}
 
 
 def _check_text(text: str) -> None:
