@@ -46,6 +46,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.extraction.estimate import estimate_run, model_flops_per_token
+    from actstore.extraction.memory import worker_memory
     from actstore.extraction.plan import plan_extraction
     from actstore.models.loading import load_model_config, planned_weights_bytes, truncated_config
 
@@ -53,12 +54,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     tokens = args.tokens or config.context.max_tokens
     if not tokens:
         raise ConfigError("say how many tokens to plan for: --tokens N (or context.max_tokens in the config)")
-    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda")
+    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda", load=False)
     l0 = {name: float(v) for name, v in (item.split("=", 1) for item in args.l0)}
     blocks = plan.layers_needed
-    model_config = load_model_config(config.model)
-    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks),
-                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len))
+    model_config = load_model_config(config.model, shipped=True)
+    weights = planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks)
+    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=weights,
+                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len),
+                            worker=worker_memory(plan, model_config, weights, device_gb=args.device_memory_gb))
     print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.render())
     return 0
 
@@ -328,6 +331,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--l0", action="append", default=[], metavar="SAE=L0", help="an SAE's mean L0 (default: from its path)")
     plan.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="worker kind (sets dtype 'auto')")
     plan.add_argument("--doc-tokens", type=float, default=1000, help="mean document length in tokens (EOS separators)")
+    plan.add_argument("--device-memory-gb", type=float, default=80,
+                      help="memory of a worker's device: decides whether the SAEs fit beside the model (default 80, an H100)")
     plan.add_argument("--store", help="store URL, overriding store.url")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=_cmd_plan)

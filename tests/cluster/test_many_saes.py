@@ -1,0 +1,87 @@
+"""A whole release in one pass: a tiny Gemma 2 (4 layers) with Gemma-Scope-format SAEs for every
+layer and kind (12) from a local mirror of gemma-scope-2b-pt, encoded group by group under a
+forced small memory budget; then the store page, search and the cross-layer view over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import actstore
+from actstore.cluster.extract import run_extract
+from actstore.config import ExtractConfig
+from actstore.models.capture import capture_sites
+from actstore.models.loading import torch_dtype
+from actstore.saes.encode import SAEEncoder, encode_reference, sparse_codes
+from actstore.saes.formats import load_sae
+from actstore.saes.releases import expand_release
+from actstore.store.runs import read_run_records
+from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+STORED = {"blocks.1.hook_resid_post": "model", "blocks.2.hook_mlp_out": "bfloat16"}  # the others: codes only
+D_SAE, CAP = 40, 8
+
+
+def mirror_release(root: Path) -> None:
+    """params.npz files under the release's real folder names (the canonical ones of layers 0-3)."""
+    for i, sae in enumerate(expand_release("gemma-scope-2b-pt", kinds=None, layers=[0, 1, 2, 3], width="16k", l0="canonical")):
+        make_gemma_scope_sae(root / sae.repo.split("/")[1] / sae.folder / "params.npz", 128 if sae.kind == "att" else 64,
+                             D_SAE, seed=i, threshold=0.3)
+
+
+@pytest.fixture(scope="module")
+def scope_store(tmp_path_factory, tiny_tokenizer) -> Path:
+    root = tmp_path_factory.mktemp("scope")
+    write_jsonl(root / "corpus.jsonl", sample_records(8, seed=11))
+    make_tiny_gemma2(root / "model", tiny_tokenizer)
+    mirror_release(root / "mirror")
+    release = {"release": "gemma-scope-2b-pt", "layers": [0, 1, 2, 3], "width": "16k", "root": str(root / "mirror"),
+               "code_cap": CAP}
+    config = ExtractConfig.model_validate({
+        "store": {"url": str(root / "store")}, "corpus": {"paths": [str(root / "corpus.jsonl")]},
+        "model": {"id": str(root / "model")}, "context": {"ctx_len": 16, "contexts_per_unit": 4, "max_tokens": 120},
+        "sites": [{"name": name, "dtype": dtype} for name, dtype in STORED.items()],
+        "saes": [{**release, "kinds": ["res", "mlp"]}, {**release, "kinds": ["att"], "weights_dtype": "bfloat16"}],
+        # room for about three of the twelve encoders (~11 kB each): the worker encodes in groups
+        "workers": {"num_workers": 1, "batch_size": 4, "sae_memory_gb": 35e3 / 1e9},
+    })
+    return Path(run_extract(config).location.url)
+
+
+def test_twelve_saes_in_one_pass_equal_their_reference_encodes(scope_store: Path) -> None:
+    store = actstore.open(str(scope_store))
+    assert store.info().complete and len(store.meta.saes) == 12
+    assert all("/average_l0_" in a.source for a in store.meta.saes)
+    [record] = read_run_records(store.files)
+    assert record["workers"][0]["sae_groups"] == [3, 3, 3, 3]  # the forced budget split them
+
+    sites = {s.name: s for s in store.meta.sites}
+    assert {n for n, s in sites.items() if s.stored} == set(STORED) and len(sites) == 12
+    ids = torch.from_numpy(store.tokens(slice(None))["ids"].astype(np.int64))
+    model = AutoModelForCausalLM.from_pretrained(str(scope_store.parent / "model"), attn_implementation="eager").eval()
+    direct = capture_sites(model, ids, list(sites))
+    for sae in store.meta.saes:
+        site = sites[sae.site]
+        x = direct[site.name].to(torch_dtype(site.dtype))  # the activation as stored (cast to the site's dtype)
+        if site.stored:
+            stored = torch.from_numpy(np.asarray(store.array(f"activations/{site.name}")[:]))
+            assert torch.equal(stored.view(torch.bfloat16) if site.dtype == "bfloat16" else stored, x)
+        x = x.reshape(-1, site.d)
+        weights = load_sae(sae.source).rounded(sae.weights_dtype)  # att: rounded to bfloat16, as the worker held them
+        dense = SAEEncoder(weights).encode(x)
+        ref = sparse_codes(dense, CAP)
+        got = {part: store.read(f"codes/{sae.name}/{part}", slice(None)) for part in ("idx", "val", "l0")}
+        assert np.array_equal(got["l0"].reshape(-1), ref.l0.numpy()), sae.name
+        assert np.array_equal(got["idx"].reshape(-1, CAP), ref.idx.numpy()), sae.name
+        assert np.array_equal(got["val"].reshape(-1, CAP), ref.val.numpy()), sae.name
+        assert 0 < ref.l0.float().mean() < D_SAE, sae.name  # codes fire, and not everywhere
+        # the slow float64 formula agrees (values within rounding; a latent within rounding of its threshold may flip)
+        slow = encode_reference(weights, x.float().numpy())
+        assert np.abs(dense.numpy() - slow).max() < 1e-4 and ((dense.numpy() != 0) == (slow != 0)).mean() > 0.999
+        if sae.weights_dtype == "bfloat16":  # rounding the weights changed the codes: the dtype took effect
+            assert not torch.equal(SAEEncoder(load_sae(sae.source)).encode(x), dense)
