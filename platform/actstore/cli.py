@@ -287,16 +287,22 @@ def _cmd_explanations(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
+    if args.sae is None:  # every SAE of the store, one ranked list
+        from actstore.api import open_store
+
+        frame = open_store(args.store).search(args.text, top=args.top, by_example=args.by_example)
+        return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
     latents = _latents(args)
     frame = latents.search_by_example(args.text, top=args.top) if args.by_example else latents.search(args.text, top=args.top)
     return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
 
 
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
-                  json_flag: bool = True) -> argparse.ArgumentParser:
+                  json_flag: bool = True, sae_required: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("store", help="store URL or path")
-    parser.add_argument("--sae", required=True, help="SAE name in the store")
+    parser.add_argument("--sae", required=sae_required,
+                        help="SAE name in the store" + ("" if sae_required else " (default: every SAE, one ranked list)"))
     if latent is not None:
         parser.add_argument("--latent", type=int, required=latent, help="latent id")
     if json_flag:
@@ -449,7 +455,7 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
-                           _cmd_search, latent=None)
+                           _cmd_search, latent=None, sae_required=False)
     search.add_argument("text", help="words to look for in explanations, or text to look up with --by-example")
     search.add_argument("--by-example", action="store_true",
                         help="latents firing unusually high where the stored corpus holds TEXT")

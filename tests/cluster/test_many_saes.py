@@ -4,9 +4,11 @@ forced small memory budget; then the store page, search and the cross-layer view
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -85,3 +87,32 @@ def test_twelve_saes_in_one_pass_equal_their_reference_encodes(scope_store: Path
         assert np.abs(dense.numpy() - slow).max() < 1e-4 and ((dense.numpy() != 0) == (slow != 0)).mean() > 0.999
         if sae.weights_dtype == "bfloat16":  # rounding the weights changed the codes: the dtype took effect
             assert not torch.equal(SAEEncoder(load_sae(sae.source)).encode(x), dense)
+
+
+def test_store_page_and_search_span_every_sae(scope_store: Path, capsys) -> None:
+    from starlette.testclient import TestClient
+
+    from actstore.cli import main as cli
+    from actstore.web.app import create_app
+
+    store = actstore.open(str(scope_store))
+    store.sae("res0-16k").label(3, "the word fox, early", author="ann")
+    store.sae("mlp2-16k").label(5, "fox and dog", author="ann")
+    store.sae("att3-16k").label(7, "punctuation", author="ann")
+    found = store.search("fox", top=10)
+    assert sorted(found.select("sae", "latent").rows()) == [("mlp2-16k", 5), ("res0-16k", 3)]
+    assert found["rank"].to_list() == [0, 1] and found["match"].is_sorted(descending=True)
+    assert found.filter(pl.col("sae") == "mlp2-16k")["density"][0] == store.sae("mlp2-16k").density(5)["density"][0]
+    assert cli(["search", str(scope_store), "fox", "--json"]) == 0  # no --sae: every SAE
+    assert [(r["sae"], r["latent"]) for r in json.loads(capsys.readouterr().out)] == found.select("sae", "latent").rows()
+    by_example = store.search(" the", by_example=True, top=6)
+    assert by_example.height == 6 and by_example["percentile"].is_sorted(descending=True)
+    assert set(by_example["sae"]) <= {a.name for a in store.meta.saes}
+
+    client = TestClient(create_app(str(scope_store)))
+    layers = client.get("/api/store").json()["by_layer"]
+    assert [k for k, _ in layers["kinds"]] == ["attn_z", "mlp_out", "resid_post"]  # in block order
+    assert [[c[k][0]["name"] for k, _ in layers["kinds"]] for c in (r["cells"] for r in layers["rows"])] == \
+        [[f"att{n}-16k", f"mlp{n}-16k", f"res{n}-16k"] for n in range(4)]
+    page = client.get("/").text
+    assert page.count('<details class="layer"') == 4 and all(f'href="/sae/{a.name}"' in page for a in store.meta.saes)
