@@ -20,9 +20,10 @@ import polars as pl
 from actstore.errors import ConfigError
 from actstore.explain.search import EXAMPLE_SEARCH_SCHEMA, SEARCH_SCHEMA, WORD, _bm25
 from actstore.explain.table import mean_score
+from actstore.latents import Latents
 
 if TYPE_CHECKING:
-    from actstore.api import Store
+    from actstore.store.store import Store
 
 __all__ = ["STORE_EXAMPLE_SCHEMA", "STORE_SEARCH_SCHEMA", "search_store"]
 
@@ -41,9 +42,9 @@ def search_store(store: Store, text: str, *, top: int = 20, by_example: bool = F
         raise ConfigError(f"top must be >= 1, got {top}")
     names = saes if saes is not None else [s.name for s in store.meta.saes]
     for name in names:
-        store.sae(name)  # an unknown SAE fails here, by name
+        Latents(store, name)  # an unknown SAE fails here, by name
     if by_example:
-        found = [store.sae(n).search_by_example(text, top=top).with_columns(sae=pl.lit(n)) for n in names]
+        found = [Latents(store, n).search_by_example(text, top=top).with_columns(sae=pl.lit(n)) for n in names]
         ranked = pl.concat(found, how="vertical").sort(["percentile", "value", "sae", "latent"],
                                                        descending=[True, True, False, False]).head(top) if found else None
         return _ranked(ranked, STORE_EXAMPLE_SCHEMA)
@@ -53,7 +54,7 @@ def search_store(store: Store, text: str, *, top: int = 20, by_example: bool = F
 def _by_explanations(store: Store, names: list[str], text: str, top: int) -> pl.DataFrame | None:
     import bm25s
 
-    parts = [store.sae(n).explanations().lazy().filter(pl.col("parsed")).select(
+    parts = [Latents(store, n).explanations().lazy().filter(pl.col("parsed")).select(
         "latent", "text", "kind", "author", "key", "created",
         score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).with_columns(sae=pl.lit(n)).collect()
         for n in names]
@@ -66,7 +67,7 @@ def _by_explanations(store: Store, names: list[str], text: str, top: int) -> pl.
     hits = pl.DataFrame({"row": found[0].astype(np.int64), "match": match[0].astype(np.float64)}).filter(pl.col("match") > 0)
     best = (hits.join(rows.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)), on="row")
             .sort(["match", "created"], descending=True).unique(["sae", "latent"], keep="first", maintain_order=True).head(top))
-    density = [store.sae(n).density().filter(pl.col("latent").is_in(group["latent"].implode()))
+    density = [Latents(store, n).density().filter(pl.col("latent").is_in(group["latent"].implode()))
                .select("latent", "density").with_columns(sae=pl.lit(n))
                for (n,), group in best.group_by("sae", maintain_order=True)]
     return best.join(pl.concat(density), on=["sae", "latent"], how="left") if density else best
