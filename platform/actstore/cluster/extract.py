@@ -87,7 +87,7 @@ def _sae_budget(plan: ExtractPlan, model: Any, device: Any) -> int | None:
     a GPU what is free once the model is loaded less a batch's working memory; no limit on a CPU."""
     import torch
 
-    from actstore.extraction.encoders import GB, batch_working_bytes
+    from actstore.extraction.encoders import GB, batch_working_bytes, sae_budget
 
     if plan.config.workers.sae_memory_gb is not None:
         return int(plan.config.workers.sae_memory_gb * GB)
@@ -97,7 +97,7 @@ def _sae_budget(plan: ExtractPlan, model: Any, device: Any) -> int | None:
     working = batch_working_bytes(model.config, batch=plan.config.workers.batch_size, ctx_len=plan.config.context.ctx_len,
                                   captured_d=sum(s.d for s in plan.captured), max_d_sae=max((a.d_sae for a in plan.saes), default=0),
                                   itemsize=torch.tensor([], dtype=model.dtype).element_size())
-    return max(int(free) - working, 0)
+    return sae_budget(int(free), working, batch=plan.config.workers.batch_size)
 
 
 def _worker_layout(config: ExtractConfig) -> tuple[int, float, float]:

@@ -4,11 +4,11 @@ One forward feeds every SAE of a stage. A worker holds only each SAE's encoder (
 threshold, b_dec: extraction never decodes), W_enc in the SAE's ``weights_dtype``. When all
 encoders fit the worker's budget (``workers.sae_memory_gb``; by default, on a GPU, the memory
 free once the model is loaded less a batch's working memory; on a CPU, no limit) they stay on the
-device. Otherwise they are split, in the plan's order (by layer), into groups that each fit; the
-encoders wait in host memory (page-locked on a GPU) and each batch's captured sites are encoded
-group after group, each group's weights moved to the device in turn. An SAE's encoder is the same
-either way, so the codes are identical; grouping costs one transfer of every group's weights per
-batch.
+device. Otherwise they are split, in the plan's order (by layer), into groups: the first stays on
+the device, as large as it can while room for the largest encoder is left, and the others wait in
+host memory (page-locked on a GPU) and take turns in that room; each batch's captured sites are
+encoded group after group. An SAE's encoder is the same either way, so the codes are identical;
+grouping costs one transfer per batch of the encoders outside the first group.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from actstore.saes.encode import SAEEncoder
 from actstore.saes.formats import SAEWeights
 from actstore.store.metadata import SaeInfo
 
-__all__ = ["ENCODE_TOKENS", "GB", "EncoderGroups", "batch_working_bytes", "encoder_bytes", "split_groups"]
+__all__ = ["ENCODE_TOKENS", "GB", "EncoderGroups", "batch_working_bytes", "encoder_bytes", "sae_budget", "split_groups"]
 
 logger = logging.getLogger(__name__)
 GB = 1e9
@@ -38,24 +38,35 @@ def encoder_bytes(sae: SaeInfo) -> int:
 
 
 def split_groups(saes: Sequence[SaeInfo], budget: int | None) -> list[list[str]]:
-    """SAE names in groups whose encoders each fit ``budget`` bytes (None: no limit), in order."""
+    """SAE names in groups (in order) whose encoders fit ``budget`` bytes (None: no limit): one
+    group when all fit; else the first group stays on the device, as large as it can while room
+    for the largest encoder is left, and the others take turns in that room (each batch then moves
+    only the SAEs outside the first group)."""
     sizes = {s.name: encoder_bytes(s) for s in saes}
     if budget is None or sum(sizes.values()) <= budget:
         return [list(sizes)] if sizes else []
-    for name, size in sizes.items():
-        if size > budget:
-            raise ConfigError(f"SAE {name!r} needs {size / GB:.3g} GB of device memory for its encoder, more than the "
-                              f"{budget / GB:.3g} GB the SAEs may take on a worker; raise workers.sae_memory_gb, hold "
-                              "the weights in bfloat16 (weights_dtype), or use a device with more memory")
-    groups: list[list[str]] = [[]]
+    largest = max(sizes.values())
+    if largest > budget:
+        name = max(sizes, key=lambda n: sizes[n])
+        raise ConfigError(f"SAE {name!r} needs {largest / GB:.3g} GB of device memory for its encoder, more than the "
+                          f"{budget / GB:.3g} GB the SAEs may take on a worker; raise workers.sae_memory_gb, hold "
+                          "the weights in bfloat16 (weights_dtype), or use a device with more memory")
+    names = list(sizes)
+    resident: list[str] = []
     used = 0
-    for name, size in sizes.items():
-        if groups[-1] and used + size > budget:
-            groups.append([])
-            used = 0
-        groups[-1].append(name)
-        used += size
-    return groups
+    while names and used + sizes[names[0]] + largest <= budget:
+        used += sizes[names[0]]
+        resident.append(names.pop(0))
+    groups, room = [resident], budget - used
+    turn: list[str] = []
+    taken = 0
+    for name in names:
+        if turn and taken + sizes[name] > room:
+            groups.append(turn)
+            turn, taken = [], 0
+        turn.append(name)
+        taken += sizes[name]
+    return [*groups, turn]
 
 
 def batch_working_bytes(model_config: Any, *, batch: int, ctx_len: int, captured_d: int, max_d_sae: int,
@@ -70,6 +81,15 @@ def batch_working_bytes(model_config: Any, *, batch: int, ctx_len: int, captured
     attention = batch * heads * ctx_len * ctx_len * (2 * itemsize + 4)
     encode = min(tokens, ENCODE_TOKENS) * max_d_sae * 6
     return int(1.25 * (captured + block + attention + encode))
+
+
+def sae_budget(free: int, working: int, *, batch: int) -> int:
+    """What the encoders may take of ``free`` device bytes (after the model) beside a batch's
+    ``working`` bytes; refuses when a batch alone does not fit."""
+    if working >= free:
+        raise ConfigError(f"a batch of {batch} contexts needs ~{working / GB:.1f} GB of device memory beside the model, "
+                          f"and {free / GB:.1f} GB is left once the model is loaded; lower workers.batch_size")
+    return free - working
 
 
 class EncoderGroups:
@@ -88,18 +108,21 @@ class EncoderGroups:
     def load(cls, saes: Sequence[SaeInfo], weights: Callable[[str], SAEWeights], device: torch.device,
              budget: int | None) -> EncoderGroups:
         """Build each SAE's encoder from ``weights(name)`` (fetched one at a time, so the host never
-        holds more than one SAE's full weights besides the encoders), on ``device`` when all fit
-        ``budget``, else in host memory for groups."""
+        holds more than one SAE's full weights besides the encoders): those of the first group on
+        ``device``, the others in host memory (page-locked for a GPU) until their turn."""
         groups = split_groups(saes, budget)
-        host = len(groups) > 1
+        on_device = set(groups[0]) if groups else set()
         encoders = {}
         for sae in saes:
-            encoder = SAEEncoder(weights(sae.name), "cpu" if host else device, dtype=sae.weights_dtype, decoder=False)
-            encoders[sae.name] = encoder.to("cpu", pin=True) if host and device.type == "cuda" else encoder
-        if host:
-            logger.info("%d SAEs (%.2f GB of encoders) in %d groups of at most %.2f GB: each batch moves every group's "
-                        "weights to %s in turn", len(saes), sum(e.nbytes for e in encoders.values()) / GB, len(groups),
-                        (budget or 0) / GB, device)
+            here = sae.name in on_device
+            encoder = SAEEncoder(weights(sae.name), device if here else "cpu", dtype=sae.weights_dtype, decoder=False)
+            encoders[sae.name] = encoder if here or device.type != "cuda" else encoder.to("cpu", pin=True)
+        if len(groups) > 1:
+            moved = sum(encoders[n].nbytes for g in groups[1:] for n in g)
+            logger.info("%d SAEs (%.2f GB of encoders) do not fit the %.2f GB they may take on %s: %d stay there, "
+                        "the other %d take turns in %d groups (%.2f GB moved per batch)", len(saes),
+                        sum(e.nbytes for e in encoders.values()) / GB, (budget or 0) / GB, device, len(groups[0]),
+                        len(saes) - len(groups[0]), len(groups) - 1, moved / GB)
         return cls(encoders, groups, device)
 
     @property
@@ -111,10 +134,7 @@ class EncoderGroups:
         return {"sae_groups": [len(g) for g in self.groups], "sae_encoder_bytes": self.nbytes}
 
     def __iter__(self) -> Iterator[dict[str, SAEEncoder]]:
-        """Each group's encoders on the device (a group in host memory is copied there for the
-        duration of its turn)."""
-        if len(self.groups) <= 1:
-            yield self.encoders
-            return
-        for group in self.groups:
-            yield {name: self.encoders[name].to(self.device) for name in group}
+        """Each group's encoders on the device: the first as they are, the others copied there
+        for the duration of their turn."""
+        for i, group in enumerate(self.groups):
+            yield {name: self.encoders[name] if i == 0 else self.encoders[name].to(self.device) for name in group}

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from actstore.extraction.encoders import GB, batch_working_bytes, encoder_bytes, split_groups
+from actstore.extraction.encoders import (
+    GB,
+    batch_working_bytes,
+    encoder_bytes,
+    sae_budget,
+    split_groups,
+)
 from actstore.extraction.plan import ExtractPlan
 from actstore.store.dtypes import storage_dtype
 
@@ -39,10 +45,11 @@ class WorkerMemory:
             lines.append(f"encoding: every SAE on the device beside the model ({self.model_bytes / GB:.2f} GB of weights, "
                          f"~{self.working_bytes / GB:.2f} GB per batch) on a {self.device_bytes / GB:.0f} GB device")
         else:
-            lines.append(f"encoding: in {len(self.sae_groups)} groups of {self.sae_groups} SAEs: the encoders need "
-                         f"{self.encoder_bytes / GB:.2f} GB, {self.budget_bytes / GB:.2f} GB is left on a "
-                         f"{self.device_bytes / GB:.0f} GB device beside the model; each batch moves every group's "
-                         "weights from host memory to the device (same codes, more transfers)")
+            lines.append(f"encoding: in {len(self.sae_groups)} groups: the encoders need {self.encoder_bytes / GB:.2f} GB, "
+                         f"{self.budget_bytes / GB:.2f} GB is left on a {self.device_bytes / GB:.0f} GB device beside "
+                         f"the model; {self.sae_groups[0]} SAEs stay on it, the other {n - self.sae_groups[0]} take turns "
+                         f"in {len(self.sae_groups) - 1} groups, moved from host memory for every batch (same codes, "
+                         "more transfers)")
         lines.append(f"host buffers per worker: {self.host_buffer_bytes / GB:.2f} GB (the units in flight: stored "
                      "activations and code slots; page-locked on a GPU)")
         return lines
@@ -57,7 +64,8 @@ def worker_memory(plan: ExtractPlan, model_config: Any, model_bytes: int, *, dev
                                   captured_d=sum(s.d for s in plan.captured), max_d_sae=max((a.d_sae for a in plan.saes), default=0),
                                   itemsize=itemsize)
     device = int(device_gb * GB)
-    budget = int(workers.sae_memory_gb * GB) if workers.sae_memory_gb is not None else max(device - model_bytes - working, 0)
+    budget = (int(workers.sae_memory_gb * GB) if workers.sae_memory_gb is not None
+              else sae_budget(device - model_bytes, working, batch=workers.batch_size))
     tokens = ctx.contexts_per_unit * ctx.ctx_len
     unit = sum(tokens * s.d * storage_dtype(s.dtype).itemsize for s in plan.sites if s.stored)
     unit += sum(tokens * (a.code_cap * (4 + storage_dtype(a.value_dtype).itemsize) + 4) for a in plan.saes)
