@@ -227,10 +227,12 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, ray.ObjectRef
     try:
         record.workers = wait_for_actors(actors)
         for w in record.workers:
+            groups = w["sae_groups"]
             logger.info("worker %s on %s (%s): the first %d blocks, %.2f GB of weights; %d SAE encoders, %.2f GB, %s",
-                        w["pid"], w["host"], w["device_name"], w["blocks"], w["weights_bytes"] / 1e9, sum(w["sae_groups"]),
-                        w["sae_encoder_bytes"] / 1e9, "on the device" if len(w["sae_groups"]) <= 1 else
-                        f"encoded in {len(w['sae_groups'])} groups of {w['sae_groups']} (they do not all fit beside the model)")
+                        w["pid"], w["host"], w["device_name"], w["blocks"], w["weights_bytes"] / 1e9, sum(groups),
+                        w["sae_encoder_bytes"] / 1e9, "on the device" if len(groups) <= 1 else
+                        f"{groups[0]} on the device and {sum(groups[1:])} taking turns there in {len(groups) - 1} groups "
+                        "(they do not all fit beside the model)")
         record.save(store.files)
         run_units(actors, todo, record, in_flight=plan.units_in_flight,
                   is_done=lambda u: store.manifests.is_done(plan.stage, u),

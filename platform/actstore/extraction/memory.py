@@ -45,11 +45,11 @@ class WorkerMemory:
             lines.append(f"encoding: every SAE on the device beside the model ({self.model_bytes / GB:.2f} GB of weights, "
                          f"~{self.working_bytes / GB:.2f} GB per batch) on a {self.device_bytes / GB:.0f} GB device")
         else:
-            lines.append(f"encoding: in {len(self.sae_groups)} groups: the encoders need {self.encoder_bytes / GB:.2f} GB, "
-                         f"{self.budget_bytes / GB:.2f} GB is left on a {self.device_bytes / GB:.0f} GB device beside "
-                         f"the model; {self.sae_groups[0]} SAEs stay on it, the other {n - self.sae_groups[0]} take turns "
-                         f"in {len(self.sae_groups) - 1} groups, moved from host memory for every batch (same codes, "
-                         "more transfers)")
+            stay = self.sae_groups[0]
+            lines.append(f"encoding in turns: the encoders need {self.encoder_bytes / GB:.2f} GB, {self.budget_bytes / GB:.2f} GB "
+                         f"is left on a {self.device_bytes / GB:.0f} GB device beside the model; "
+                         f"{f'{stay} SAEs stay on it' if stay else 'none stays on it'}, the other {n - stay} take turns in "
+                         f"{len(self.sae_groups) - 1} groups, moved from host memory for every batch (same codes, more transfers)")
         lines.append(f"host buffers per worker: {self.host_buffer_bytes / GB:.2f} GB (the units in flight: stored "
                      "activations and code slots; page-locked on a GPU)")
         return lines
