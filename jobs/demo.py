@@ -60,7 +60,7 @@ def main() -> int:
         row = density.row(latent, named=True)
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
-        print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
+        print(render_examples(latents.top_k(latent, k=5, window=10, per_doc=1), lead=("rank",)))
     if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
         return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try (after `source .venv/bin/activate`): actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")

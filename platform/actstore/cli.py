@@ -140,7 +140,7 @@ def _color() -> bool:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from actstore.api import open_store
-    from actstore.cluster.index import run_index
+    from actstore.cluster.index import keep_logits, run_index
     from actstore.index.build import BUCKET_NNZ
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
@@ -148,6 +148,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
+    if not args.no_logits:
+        print(keep_logits(open_store(args.store), saes))
     return 0
 
 
@@ -250,7 +252,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from actstore.web.server import serve
 
-    serve(args.store, host=args.host, port=args.port, model=args.model)
+    serve(args.store, host=args.host, port=args.port, model=args.model, workers=args.workers)
     return 0
 
 
@@ -364,6 +366,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
     index.add_argument("--bucket-nnz", type=int, help="occurrences per latent bucket at most (memory of one reduce "
                        "task; default: the index config's default)")
+    index.add_argument("--no-logits", action="store_true", help="do not also keep the output logits (W_dec @ W_U) "
+                       "when the model and SAE files are on this machine")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
 
@@ -389,7 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     top = _query_parser(verbs, "top", "top contexts of a latent, firing token highlighted", _cmd_top)
     top.add_argument("--k", type=int, default=20, help="examples (per bin with --quantiles)")
     top.add_argument("--window", type=int, default=12, help="tokens either side")
-    top.add_argument("--per-doc", type=int, default=1, help="examples per document at most (0: no limit)")
+    top.add_argument("--per-doc", type=int, default=0, help="examples per document at most (default 0: no limit, the true top k)")
     top.add_argument("--quantiles", type=int, metavar="BINS", help="sample from this many activation bins instead")
     top.add_argument("--kind", choices=["count", "width"], default="count", help="equal-count or equal-width bins")
 
@@ -435,6 +439,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port")
     srv.add_argument("--model", action="store_true",
                      help="load the store's model and SAEs: features on your text and steering (needs torch)")
+    srv.add_argument("--workers", type=int, help="server processes (default: one per CPU, at most 4; 1 with --model)")
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,

@@ -365,6 +365,11 @@ class IndexConfig(_Frozen):
         default=8_000_000, ge=1,
         description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~32 bytes each).",
     )
+    logits: bool = Field(
+        default=True,
+        description="After building an index, also keep its SAE's output logits (W_dec @ W_U, shown on feature pages) "
+        "when the model and the SAE files are on this machine; nothing is downloaded for it.",
+    )
 
 
 class ExtractConfig(IngestConfig):

@@ -94,7 +94,7 @@ def test_search_by_example_finds_a_latent_that_fires_there(explain_store: Path) 
     places = store.find_tokens(text, limit=None, window=0)
     assert places.height > 0
     hits = latents.search_by_example(text, top=5)
-    assert hits.height > 0 and hits["percentile"].is_sorted(descending=True)
+    assert hits.height > 0 and hits["evidence"].is_sorted(descending=True)
     best = int(hits["latent"][0])
     n = len(encode_text(store, text))
     idx = store.read(f"codes/{SAE}/idx", slice(None)).reshape(-1, 20)

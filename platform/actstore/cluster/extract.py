@@ -19,7 +19,7 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._faults import test_environment
-from actstore.cluster.index import run_index
+from actstore.cluster.index import keep_logits, run_index
 from actstore.cluster.ingest import open_existing, run_ingest
 from actstore.cluster.runtime import ensure_ray, unwrapped_errors
 from actstore.cluster.scheduler import run_units, wait_for_actors
@@ -148,6 +148,8 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
             for sae in plan.saes:
                 run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
                           bucket_nnz=config.index.bucket_nnz, progress=progress)
+            if config.index.logits:
+                logger.info(keep_logits(store, [sae.name for sae in plan.saes]))
         record.status = "complete" if complete else "incomplete"
     except BaseException as exc:
         record.status = "failed"

@@ -23,7 +23,7 @@ from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
 from actstore.errors import ConfigError
 from actstore.latents import Latents
 from actstore.live import run
-from actstore.live.features import LatentStats, rank_features
+from actstore.live.features import LatentStats, rank_features, with_labels
 from actstore.live.steering import Edit, Intervention, Method, Positions, Sampling
 from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
@@ -169,8 +169,9 @@ class LiveSession:
         ids = self.tokenize(text)
         names = list(saes) if saes is not None else sorted(self.saes)
         dense = self.encode(ids, names)
-        return rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
-                             top=top, rank=rank, max_density=max_density, include_special=include_special)
+        frame = rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
+                              top=top, rank=rank, max_density=max_density, include_special=include_special)
+        return with_labels(frame, {n: self.saes[n].latents for n in names})
 
     def evidence(self, sae: str, latent: int, value: float, *, k: int = 10, window: int = 12) -> pl.DataFrame:
         """The ``k`` corpus occurrences of ``latent`` whose values are nearest ``value`` (from the

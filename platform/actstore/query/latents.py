@@ -15,6 +15,7 @@ import polars as pl
 
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
+from actstore.query.cofiring import cofiring_sample
 from actstore.query.logits import output_logits
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, windows
 from actstore.store.dtypes import from_storage
@@ -132,9 +133,9 @@ class SaeLatents:
         tokens, values = self.postings(latent, limit=limit, min_value=min_value)
         return _occurrence_frame(latent, tokens, values, self.store.meta.ctx_len)
 
-    def top_k(self, latent: int, *, k: int = 20, window: int = 16, per_doc: int | None = 1) -> pl.DataFrame:
-        """The ``k`` highest occurrences with their token windows, at most ``per_doc`` per document
-        (``None``: no limit). Columns: rank, doc, ctx, pos, value, tokens, token_ids, values
+    def top_k(self, latent: int, *, k: int = 20, window: int = 16, per_doc: int | None = None) -> pl.DataFrame:
+        """The ``k`` highest occurrences with their token windows (the true top k), or at most
+        ``per_doc`` per document. Columns: rank, doc, ctx, pos, value, tokens, token_ids, values
         (this latent on every window token), focus (index of the firing token in ``tokens``)."""
         if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
             raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
@@ -276,24 +277,28 @@ class SaeLatents:
         rows = self.store.read_contexts(code_array(self.name, part), ctxs)[inverse, flat % ctx_len]
         return rows if part == "idx" else rows.astype(np.float32)
 
-    def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, block: int = 4096) -> pl.DataFrame:
+    def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, max_rows: int | None = None,
+                 block: int = 4096) -> pl.DataFrame:
         """Latents that fire on the same tokens as ``latent``, ranked by Jaccard then count.
 
         The intersection with every other posting list is counted from the token-major codes of
         ``latent``'s own tokens (its posting list, read in blocks), so cost grows with its
-        occurrences, never with d_sae squared. ``limit``: A is only its ``limit`` strongest
-        occurrences (cost bounded by ``limit`` contexts; the feature browser's default).
-        Columns: latent, together (|A and B|), count (|B|), jaccard (|A and B| / |A or B|).
+        occurrences, never with d_sae squared. Exact by default. ``limit``: A is only its
+        ``limit`` strongest occurrences. ``max_rows``: a budget of code rows to read; when A's
+        occurrences lie in more code chunks, they are counted in a seeded sample of whole chunks
+        and ``together`` is scaled up by A's share in it (:func:`actstore.query.cofiring.cofiring_sample`
+        says which). Columns: latent, together (|A and B|), count (|B|), jaccard (|A and B| / |A or B|).
         """
-        tokens, _ = self.postings(latent, limit=limit)
+        sample = cofiring_sample(self, latent, max_rows=max_rows, limit=limit)
         together = np.zeros(self.info.d_sae, np.int64)
-        for i in range(0, tokens.size, block):
-            part = np.sort(tokens[i : i + block])
-            idx = self._codes_at(part)  # the latent ids only: half the bytes to decode
+        for i in range(0, sample.tokens.size, block):
+            idx = self._codes_at(sample.tokens[i : i + block])  # the latent ids only: half the bytes to decode
             together += np.bincount(idx[idx >= 0], minlength=self.info.d_sae)
         together[latent] = 0
+        if not sample.exact:
+            together = np.rint(together * (sample.occurrences / sample.tokens.size)).astype(np.int64)
         counts = self.counts()
-        union = tokens.size + counts - together
+        union = sample.occurrences + counts - together
         frame = pl.DataFrame({"latent": np.arange(self.info.d_sae), "together": together, "count": counts,
                               "jaccard": together / np.maximum(union, 1)})
         return (frame.filter(pl.col("together") > 0).sort(["jaccard", "together", "latent"], descending=[True, True, False])
@@ -356,7 +361,7 @@ def _kept(cache: dict[int, tuple[np.ndarray, np.ndarray]], latent: int,
         found = read()
         for part in found:
             part.flags.writeable = False
-        while len(cache) >= POSTINGS_CACHE:
-            cache.pop(next(iter(cache)), None)
+        for oldest in list(cache)[: max(len(cache) - POSTINGS_CACHE + 1, 0)]:  # list(): atomic when threads share it
+            cache.pop(oldest, None)
         cache[latent] = found
     return found

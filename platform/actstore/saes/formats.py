@@ -139,8 +139,9 @@ def load_saelens(folder: Path, *, source: str) -> SAEWeights:
     return weights
 
 
-def _from_hub(path: str, revision: str | None) -> Path:
-    """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder'."""
+def _from_hub(path: str, revision: str | None, local_files_only: bool = False) -> Path:
+    """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder' (``local_files_only``:
+    from the local Hub cache only, never the network)."""
     from huggingface_hub import hf_hub_download
 
     parts = path.strip("/").split("/")
@@ -150,18 +151,20 @@ def _from_hub(path: str, revision: str | None) -> Path:
     errors = []
     for names in (["params.npz"], ["cfg.json", "sae_weights.safetensors"]):
         try:
-            files = [Path(hf_hub_download(repo, f"{sub}/{name}", revision=revision)) for name in names]
+            files = [Path(hf_hub_download(repo, f"{sub}/{name}", revision=revision, local_files_only=local_files_only))
+                     for name in names]
             return files[0] if names == ["params.npz"] else files[0].parent
         except Exception as exc:
             errors.append(f"{names[0]}: {type(exc).__name__}")
     raise ConfigError(f"cannot fetch SAE {path!r} from the Hub ({'; '.join(errors)})")
 
 
-def load_sae(path: str, *, revision: str | None = None) -> SAEWeights:
-    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub."""
+def load_sae(path: str, *, revision: str | None = None, local_files_only: bool = False) -> SAEWeights:
+    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub
+    (``local_files_only``: a Hub path only from the local cache)."""
     local = Path(os.path.expanduser(path))
     if not local.exists():
-        local = _from_hub(path, revision)
+        local = _from_hub(path, revision, local_files_only)
     if local.is_file() and local.suffix == ".npz":
         return load_gemma_scope(local, source=path)
     if (local / "params.npz").exists():

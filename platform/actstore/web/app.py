@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +31,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import live_views, views
+from actstore.web import live_views, text, views
+from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
 from actstore.web.plots import bar_chart, line_chart, rebin
 from actstore.web.source import StoreSource
 
@@ -38,6 +41,7 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_QUERY_BYTES = 4096
+INT_BOUND = 2**63  # integer parameters stay within int64: past it numpy, polars and torch overflow
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
                                  b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
@@ -48,30 +52,40 @@ SECURITY_HEADERS = [
 
 
 def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0,
-               session: Any = None) -> Starlette:
+               session: Any = None, cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The browser over the store at ``url`` (local or ``s3://``); the store is opened now, so a
     wrong URL fails here rather than on the first request. ``session``: a
     :class:`actstore.live.LiveSession` on the same store, for features on a text and steering
-    (without one those panels say how to attach it)."""
+    (without one those panels say how to attach it). ``cache_bytes``: the bound of the cache
+    of finished pages and answers (:class:`actstore.web.cache.ResponseCache`; 0: none)."""
     source = StoreSource(url, storage_options=storage_options, refresh_s=refresh_s)
-    pages = _Pages(source, _templates(), session)
+    pages = _Pages(source, _templates(), session, ResponseCache(cache_bytes))
+    one: _Depends = lambda r: [r.path_params["sae"]]  # noqa: E731  # what a cached answer depends on
+    every: _Depends = lambda r: [s.name for s in source.store.meta.saes]  # noqa: E731
+    store_only: _Depends = lambda r: []  # noqa: E731
+    cached = pages.cached
     routes = [
-        Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer), Route("/search", pages.search),
+        Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
+        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, one)),
+        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer),
+        Route("/search", cached(pages.search, lambda r: None if r.query_params.get("mine") else every(r))),
         Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
             lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
-        Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
-        Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
-            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS)),
-        Route("/api/search", pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS)),
-        Route("/api/search/latents", pages.api(lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS)),
+        Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
+        Route("/api/sae/{sae}", cached(pages.api(
+            lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
+        Route("/api/sae/{sae}/latent/{latent:int}", cached(pages.api(
+            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS),
+            one)),
+        Route("/api/search", cached(pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS), store_only)),
+        Route("/api/search/latents", cached(pages.api(
+            lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS), every)),
         Route("/api/sae/{sae}/latent/{latent:int}/neuronpedia.zip", pages.export),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ActstoreError: _error, HTTPException: _error, Exception: _error})
-    app.state.source = source
+    app.state.source, app.state.cache = source, pages.cache
     app.add_middleware(_Guard)
     return app
 
@@ -81,8 +95,8 @@ SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
     "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "cofiring_sample": (int, 20)}
+    "k": (int, 20), "window": (int, 12), "per_doc": (int, 0), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
+    "similar": (int, 10)}
 SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
                                                                       "top": (int, 20)}
@@ -110,14 +124,47 @@ def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]])
             out[name] = kind(raw)
         except ValueError:
             raise RequestError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+        if kind is float and not math.isfinite(out[name]):
+            raise RequestError(f"{name} must be a finite number, got {raw!r}")
+        if kind is int and not -INT_BOUND <= out[name] < INT_BOUND:
+            raise RequestError(f"{name} must be an integer in [-2**63, 2**63), got {raw!r}")
     return out
 
 
-class _Pages:
-    """Page and API endpoints (plain functions run in Starlette's thread pool: queries block)."""
+_Depends = Callable[[Request], "list[str] | None"]  # the SAEs whose explanations an answer shows; None: never cache it
+COMPUTING = 8  # requests a process computes at once: the rest wait on the event loop, holding no arrays
 
-    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
-        self.source, self.templates, self.session = source, templates, session
+
+class _Pages:
+    """Page and API endpoints. Pages that only read the store run through :meth:`cached`: off the
+    event loop in worker threads (at most :data:`COMPUTING` at once, which bounds memory under
+    load) and answered from the response cache when asked again; the live panels run in
+    Starlette's thread pool, one model call at a time."""
+
+    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any, cache: ResponseCache) -> None:
+        self.source, self.templates, self.session, self.cache = source, templates, session, cache
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
+
+    def cached(self, endpoint: Callable[[Request], Response], depends: _Depends) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` run in a worker thread, its successful answers kept in the cache under the
+        request's path and query and the store's version for the SAEs ``depends`` names."""
+        async def run(request: Request) -> Response:
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(COMPUTING)
+
+            def answer() -> Response:
+                saes = depends(request) if self.cache.max_bytes else None
+                key = None if saes is None else (request.url.path, request.url.query, self.source.version(saes))
+                hit = None if key is None else self.cache.get(key)
+                if hit is not None:
+                    return Response(hit.body, media_type=hit.media_type)
+                response = endpoint(request)
+                if key is not None and response.status_code == 200 and response.media_type:
+                    self.cache.put(key, Cached(bytes(response.body), response.media_type))
+                return response
+
+            return await anyio.to_thread.run_sync(answer, limiter=self._limiter)
+        return run
 
     def _render(self, request: Request, name: str, **context: Any) -> Response:
         store = self.source.store
@@ -277,8 +324,7 @@ def _templates() -> Jinja2Templates:
     """One template environment per process, autoescaping everything."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters["visible"] = lambda tok: tok.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
-    env.filters["shade"] = lambda v, top: min(int(10 * v / top), 9) if top and v and v > 0 else 0
+    env.filters.update(visible=text.visible, bidi=text.bidi, runs=text.runs, shade=text.shade)
     env.filters["num"] = lambda v, f="{:.4g}": "-" if v is None else f.format(v)
     env.filters["shquote"] = shlex.quote  # a command line to copy: the store URL and SAE name as one word each
     return Jinja2Templates(env=env)

@@ -20,14 +20,16 @@ import polars as pl
 
 from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
 from actstore.explain.table import SCORERS, current_explanations, mean_score
+from actstore.query.tokens import encode_text, find_sequences
+from actstore.web import related
 from actstore.web.layers import by_layer, site_place
 from actstore.web.source import StoreSource
 
 __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search_view", "neuronpedia_zip", "sae_view",
            "search_view", "store_view"]
 
-LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
-          "per_page": 500, "limit": 200, "text": 400, "top": 100}
+LIMITS = {"k": 100, "window": 64, "per_doc": 100, "bins": 20, "per_bin": 10, "cofiring": 100, "similar": 100,
+          "per_page": 500, "page": 1_000_000, "limit": 200, "text": 400, "top": 100}
 SORT_COLUMNS = ("latent", "count", "density", "mean", "max", "label", "score")
 JUDGED = {f"score_{s}": f"{s}_balanced_accuracy" for s in SCORERS}  # a page's column -> the table's metric
 SCORE_COLUMNS = tuple(JUDGED)  # each judge's balanced accuracy
@@ -80,10 +82,8 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
         raise RequestError(f"sort must be one of {list(SORT_COLUMNS)}, got {sort!r}")
     if order not in ("asc", "desc"):
         raise RequestError(f"order must be 'asc' or 'desc', got {order!r}")
-    bounded("per_page", per_page)
+    bounded("per_page", per_page), bounded("page", page)
     _check_length("the label filter", label)
-    if page < 1:
-        raise RequestError(f"page must be >= 1, got {page}")
     latents = source.sae(sae)
     explained = _current_labels(latents)
     frame = latents.density().drop("hist").join(explained, on="latent", how="left")
@@ -118,26 +118,32 @@ def _current_labels(latents: Any) -> pl.DataFrame:
         *[pl.col(metric).alias(column) for column, metric in JUDGED.items()])
 
 
-def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
-                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 20) -> dict[str, Any]:
-    """The feature page: density and histogram, top contexts, equal-count and equal-width
-    quantile samples, co-firing latents among its ``cofiring_sample`` strongest occurrences
-    (each costs a context of codes), output logits when the store keeps them; all as the
+def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, per_doc: int = 0,
+                 bins: int = 5, per_bin: int = 3, cofiring: int = 20, similar: int = 10) -> dict[str, Any]:
+    """The feature page: density and histogram, output logits when the store keeps them, the
+    true top ``k`` contexts (``per_doc``: at most that many per document; 0: no limit),
+    equal-count and equal-width quantile samples, co-firing latents (exact, or on a stated
+    sample: :func:`actstore.web.related.cofiring_panel`) and latents with similar decoder
+    directions, both labelled; ``documents``: the name of every document shown. All as the
     query API returns them."""
-    bounded("k", k), bounded("window", window, 0), bounded("bins", bins), bounded("per_bin", per_bin)
-    bounded("cofiring", cofiring), bounded("cofiring_sample", cofiring_sample)
+    bounded("k", k), bounded("window", window, 0), bounded("per_doc", per_doc, 0), bounded("bins", bins)
+    bounded("per_bin", per_bin), bounded("cofiring", cofiring), bounded("similar", similar)
     latents = source.sae(sae)
     stats = latents.density(latent).to_dicts()[0]
     fired = stats["count"] > 0
     explanations = _latent_explanations(latents, latent)
     quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window).to_dicts()
                  if fired else [] for kind in ("count", "width")}
+    top = latents.top_k(latent, k=k, window=window, per_doc=per_doc or None).to_dicts()
+    shown = {row["doc"] for row in [*top, *quantiles["count"], *quantiles["width"]]}
+    current = latents.explanations(current=True)
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
-            "hist_edges": np.asarray(latents.hist_edges).tolist(),
-            "top": latents.top_k(latent, k=k, window=window).to_dicts(), "quantiles": quantiles,
-            "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample).to_dicts() if fired else [],
-            "cofiring_sample": cofiring_sample, "explanations": explanations.to_dicts(), "scorers": _scored(explanations),
-            **_logits(latents, latent)}
+            "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "top": top, "quantiles": quantiles,
+            "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring) if fired else
+            {"rows": [], "exact": True, "counted": 0, "occurrences": 0, "contexts": 0, "contexts_total": 0},
+            "similar": related.similar_panel(latents, latent, current, top=similar),
+            "documents": source.document_names(sorted(shown)), "explanations": explanations.to_dicts(),
+            "scorers": _scored(explanations), **_logits(latents, latent)}
 
 
 def _latent_explanations(latents: Any, latent: int) -> pl.DataFrame:
@@ -161,11 +167,16 @@ def _logits(latents: Any, latent: int) -> dict[str, Any]:
 
 
 def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12) -> dict[str, Any]:
-    """Stored contexts containing ``text``'s token sequence (``store.find_tokens``)."""
+    """Stored contexts containing ``text``'s token sequence (encoded as given): ``total`` counts
+    every match, ``matches`` the first ``limit`` in store order (``find_sequences``), with the
+    names of their documents."""
     _check_text(text)
     bounded("limit", limit), bounded("window", window, 0)
-    matches = source.store.find_tokens(text, limit=limit, window=window)
-    return {"text": text, "limit": limit, "matches": matches.to_dicts()}
+    store = source.store
+    found = find_sequences(store, [(text, encode_text(store, text))], limit=limit, window=window)
+    matches = found.matches.to_dicts()
+    return {"text": text, "limit": limit, "total": found.total, "matches": matches,
+            "documents": source.document_names(sorted({m["doc"] for m in matches}))}
 
 
 def latent_search_view(source: StoreSource, text: str, *, by: str = "explanations", top: int = 20) -> dict[str, Any]:
