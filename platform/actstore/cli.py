@@ -228,6 +228,13 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
     return _emit(frame, args, lambda: render_frame(frame))
 
 
+def _cmd_across(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).across_layers(args.latent, window=None if args.window < 0 else args.window, top=args.top)
+    return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no other SAE within the window")
+
+
 def _cmd_find(args: argparse.Namespace) -> int:
     from actstore.api import open_store
     from actstore.query.render import render_matches
@@ -412,6 +419,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
+    across = _query_parser(verbs, "across", "a latent across layers: the other SAEs' latents by decoder cosine and "
+                           "co-firing", _cmd_across)
+    across.add_argument("--window", type=int, default=2, help="layers either side (-1: every SAE of the store)")
+    across.add_argument("--top", type=int, default=3, help="latents per SAE and measure")
 
     find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")

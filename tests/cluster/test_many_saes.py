@@ -29,11 +29,22 @@ STORED = {"blocks.1.hook_resid_post": "model", "blocks.2.hook_mlp_out": "bfloat1
 D_SAE, CAP = 40, 8
 
 
+PLANTED = {"res1-16k": 5, "res2-16k": 11, "mlp1-16k": 7}  # res2's 11 writes 3x res1's 5, mlp1's 7 its opposite
+
+
 def mirror_release(root: Path) -> None:
-    """params.npz files under the release's real folder names (the canonical ones of layers 0-3)."""
+    """params.npz files under the release's real folder names (the canonical ones of layers 0-3),
+    with the decoder directions of PLANTED."""
+    paths = {}
     for i, sae in enumerate(expand_release("gemma-scope-2b-pt", kinds=None, layers=[0, 1, 2, 3], width="16k", l0="canonical")):
-        make_gemma_scope_sae(root / sae.repo.split("/")[1] / sae.folder / "params.npz", 128 if sae.kind == "att" else 64,
-                             D_SAE, seed=i, threshold=0.3)
+        paths[f"{sae.kind}{sae.layer}-16k"] = make_gemma_scope_sae(
+            root / sae.repo.split("/")[1] / sae.folder / "params.npz", 128 if sae.kind == "att" else 64, D_SAE, seed=i,
+            threshold=0.3)
+    direction = np.load(paths["res1-16k"])["W_dec"][PLANTED["res1-16k"]]
+    for name, scale in (("res2-16k", 3.0), ("mlp1-16k", -1.0)):
+        params = dict(np.load(paths[name]))
+        params["W_dec"][PLANTED[name]] = scale * direction
+        np.savez(paths[name], **params)
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +127,41 @@ def test_store_page_and_search_span_every_sae(scope_store: Path, capsys) -> None
         [[f"att{n}-16k", f"mlp{n}-16k", f"res{n}-16k"] for n in range(4)]
     page = client.get("/").text
     assert page.count('<details class="layer"') == 4 and all(f'href="/sae/{a.name}"' in page for a in store.meta.saes)
+
+
+def test_a_latent_across_layers(scope_store: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from actstore.cluster.index import run_index
+    from actstore.store.layout import FLAG_BOS, FLAG_PAD
+    from actstore.web.app import create_app
+
+    run_index(str(scope_store), "res1-16k", bucket_nnz=10_000)  # the latent's own occurrences come from its index
+    store = actstore.open(str(scope_store))
+    latent = PLANTED["res1-16k"]
+    frame = store.sae("res1-16k").across_layers(latent, window=1, top=2)
+    window = [f"{k}{n}-16k" for n in range(3) for k in ("att", "mlp", "res") if (k, n) != ("res", 1)]  # layers 0-2
+    shown = list(dict.fromkeys(frame["sae"]))
+    assert shown == [s for s in window if s in shown] and {"mlp0-16k", "res0-16k", "mlp1-16k", "res2-16k"} <= set(shown)
+    planted = frame.filter(pl.col("sae") == "res2-16k").row(0, named=True)  # the same direction, 3x: first by cosine
+    assert planted["latent"] == PLANTED["res2-16k"] and planted["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert PLANTED["mlp1-16k"] not in frame.filter((pl.col("sae") == "mlp1-16k") & (pl.col("cosine") > 0))["latent"]
+    assert frame.filter(pl.col("sae").str.starts_with("att"))["cosine"].is_null().all()  # hook_z is 128 wide, not 64
+    # co-firing against the codes themselves: A's counted tokens, B's latent among the codes there, B's count
+    flags = store.tokens(slice(None))["flags"].reshape(-1)
+    counted = (flags & (FLAG_BOS | FLAG_PAD)) == 0
+    mine = np.flatnonzero(counted & (store.read("codes/res1-16k/idx", slice(None)).reshape(-1, CAP) == latent).any(1))
+    for row in frame.iter_rows(named=True):
+        theirs = store.read(f"codes/{row['sae']}/idx", slice(None)).reshape(-1, CAP)[mine]
+        together = int((theirs == row["latent"]).any(1).sum())
+        count = int(store.sae(row["sae"]).density(row["latent"])["count"][0])
+        assert (row["together"], row["count"]) == (together, count)
+        assert row["jaccard"] == pytest.approx(together / (mine.size + count - together))
+
+    client = TestClient(create_app(str(scope_store)))
+    view = client.get(f"/api/sae/res1-16k/latent/{latent}/layers", params={"window": 1, "top": 2}).json()
+    assert [g["sae"] for g in view["saes"]] == window  # every SAE in the window, those without a latent to show too
+    assert all("not 64" in g["missing"] for g in view["saes"] if g["sae"].startswith("att"))
+    page = client.get(f"/sae/res1-16k/latent/{latent}/layers", params={"window": 1, "top": 2}).text
+    assert f'href="/sae/res2-16k/latent/{PLANTED["res2-16k"]}/layers?window=1&amp;top=2"' in page
+    assert client.get(f"/sae/res1-16k/latent/{latent}/layers", params={"window": 1000}).status_code == 400

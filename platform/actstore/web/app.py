@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
 from actstore.web import live_views, text, views
+from actstore.web.across_views import across_view
 from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
 from actstore.web.plots import bar_chart, line_chart, rebin
 from actstore.web.source import StoreSource
@@ -68,6 +69,9 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
         Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
         Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, one)),
         Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer),
+        Route("/sae/{sae}/latent/{latent:int}/layers", cached(pages.across, every)),
+        Route("/api/sae/{sae}/latent/{latent:int}/layers", cached(pages.api(lambda r, **p: across_view(
+            source, r.path_params["sae"], r.path_params["latent"], **p), ACROSS_PARAMS), every)),
         Route("/search", cached(pages.search, lambda r: None if r.query_params.get("mine") else every(r))),
         Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
         Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
@@ -108,6 +112,7 @@ STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
     "seed": (int, 16)}
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
+ACROSS_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"window": (int, 2), "top": (int, 3)}
 
 
 def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]]) -> dict[str, Any]:
@@ -204,6 +209,11 @@ class _Pages:
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
         return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+
+    def across(self, request: Request) -> Response:
+        view = across_view(self.source, request.path_params["sae"], request.path_params["latent"],
+                           **_params(request, ACROSS_PARAMS))
+        return self._render(request, "across.html", view=view)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
