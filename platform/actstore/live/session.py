@@ -238,4 +238,4 @@ def _load_sae(store: Store, info: SaeInfo, path: str | None, device: torch.devic
         raise ConfigError(f"the SAE files at {source!r} are not the ones SAE {info.name!r} of the store was made "
                           f"with (sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
     latents = Latents(store, info.name)
-    return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))
+    return LoadedSae(info, weights, SAEEncoder(weights, device, dtype=info.weights_dtype), latents, LatentStats.of(latents))
