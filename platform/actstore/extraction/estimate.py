@@ -8,8 +8,9 @@ activations (:data:`COMPRESSION_RATIOS`). zstd arrays are estimated from what th
 array's slots past a token's L0 are fill and compress to almost nothing, so codes cost about
 ``L0 x (index bytes + value bytes)`` per token, at the SAE's mean L0 (given, read from a Gemma
 Scope path such as ``average_l0_82``, or a quarter of the code cap, as stated in the output).
-GPU-hours come from throughput measured by ``benchmarks/bench_gpu.py`` (:data:`MEASURED`),
-scaled by model FLOPs per token for other models; they are labelled as such.
+GPU-hours come from throughput measured by ``benchmarks/bench_gpu.py`` (:data:`MEASURED`; for
+other models that of Gemma 2 2B), scaled by the run's FLOPs per token (the model's blocks plus
+the SAE encoders) against the measured run's; they are labelled as such.
 """
 
 from __future__ import annotations
@@ -293,5 +294,5 @@ def _gpu_hours(plan: ExtractPlan, tokens: int, flops_per_token: float | None) ->
            f"{_MEASURED_FLOPS[model] / 1e9:.2f} + {_MEASURED_SAE_FLOPS[model] / 1e9:.2f}")
     if measured is not None:
         return tokens / tok_s * scale / 3600, f"measured for {model} on {device} ({source}), scaled by FLOPs: {how}"
-    return tokens / tok_s * scale / 3600, (f"scaled by model and SAE FLOPs/token from the {model} measurement on {device} "
+    return tokens / tok_s * scale / 3600, (f"scaled by model FLOPs (plus the SAE encoders') per token from the {model} measurement on {device} "
                                            f"({source}): {how}; not measured for this model")
