@@ -60,6 +60,11 @@ def test_features_on_stored_ids_equal_stored_codes(session: LiveSession) -> None
             np.testing.assert_allclose(got["value"].to_numpy(), val[pos][keep], rtol=1e-5, atol=1e-5)
         assert frame.filter(pl.col("pos") == 0)["special"].all()  # BOS, flagged
     assert 0 not in session.features(ids, top=20)["pos"].to_list()  # and left out by default
+    labelled = int(frame["latent"][-1])
+    session.sae(SAE).latents.label(labelled, "a label", author="test")  # read at once: no restart
+    frame = session.features(ids, top=20)
+    assert set(frame.filter(pl.col("latent") == labelled)["label"]) == {"a label"}
+    assert frame.filter(pl.col("latent") != labelled)["label"].null_count() == frame.filter(pl.col("latent") != labelled).height
 
 
 def test_percentiles_agree_with_corpus_values(session: LiveSession) -> None:
@@ -173,10 +178,12 @@ def test_sweep_frame(session: LiveSession) -> None:
 
 
 def test_logits_equal_numpy_and_show_in_top(session: LiveSession, store_copy: Path, capsys) -> None:
-    latents = actstore.open(str(store_copy)).sae(SAE)
+    kept = actstore.open(str(store_copy)).sae(SAE).logits(3)  # kept when the index was built: the model is here
+    shutil.rmtree(store_copy / "logits")
     with pytest.raises(LogitsNotFoundError, match="actstore logits"):
-        latents.logits(3)
+        actstore.open(str(store_copy)).sae(SAE).logits(3)
     keep_output_logits(session, SAE)
+    assert actstore.open(str(store_copy)).sae(SAE).logits(3).equals(kept)
     vocab = len(session.tokenizer)
     W_U = session.model.get_output_embeddings().weight.detach().numpy()[:vocab].astype(np.float64)
     W_dec = load_sae(session.saes[SAE].info.source).W_dec.astype(np.float64)

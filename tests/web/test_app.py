@@ -196,7 +196,7 @@ def test_on_s3(web_store: Path, s3_endpoint: str, s3_bucket: str, client: TestCl
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
-    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests", "explanations"):  # what the browser reads
+    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests", "explanations", "logits", "documents"):  # what the browser reads
         fs.put(str(web_store / part), f"{s3_bucket}/store/{part}", recursive=True)
     remote = TestClient(create_app(f"s3://{s3_bucket}/store", storage_options={"endpoint_url": s3_endpoint}))
     latent = _mid_latent(latents)

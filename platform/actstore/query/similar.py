@@ -13,6 +13,7 @@ store, a training run) uses it the same way.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +28,9 @@ __all__ = ["SIMILAR_SCHEMA", "decoder_rows", "nearest_rows", "similar_latents", 
 
 SIMILAR_SCHEMA = pl.Schema({"sae": pl.String(), "latent": pl.Int64(), "cosine": pl.Float32()})
 DECODERS_KEPT = 2  # SAEs whose normalised decoder rows a process keeps
+RETRY_S = 60.0  # a failed load is not tried again for this long (a page asks on every request)
 _KEPT: dict[str, np.ndarray] = {}  # by the SAE files' sha256
+_FAILED: dict[str, tuple[float, str]] = {}  # sha256 -> (when, why)
 _LOCK = threading.Lock()
 
 
@@ -65,13 +68,17 @@ def decoder_rows(store: Store, sae: str) -> np.ndarray:
         found = _KEPT.get(info.sha256)
         if found is not None:
             return found
+        failed = _FAILED.get(info.sha256)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_S:
+            raise DecoderNotFoundError(failed[1])
         try:
             weights = load_sae(info.source, local_files_only=True)
+            if weights.sha256 != info.sha256:
+                raise ConfigError(f"the SAE files at {info.source!r} are not the ones SAE {sae!r} was encoded with "
+                                  f"(sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
         except (ConfigError, OSError) as exc:
-            raise DecoderNotFoundError(f"the decoder of SAE {sae!r} is not on this machine: {exc}") from None
-        if weights.sha256 != info.sha256:
-            raise DecoderNotFoundError(f"the SAE files at {info.source!r} are not the ones SAE {sae!r} was encoded with "
-                                       f"(sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
+            _FAILED[info.sha256] = (time.monotonic(), f"the decoder of SAE {sae!r} is not on this machine: {exc}")
+            raise DecoderNotFoundError(_FAILED[info.sha256][1]) from None
         while len(_KEPT) >= DECODERS_KEPT:
             _KEPT.pop(next(iter(_KEPT)))
         found = _KEPT[info.sha256] = unit_rows(weights.W_dec)

@@ -11,9 +11,9 @@ from actstore.errors import ConfigError, DecoderNotFoundError
 from actstore.query.cofiring import cofiring_sample
 from actstore.query.similar import similar_latents
 
-__all__ = ["COFIRING_ROWS", "cofiring_panel", "labelled", "similar_panel"]
+__all__ = ["COFIRING_BYTES", "cofiring_panel", "labelled", "similar_panel"]
 
-COFIRING_ROWS = 65_536  # code rows (tokens) a page's co-firing reads at most: all of a demo-sized store
+COFIRING_BYTES = 16 * 2**20  # latent ids a page's co-firing decodes at most: all of a demo-sized store
 
 
 def labelled(current: pl.DataFrame, frame: pl.DataFrame, *, column: str = "latent") -> list[dict[str, Any]]:
@@ -23,10 +23,12 @@ def labelled(current: pl.DataFrame, frame: pl.DataFrame, *, column: str = "laten
     return frame.join(labels, on=column, how="left", maintain_order="left").to_dicts()
 
 
-def cofiring_panel(latents: Any, latent: int, current: pl.DataFrame, *, top: int, max_rows: int = COFIRING_ROWS) -> dict[str, Any]:
+def cofiring_panel(latents: Any, latent: int, current: pl.DataFrame, *, top: int, budget: int = COFIRING_BYTES) -> dict[str, Any]:
     """Co-firing latents by Jaccard with labels (``current``: the current explanations), and what they were counted on: ``exact`` over
     all occurrences, or the occurrences in a seeded sample of whole code chunks (``counted`` of
-    ``occurrences``, in ``contexts`` of ``contexts_total``), ``together`` scaled up to all."""
+    ``occurrences``, in ``contexts`` of ``contexts_total``), ``together`` scaled up to all.
+    ``budget``: bytes of latent ids to decode at most (a code row is ``code_cap`` int32)."""
+    max_rows = budget // (4 * latents.info.code_cap)
     sample = cofiring_sample(latents, latent, max_rows=max_rows)
     frame = latents.cofiring(latent, top=top, max_rows=max_rows)
     return {"rows": labelled(current, frame), "exact": sample.exact, "counted": int(sample.tokens.size),

@@ -80,6 +80,6 @@ def runs(row: dict[str, Any], top: float) -> list[Run]:
     for a, b in token_runs(tokens):
         vals = [float(v) for v in values[a:b]] or [0.0]
         title = f"{vals[0]:.4g}" if b - a == 1 else (
-            f"{b - a} tokens of one character, values " + ", ".join(f"{v:.4g}" for v in vals))
+            f"{b - a} tokens shown together (a character split over them), values " + ", ".join(f"{v:.4g}" for v in vals))
         out.append(Run("".join(tokens[a:b]) or CUT, shade(max(vals), top), title, a < stop and b > focus, b - a))
     return out

@@ -139,8 +139,7 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
     current = latents.explanations(current=True)
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
             "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "top": top, "quantiles": quantiles,
-            "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring) if fired else
-            {"rows": [], "exact": True, "counted": 0, "occurrences": 0, "contexts": 0, "contexts_total": 0},
+            "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring),
             "similar": related.similar_panel(latents, latent, current, top=similar),
             "documents": source.document_names(sorted(shown)), "explanations": explanations.to_dicts(),
             "scorers": _scored(explanations), **_logits(latents, latent)}
