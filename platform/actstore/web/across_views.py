@@ -9,7 +9,7 @@ from typing import Any
 from actstore.errors import RequestError
 from actstore.models.sites import parse_site
 from actstore.query.across import across_layers, neighbours
-from actstore.web.related import COFIRING_ROWS, labelled
+from actstore.web.related import COFIRING_BYTES, labelled
 from actstore.web.source import StoreSource
 
 __all__ = ["ACROSS_LIMITS", "across_view"]
@@ -26,7 +26,8 @@ def across_view(source: StoreSource, sae: str, latent: int, *, window: int = 2, 
     latents = source.sae(sae)
     latents.density(latent)  # an unknown latent fails here, by number
     others = neighbours(latents, [source.sae(s.name) for s in source.store.meta.saes], window=window)
-    found = across_layers(latents, latent, saes=others, top=top, max_rows=COFIRING_ROWS)
+    # the co-firing budget of a feature page, in rows of this SAE's codes
+    found = across_layers(latents, latent, saes=others, top=top, max_rows=COFIRING_BYTES // (4 * latents.info.code_cap))
     groups = [{"sae": o.name, "site": o.info.site, "layer": parse_site(o.info.site).layer,
                "rows": labelled(o.explanations(current=True), found.frame.filter(found.frame["sae"] == o.name).drop(
                    "sae", "layer", "site")),
