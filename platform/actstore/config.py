@@ -338,8 +338,9 @@ class WorkersConfig(_Frozen):
     sae_memory_gb: float | None = Field(
         default=None, gt=0,
         description="Device memory the SAE weights may take on a worker, in GB. Default: on a GPU, what is free once "
-        "the model is loaded, less a batch's working memory; on a CPU, no limit. When the SAEs do not fit, the worker "
-        "encodes them in groups, moving each group's weights to the device in turn (same codes, more transfers).")
+        "the model is loaded, less a batch's working memory; on a CPU, no limit. When the SAEs do not all fit, the "
+        "worker keeps as many on the device as leave room for the largest and moves the others there in turns for "
+        "every batch (same codes, more transfers).")
     units_in_flight: int | None = Field(
         default=None, ge=1,
         description="Units a worker holds at once; with 2, writing one unit overlaps computing the next. "
@@ -402,7 +403,8 @@ class ExtractConfig(IngestConfig):
             raise ValueError(f"sites are listed twice: {sorted({n for n in names if names.count(n) > 1})}")
         sae_names = [s.name for s in self.saes]
         if len(set(sae_names)) != len(sae_names):
-            raise ValueError(f"SAE names must be unique: {sae_names}")
+            raise ValueError(f"SAE names must be unique; used twice: {sorted({n for n in sae_names if sae_names.count(n) > 1})} "
+                             "(two release entries of the same layers tell theirs apart with a prefix)")
         for sae in self.saes:
             if sae.site not in names:
                 raise ValueError(
