@@ -71,7 +71,7 @@ def build_planted_store(root: Path) -> Path:
     config = IngestConfig.model_validate({
         "store": {"url": str(root / "store")},
         "corpus": {"paths": [str(root / "corpus.jsonl")], "key_field": "id"},
-        "tokenizer": {"id": str(tokenizer)}, "context": {"ctx_len": 32, "contexts_per_unit": 4}})
+        "tokenizer": {"id": str(tokenizer)}, "context": {"ctx_len": 32, "contexts_per_unit": 16}})
     store = run_ingest(config)
     _plant(store, _params(root / "sae" / "params.npz"))
     run_index(store.location.url, PLANTED)

@@ -1,5 +1,6 @@
 """Format v1 stores (no tokenizer inside): still read through their recorded source, and
-upgraded in place to v2 by `actstore upgrade`."""
+upgraded in place to the current version by `actstore upgrade` (tests/live/test_portable.py
+upgrades a v2 store's SAE placement)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,19 @@ from actstore.upgrade import upgrade_store
 from tests.coded_store import SAE
 
 V2_TOKENIZER_FIELDS = ("file", "sha256", "special_tokens", "clean_up_spaces")
+V3_SAE_FIELDS = ("origin", "revision", "file")
 
 
 def _as_v1(coded_store: Path, copy: Path, **tokenizer_changes: object) -> Path:
-    """A copy of the coded store as format v1 wrote it: no tokenizer file, no v2 fields."""
+    """A copy of the coded store as format v1 wrote it: no tokenizer file, no SAE copy, no v2 or v3 fields."""
     shutil.copytree(coded_store, copy)
     shutil.rmtree(copy / "tokenizer")
+    shutil.rmtree(copy / "saes")
     group = zarr.open_group(str(copy), mode="r+")
     raw = dict(group.attrs[ATTRIBUTE])
     tokenizer = {k: v for k, v in raw["tokenizer"].items() if k not in V2_TOKENIZER_FIELDS}
-    group.attrs[ATTRIBUTE] = {**raw, "format_version": 1, "tokenizer": {**tokenizer, **tokenizer_changes}}
+    saes = [{k: v for k, v in sae.items() if k not in V3_SAE_FIELDS} for sae in raw["saes"]]
+    group.attrs[ATTRIBUTE] = {**raw, "format_version": 1, "tokenizer": {**tokenizer, **tokenizer_changes}, "saes": saes}
     return copy
 
 
@@ -42,13 +46,15 @@ def test_a_v1_store_reads_through_its_source_and_upgrades(coded_store: Path, tmp
     assert _top(v1, latent) == expected  # the fallback: the recorded source, through transformers
 
     assert main(["upgrade", str(v1)]) == 0
-    assert "upgraded from format v1 to v2" in capsys.readouterr().out
+    assert "upgraded from format v1 to v3" in capsys.readouterr().out
     store = actstore.open(str(v1))
-    assert store.meta.format_version == 2 and (v1 / TOKENIZER_KEY).exists()
+    assert store.meta.format_version == 3 and (v1 / TOKENIZER_KEY).exists()
     assert store.meta.tokenizer == actstore.open(str(coded_store)).meta.tokenizer
+    assert store.meta.saes == actstore.open(str(coded_store)).meta.saes  # the SAE found where it was, copied in
+    assert (v1 / "saes" / SAE / "params.npz").read_bytes() == (coded_store / "saes" / SAE / "params.npz").read_bytes()
     assert len(read_tokenizer(store.files, store.meta.tokenizer)) == store.meta.tokenizer.vocab_size
     assert _top(v1, latent) == expected
-    assert upgrade_store(str(v1)) == (str(v1), 2, 2)  # nothing left to do
+    assert upgrade_store(str(v1)) == (str(v1), 3, 3, (), ())  # nothing left to do
 
 
 def test_upgrade_refuses_a_source_that_is_no_longer_the_tokenizer(coded_store: Path, tmp_path: Path) -> None:

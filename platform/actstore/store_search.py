@@ -4,9 +4,10 @@ latents anywhere are about X".
 
 By explanations, one BM25 index spans the explanations of every SAE, so match scores compare
 across SAEs (an index per SAE would weigh the same word differently in each). By example, each
-SAE's :func:`~actstore.explain.search.search_by_example` ranks its latents by the percentile of
-their value within their own distribution, which compares across SAEs as it is; it runs once per
-SAE (each finds the text's places in the corpus again).
+SAE's :func:`~actstore.explain.search.search_by_example` ranks its latents by evidence (from
+percentiles of their values within their own distributions), which compares across SAEs as it
+is; it runs once per SAE (each finds the text's places in the corpus again). Both cover labels,
+explanations and every latent's token profile.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
-from actstore.explain.search import EXAMPLE_SEARCH_SCHEMA, SEARCH_SCHEMA, WORD, _bm25
-from actstore.explain.table import mean_score
+from actstore.explain.search import (
+    EXAMPLE_SEARCH_SCHEMA,
+    SEARCH_SCHEMA,
+    WORD,
+    _bm25,
+    searchable_rows,
+)
 from actstore.latents import Latents
 
 if TYPE_CHECKING:
@@ -36,7 +42,7 @@ def search_store(store: Store, text: str, *, top: int = 20, by_example: bool = F
                  saes: list[str] | None = None) -> pl.DataFrame:
     """Latents of every SAE of ``store`` (or of ``saes``) found by ``text``, ranked in one list:
     by their explanations' words (BM25 ``match``; columns :data:`STORE_SEARCH_SCHEMA`), or with
-    ``by_example`` by the percentile of their value where the corpus holds the text (columns
+    ``by_example`` by their evidence where the corpus holds the text (columns
     :data:`STORE_EXAMPLE_SCHEMA`). ``rank`` counts over the whole list."""
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
@@ -45,7 +51,7 @@ def search_store(store: Store, text: str, *, top: int = 20, by_example: bool = F
         Latents(store, name)  # an unknown SAE fails here, by name
     if by_example:
         found = [Latents(store, n).search_by_example(text, top=top).with_columns(sae=pl.lit(n)) for n in names]
-        ranked = pl.concat(found, how="vertical").sort(["percentile", "value", "sae", "latent"],
+        ranked = pl.concat(found, how="vertical").sort(["evidence", "percentile", "sae", "latent"],
                                                        descending=[True, True, False, False]).head(top) if found else None
         return _ranked(ranked, STORE_EXAMPLE_SCHEMA)
     return _ranked(_by_explanations(store, names, text, top), STORE_SEARCH_SCHEMA)
@@ -54,10 +60,7 @@ def search_store(store: Store, text: str, *, top: int = 20, by_example: bool = F
 def _by_explanations(store: Store, names: list[str], text: str, top: int) -> pl.DataFrame | None:
     import bm25s
 
-    parts = [Latents(store, n).explanations().lazy().filter(pl.col("parsed")).select(
-        "latent", "text", "kind", "author", "key", "created",
-        score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).with_columns(sae=pl.lit(n)).collect()
-        for n in names]
+    parts = [searchable_rows(Latents(store, n)).with_columns(sae=pl.lit(n)) for n in names]
     rows = pl.concat([p for p in parts if p.height], how="vertical") if any(p.height for p in parts) else None
     words = bm25s.tokenize([text], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows is None or not words or not words[0]:
@@ -66,7 +69,7 @@ def _by_explanations(store: Store, names: list[str], text: str, top: int) -> pl.
     found, match = index.retrieve(words, k=rows.height, show_progress=False)
     hits = pl.DataFrame({"row": found[0].astype(np.int64), "match": match[0].astype(np.float64)}).filter(pl.col("match") > 0)
     best = (hits.join(rows.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)), on="row")
-            .sort(["match", "created"], descending=True).unique(["sae", "latent"], keep="first", maintain_order=True).head(top))
+            .sort(["match", "created"], descending=True, nulls_last=True).unique(["sae", "latent"], keep="first", maintain_order=True).head(top))
     density = [Latents(store, n).density().filter(pl.col("latent").is_in(group["latent"].implode()))
                .select("latent", "density").with_columns(sae=pl.lit(n))
                for (n,), group in best.group_by("sae", maintain_order=True)]

@@ -29,7 +29,8 @@ from tests.coded_store import SAE
 def _auto(latent: int, text: str, detection: float, fuzzing: float, *, parsed: bool = True) -> dict:
     return {"latent": latent, "text": text if parsed else None, "kind": "auto", "author": "m", "parsed": parsed,
             "raw": text, "key": f"k{latent}{text}", "created": "2026-01-01T00:00:00+00:00",
-            "detection_balanced_accuracy": detection, "fuzzing_balanced_accuracy": fuzzing}
+            "detection_balanced_accuracy": detection, "fuzzing_balanced_accuracy": fuzzing,
+            "detection_informative": True, "fuzzing_informative": True}
 
 
 def test_table_on_s3_reads_only_committed_parts(s3_endpoint: str, s3_bucket: str) -> None:
@@ -46,6 +47,18 @@ def test_table_on_s3_reads_only_committed_parts(s3_endpoint: str, s3_bucket: str
     assert current.schema == CURRENT_SCHEMA
     assert current.select("latent", "text", "kind").rows() == [(1, "dates", "auto"), (2, "the comma", "human")]
     assert current["score"][0] == pytest.approx(0.85)
+    # what "current" means without informative scores: a profile beats an unscored answer, not the newest row
+    unscored = {**_auto(3, "newest words", 0.5, 0.5), "created": "2026-01-03T00:00:00+00:00",
+                "detection_informative": False, "fuzzing_informative": False}
+    profile = {**_auto(3, 'the token " x"', 0.5, 0.5), "kind": "profile", "author": "token-profile",
+               "detection_informative": False, "fuzzing_informative": False}
+    append_explanations(store, "sae", [unscored, profile])
+    third = current_explanations(scan_explanations(store, "sae")).filter(pl.col("latent") == 3).row(0, named=True)
+    assert (third["kind"], third["score"]) == ("profile", None)
+    append_explanations(store, "sae", [{**unscored, "key": "k3b", "text": "scored words", "fuzzing_informative": True,
+                                        "fuzzing_auroc": 0.7}])
+    third = current_explanations(scan_explanations(store, "sae")).filter(pl.col("latent") == 3).row(0, named=True)
+    assert (third["text"], third["score"]) == ("scored words", pytest.approx(0.7))  # its informative judge only
     with pytest.raises(ConfigError, match="unknown explanation columns"):
         append_explanations(store, "sae", [{"latent": 1, "api_key": "x"}])
 

@@ -157,8 +157,7 @@ def test_cli_top_highlights_and_exports(coded_store: Path, dense, capsys, tmp_pa
     latent = _mid_latent(dense)
     assert main(["top", str(coded_store), "--sae", SAE, "--latent", str(latent), "--k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5 and all("[[" in line and "]]" in line for line in lines[:3])
-    assert lines[3].startswith("output logits  top: ")  # kept when the index was built
+    assert len(lines) == 3 and all("[[" in line and "]]" in line for line in lines)
     assert main(["top", str(coded_store), "--sae", SAE, "--latent", str(latent), "--k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
     for verb in (["density"], ["at", "--ctx", "2"], ["cofiring", "--latent", str(latent)]):

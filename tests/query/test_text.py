@@ -110,7 +110,7 @@ def test_cofiring_exact_and_sampled_and_similar_decoders(planted_store: Path, la
     assert latents.cofiring(PAIR_A, top=3, max_rows=10**9).equals(exact)
     from actstore.query.cofiring import cofiring_sample
 
-    sample = cofiring_sample(latents, PAIR_A, max_rows=64)
+    sample = cofiring_sample(latents, latents.all_postings(PAIR_A)[0], max_rows=64)
     assert not sample.exact and 0 < sample.tokens.size < sample.occurrences == on[:, PAIR_A].sum()
     sampled = latents.cofiring(PAIR_A, top=20, max_rows=64)
     counted = np.zeros(ids.size, bool)

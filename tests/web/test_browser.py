@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +180,8 @@ def test_explanation_panels(server: str, page, latents) -> None:
     assert page.locator("table.explanations tbody tr").count() == latents.explanations(latent=scored).height
     assert "could not be parsed" in page.locator("table.explanations").inner_text()
     assert {"detection", "fuzzing"} <= set(page.locator("table.explanations thead th").all_inner_texts())  # a column per judge
+    assert page.locator("table.explanations tr:has-text('common words') .uninformative").inner_text() == "uninformative"
+    assert page.locator("table.profile tbody tr").count() > 0  # the token profile panel
     _shot(page, "feature-explanations")
     page.goto(server + "/search")
     page.fill("form.find textarea[name=find]", "future tense")
@@ -196,8 +199,8 @@ def test_explanation_panels(server: str, page, latents) -> None:
 def test_features_on_my_text(server: str, page) -> None:
     text = '<script>window.__pwned = "mine"</script> the future of the store'
     page.goto(server + "/search")
-    page.fill("input[name=mine]", text)
-    page.click("form.search:has(input[name=mine]) button")
+    page.fill("textarea[name=mine]", text)
+    page.click("form.search:has(textarea[name=mine]) button")
     page.wait_for_url("**mine=**")
     rows = page.locator("table.features tbody tr")
     assert rows.count() > 5 and page.evaluate("window.__pwned") is None
@@ -213,19 +216,104 @@ def test_features_on_my_text(server: str, page) -> None:
 
 
 def test_steering_page(server: str, page, latents) -> None:
+    """A multi-line prompt, shown with both continuations; the sweep table and its plots."""
     latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
     page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer")  # the form alone: nothing runs yet
     assert page.locator("section.default").count() == 0
-    page.fill("form.steer input[name=prompt]", "the future of")
+    prompt = "the future\nof the"
+    page.fill("form.steer textarea[name=prompt]", prompt)
     page.fill("input[name=max_new_tokens]", "3")
     page.fill("input[name=strengths]", "0,8")
     page.click("form.steer button")
     page.wait_for_url("**max_new_tokens=3**")
-    default, steered = page.locator("section.default pre").inner_text(), page.locator("section.steered pre").inner_text()
-    assert default and steered
+    page.wait_for_selector("p.done")
+    for side in ("default", "steered"):
+        assert page.locator(f"section.{side} pre .prompt").inner_text() == prompt  # the newline kept
+        assert page.locator(f"section.{side} pre .gen").inner_text()
+    assert page.locator("form.steer textarea[name=prompt]").input_value() == prompt
     assert page.locator("svg.plot polyline").count() == 2 and page.locator("svg.plot circle").count() == 4
-    assert page.locator("table.sweep tbody tr").count() == 2
+    assert page.locator("table.sweep tbody tr").count() == 2 and page.locator("table.sweep tbody td.n").count() == 8
     _shot(page, "steering")
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer?prompt=a&strength=nan")
+    assert "strength must be a finite number in [-100, 100], got nan" in page.locator("main").inner_text()
+
+
+def test_feature_page_heatmap_of_my_text(server: str, page, latents) -> None:
+    """The latent's activation on every token of a typed (multi-line) text, shaded on the same
+    scale as the corpus windows, each value on hover as the API gives it."""
+    import json
+
+    latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
+    text = "the future of\nthe store <b>bold</b>"
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}")
+    page.fill("textarea[name=text]", text)
+    page.click("#activate")
+    page.wait_for_url("**text=**")
+    with urllib.request.urlopen(f"{server}/api/sae/{SAE}/latent/{latent}/activation?"
+                                + urllib.parse.urlencode({"text": text}), timeout=60) as answer:
+        expected = json.loads(answer.read())
+    spans = page.locator("div.heatmap span.tok")
+    assert spans.count() == len(expected["tokens"]) > 5
+    top = expected["store_max"]
+    for i, token in enumerate(expected["tokens"]):
+        shade = min(int(10 * token["value"] / top), 9) if token["value"] > 0 else 0
+        assert f"s{shade}" in (spans.nth(i).get_attribute("class") or "").split()
+        assert float((spans.nth(i).get_attribute("title") or "nan").split()[0]) == pytest.approx(token["value"], rel=1e-3, abs=1e-6)
+    shown = "".join(spans.all_inner_texts()).replace("⏎\n", "\n")  # a newline shows as ⏎ and breaks the line
+    assert shown == "".join(t["token"] for t in expected["tokens"]) and shown.strip() == text  # newline and markup as text
+    assert page.locator("div.heatmap b").count() == 0 and page.locator("textarea[name=text]").input_value() == text
+    assert any(t["value"] > 0 for t in expected["tokens"]) == (page.locator("p.activation-max").inner_text().startswith("strongest"))
+    _shot(page, "feature-heatmap")
+
+
+def test_steering_page_shows_tokens_while_the_model_draws_them(web_store: Path, page, latents) -> None:
+    """The steering page arrives in pieces: with the model held after the steered run's second
+    token (a hook on the real model waits), Chromium already shows the prompt, the whole default
+    continuation and two steered tokens, and nothing after them; released, the page completes."""
+    import threading
+
+    import uvicorn
+
+    from actstore.live import open_session
+    from actstore.web.app import create_app
+
+    session = open_session(str(web_store), device="cpu")
+    n, forwards, hold, held = 6, [0], threading.Event(), threading.Event()
+
+    def gate(*_: object) -> None:
+        forwards[0] += 1
+        if forwards[0] == n + 3:  # the default run's n forwards, then the steered run's prompt and first step
+            held.set()
+            hold.wait(120)
+
+    session.model.register_forward_pre_hook(gate)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(str(web_store), session=session), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
+        page.goto(f"http://127.0.0.1:{port}/sae/{SAE}/latent/{latent}/steer?prompt=the+future&strength=8&strengths="
+                  f"&max_new_tokens={n}&seed=1", wait_until="commit")
+        assert held.wait(120)
+        page.wait_for_function("document.querySelectorAll('section.steered .gen').length == 1 && "
+                               "document.querySelector('section.steered .gen').textContent.length > 0")
+        partial = {side: page.locator(f"section.{side} .gen").inner_text() for side in ("default", "steered")}
+        assert page.locator("p.summary, p.done").count() == 0  # the rest is not there yet
+        _shot(page, "steering-in-progress")
+        hold.set()
+        page.wait_for_selector("p.done")
+        result = session.steer("the future", [(SAE, latent, 8.0)], unit="max", max_new_tokens=n, seed=1)
+        assert partial["default"] == page.locator("section.default .gen").inner_text() == result.default_text
+        assert result.steered_text.startswith(partial["steered"]) and len(partial["steered"]) < len(result.steered_text)
+        assert page.locator("section.steered .gen").inner_text() == result.steered_text
+    finally:
+        hold.set()
+        server.should_exit = True
+        thread.join(30)
 
 
 def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, latents) -> None:

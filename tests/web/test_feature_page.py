@@ -67,15 +67,15 @@ def test_corpus_search_counts_every_match_and_names_documents(client: TestClient
 
 
 @pytest.mark.parametrize(("path", "message"), [
-    (f"/api/sae/{PLANTED}?min_density=nan", "min_density must be a finite number, got 'nan'"),
+    (f"/api/sae/{PLANTED}?min_density=nan", "min_density must be a finite number, got nan"),
     (f"/api/sae/{PLANTED}?min_density=inf", "min_density must be a finite number"),
     (f"/api/sae/{PLANTED}?max_score=-inf", "max_score must be a finite number"),
-    (f"/api/sae/{PLANTED}?page=100000000000000000000", "page must be an integer in [-2**63, 2**63)"),
     (f"/api/sae/{PLANTED}?page=2000000", "page must be between 1 and 1000000"),
     (f"/api/sae/{PLANTED}/latent/1?k=1e3", "k must be an integer, got '1e3'"),
     (f"/api/sae/{PLANTED}/latent/1?per_doc=-1", "per_doc must be between 0 and 100"),
     (f"/api/sae/{PLANTED}/latent/1?similar=1000", "similar must be between 1 and 100"),
     ("/api/search?text=%20await&limit=-3", "limit must be between 1 and 200"),
+    (f"/api/sae/{PLANTED}?page=100000000000000000000", "page must be between 1 and 1000000"),
 ])
 def test_bad_parameters_are_400_with_the_limit(client: TestClient, path: str, message: str) -> None:
     r = client.get(path)

@@ -14,10 +14,12 @@ from typing import Any
 
 import ray
 
+from actstore.cluster.profile import count_profile_corpus
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
 from actstore.index.build import BUCKET_NNZ, map_unit, plan_index, reduce_bucket
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
+from actstore.index.profile import create_profile_arrays
 from actstore.store._fs import Location
 from actstore.store.store import Store
 
@@ -28,11 +30,12 @@ TASK_RETRIES = 3
 
 
 def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]]:
-    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
+    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options, probe=False), plan, unit)
 
 
 def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
-    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, counts)
+    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False),
+                         plan, bucket, counts)
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
@@ -45,9 +48,10 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
     store = Store.open(url, storage_options=storage_options, mode="r+")
     fresh = plan_index(store, sae, bucket_nnz=bucket_nnz)
     plan = _current_plan(store, sae)
-    if plan is not None and plan.complete and plan.units == fresh.units:
+    same = plan is not None and (plan.units, plan.profile_top) == (fresh.units, fresh.profile_top)
+    if plan is not None and plan.complete and same:
         return plan
-    if plan is None or plan.units != fresh.units:
+    if plan is None or not same:  # new units, or an index built before token profiles
         plan = _start_build(store, fresh)
     ensure_ray(ray_config)
     location = store.location
@@ -57,6 +61,7 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
         counts_ref = ray.put(counts)
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
         drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress=progress)
+        count_profile_corpus(store, plan, progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
 
@@ -87,6 +92,7 @@ def _start_build(store: Store, plan: IndexPlan) -> IndexPlan:
         del store.group[index_group(plan.sae)]  # buckets of the older build
     group = store.group.require_group(index_group(plan.sae))
     group.attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
+    create_profile_arrays(store, plan)
     return plan
 
 

@@ -19,20 +19,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from actstore.errors import ConfigError
-from actstore.explain.table import mean_score
+from actstore.errors import ConfigError, IndexNotFoundError
+from actstore.explain.profile import PROFILE_AUTHOR, profile_texts
+from actstore.explain.table import SCORED_KINDS, mean_score
 from actstore.query.tokens import encode_text
 from actstore.store.layout import code_array
 from actstore.store.stats import HIST_EDGES
 
 __all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "example_evidence", "search_by_example", "search_explanations",
+           "searchable_rows",
            "value_percentiles"]
 
 SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(),
                            "author": pl.String(), "match": pl.Float64(), "score": pl.Float64(),
                            "density": pl.Float64()})
-INDEXES_KEPT = 4  # SAEs whose BM25 index a process keeps
+INDEXES_KEPT = 4  # SAEs whose BM25 index (and profile texts) a process keeps
 _INDEXES: dict[tuple[str, str], tuple[int, Any]] = {}  # (store URL, SAE) -> (the rows it indexes, the index)
+_PROFILES: dict[tuple[str, str, str], pl.DataFrame] = {}  # (store URL, SAE, index build) -> profile texts
+ROW_COLUMNS = pl.Schema({"latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
+                         "key": pl.String(), "created": pl.String(), "score": pl.Float64()})
 EXAMPLE_SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "evidence": pl.Float64(),
                                    "percentile": pl.Float64(), "value": pl.Float64(), "places": pl.Int64(),
                                    "searched": pl.Int64(), "density": pl.Float64(), "label": pl.String()})
@@ -46,8 +51,8 @@ WORD = r"(?u)\b\w+\b"
 
 def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFrame:
     """Latents whose explanations match ``query`` best (BM25 ``match``), one row per latent with
-    its best-matching explanation, that explanation's ``score`` (mean balanced accuracy of its
-    judges; null for a label) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
+    its best-matching explanation or token profile, that explanation's ``score`` (the mean of its
+    informative scorers; null for a label or profile) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
     import bm25s
 
     # bm25s sets its own logger to DEBUG on import, which would print index-building chatter
@@ -55,8 +60,7 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
-    rows = latents.explanations().lazy().filter(pl.col("parsed")).with_columns(
-        score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None)).collect()
+    rows = searchable_rows(latents)
     words = bm25s.tokenize([query], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
         return pl.DataFrame(schema=SEARCH_SCHEMA)
@@ -64,9 +68,43 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     hits = pl.DataFrame({"row": found[0].astype(np.int64), "match": match[0].astype(np.float64)}).filter(pl.col("match") > 0)
     density = latents.density().select("latent", "density")
     out = (hits.join(rows.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)), on="row")
-           .sort(["match", "created"], descending=True).unique("latent", keep="first", maintain_order=True).head(top)
+           .sort(["match", "created"], descending=True, nulls_last=True).unique("latent", keep="first", maintain_order=True)
+           .head(top)
            .join(density, on="latent", how="left"))
     return out.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(SEARCH_SCHEMA)).cast(SEARCH_SCHEMA)
+
+
+def searchable_rows(latents: Any) -> pl.DataFrame:
+    """What lexical search looks through for one SAE: its parsed explanations with their
+    ``score`` (null for a label) and every firing latent's token profile in words. Columns:
+    ``ROW_COLUMNS``."""
+    table = latents.explanations().filter(pl.col("parsed")).with_columns(
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
+    return pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
+
+
+def _profile_rows(latents: Any, table: pl.DataFrame) -> pl.DataFrame:
+    """Every firing latent's token profile in words as a ``profile`` row (no score), for the
+    latents whose table holds no profile row yet: a profile is searchable before anything is
+    explained. Empty when the index has no profiles (or there is no index)."""
+    try:
+        build = latents.index.build_id
+    except IndexNotFoundError:
+        return pl.DataFrame(schema=ROW_COLUMNS)
+    place = (latents.store.location.url, latents.name, build)
+    texts = _PROFILES.get(place)
+    if texts is None:
+        try:
+            texts = profile_texts(latents)
+        except IndexNotFoundError:
+            texts = pl.DataFrame(schema={"latent": pl.Int64(), "text": pl.String()})
+        while len(_PROFILES) >= INDEXES_KEPT:
+            _PROFILES.pop(next(iter(_PROFILES)), None)
+        _PROFILES[place] = texts
+    have = table.filter(pl.col("kind") == "profile")["latent"]
+    return texts.filter(~pl.col("latent").is_in(have.implode())).with_columns(
+        kind=pl.lit("profile"), author=pl.lit(PROFILE_AUTHOR), key=pl.format("profile:{}", "latent"),
+        created=pl.lit(None, pl.String()), score=pl.lit(None, pl.Float64())).select(list(ROW_COLUMNS)).cast(ROW_COLUMNS)
 
 
 def _bm25(latents: Any, rows: pl.DataFrame) -> Any:
@@ -97,17 +135,17 @@ def value_percentiles(hist: np.ndarray, latent_ids: np.ndarray, values: np.ndarr
     return 100 * (below + 0.5 * rows[np.arange(rows.shape[0]), bins]) / total
 
 
-def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 200) -> pl.DataFrame:
+def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 200, where: Any = None) -> pl.DataFrame:
     """Latents firing where the stored corpus holds ``text`` (its tokens, at up to ``limit``
-    places: the first in store order), ranked by the evidence that they stand for it
-    (:func:`example_evidence`): firing at most of the places, unusually high for themselves,
-    more than at a random stretch of text. ``label``: the current explanation. Columns:
-    :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the text is nowhere in the store."""
+    places: the first in store order, in the documents ``where`` matches), ranked by the
+    evidence that they stand for it (:func:`example_evidence`): firing at most of the places,
+    unusually high for themselves, more than at a random stretch of text. ``label``: the current
+    explanation. Columns: :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the text is nowhere in the store."""
     store, ctx_len = latents.store, latents.store.meta.ctx_len
     ids = encode_text(store, text)
     if not ids:
         raise ConfigError(f"the text {text!r} has no tokens")
-    places = store.find_tokens(ids, limit=limit, window=0)
+    places = store.find_tokens(ids, limit=limit, window=0, where=where)
     if places.is_empty():
         return pl.DataFrame(schema=EXAMPLE_SEARCH_SCHEMA)
     first = places["ctx"].to_numpy() * ctx_len + places["pos"].to_numpy().astype(np.int64)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actstore.extraction.memory import WorkerMemory, sae_flops_per_token
 from actstore.extraction.plan import ExtractPlan
+from actstore.saes.formats import sae_files
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
 from actstore.store.stats import L0_BINS, N_BINS, SAE_STATS, SITE_STATS
@@ -231,6 +233,10 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
             arrays.append(ArrayEstimate(f"index/{sae.name}", logical, stored, buckets * 7 + 1,
                                         f"{buckets} buckets; sorted token ids compress to ~{INDEX_TOKEN_BYTES:g} B", "index/<sae>"))
             index_buckets += buckets
+        if sae.file is not None:  # a local SAE's files, copied into the store (STORE.md: SAE files)
+            files = sae_files(Path(sae.source))
+            size = sum(f.stat().st_size for f in files)
+            arrays.append(ArrayEstimate(sae.file, size, size, len(files), "the SAE's files, copied into the store"))
     manifests = n_units * (2 + (len(plan.saes) if plan.config.index.build else 0)) + index_buckets
     groups = 5 + 2 * len(plan.sites) + 2 * len(plan.saes)  # zarr.json of the groups
     arrays.append(ArrayEstimate("_manifests, documents, groups", 0, manifests * 110 + groups * 70 + n_files * 2000,

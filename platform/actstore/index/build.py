@@ -18,8 +18,9 @@ import zarr
 from actstore.config import IndexConfig
 from actstore.errors import ConfigError, UnitNotDoneError
 from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stage, staging_key
+from actstore.index.profile import PROFILE_TOP, stage_profile, write_bucket_profile
 from actstore.store.dtypes import numpy_dtype, storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import NOT_TEXT, code_array, token_array
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
@@ -30,7 +31,7 @@ CHUNK = 65_536  # entries per inner chunk of the token and value arrays: the uni
 
 
 def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
-               exclude_flags: int = FLAG_BOS | FLAG_PAD) -> IndexPlan:
+               exclude_flags: int = NOT_TEXT) -> IndexPlan:
     """Split the latents into buckets of at most ``bucket_nnz`` expected entries.
 
     The expected count comes from the per-unit ``fired`` statistics of the committed units (an
@@ -49,7 +50,8 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
     n_buckets = min(info.d_sae, max(1, math.ceil(expected / bucket_nnz)))
     per_bucket = math.ceil(info.d_sae / n_buckets)
     return IndexPlan(sae=sae, d_sae=info.d_sae, latents_per_bucket=per_bucket, n_buckets=math.ceil(info.d_sae / per_bucket),
-                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype)
+                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype,
+                     profile_top=PROFILE_TOP)
 
 
 def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
@@ -76,6 +78,7 @@ def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
         parts += [token[start : start + n].tobytes(), latent[start : start + n].tobytes(), value[start : start + n].tobytes()]
         start += n
     store.files.write_bytes(staging_key(plan, unit), b"".join(parts))
+    stage_profile(store, plan, unit, flags, token, counts.tolist())
     store.manifests.commit(map_stage(plan.sae), unit, {"build": plan.build_id, "counts": counts.tolist()})
     return [int(c) for c in counts]
 
@@ -122,6 +125,7 @@ def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, 
     offsets = np.zeros(len(lats) + 1, np.int64)
     np.cumsum(np.bincount(local.astype(np.int64), minlength=len(lats)), out=offsets[1:])
     _write_bucket(store, plan, bucket, offsets, token[order], stored[order])
+    write_bucket_profile(store, plan, bucket, counts, latent, values)
     store.manifests.commit(index_stage(plan.sae), bucket, {"build": plan.build_id, "nnz": int(token.size)})
     return int(token.size)
 

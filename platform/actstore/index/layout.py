@@ -31,6 +31,8 @@ class IndexPlan(BaseModel):
     units: list[int] = Field(description="Extraction units indexed (those committed when the build started).")
     exclude_flags: int = Field(description="Token flags left out of the index (BOS | PAD by default).")
     value_dtype: str = Field(description="Logical dtype of the value arrays (that of the codes).")
+    profile_top: int = Field(default=0, description="Tokens and bigrams kept per latent in the token profiles "
+                             "(``index/<sae>/profile``); 0: an index built before profiles existed.")
     nnz: int | None = Field(default=None, description="Occurrences indexed; set when the build completes.")
     complete: bool = Field(default=False, description="Every bucket is written.")
 

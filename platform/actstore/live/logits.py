@@ -74,7 +74,7 @@ def keep_logits_if_reachable(store: Store, saes: Sequence[str]) -> str:
     a line saying what was kept, or why nothing was."""
     from actstore.models.loading import load_model
     from actstore.query.windows import store_tokenizer
-    from actstore.saes.formats import load_sae
+    from actstore.store.sae_files import load_store_sae
 
     source = _local_model(store)
     if source is None:
@@ -85,12 +85,11 @@ def keep_logits_if_reachable(store: Store, saes: Sequence[str]) -> str:
     kept = []
     for info in (s for s in store.meta.saes if s.name in saes):
         try:
-            weights = load_sae(info.source, local_files_only=True)
+            weights = load_store_sae(store, info, local_files_only=True)
         except (ConfigError, OSError):
             continue
-        if weights.sha256 == info.sha256:
-            _keep(store, info.name, model, weights.W_dec / info.input_scale, info.sha256, vocab)
-            kept.append(info.name)
+        _keep(store, info.name, model, weights.W_dec / info.input_scale, info.sha256, vocab)
+        kept.append(info.name)
     missing = sorted(set(saes) - set(kept))
     return (f"output logits kept for {', '.join(kept) or 'no SAE'}"
             + (f"; not for {', '.join(missing)} (its files are not on this machine)" if missing else ""))

@@ -43,7 +43,7 @@ class Across(NamedTuple):
 def _together(latents: Any, latent: int, other: Any, *, max_rows: int | None, block: int = 4096) -> tuple[np.ndarray, int]:
     """Per latent of ``other``: on how many of ``latent``'s tokens it fires (scaled up when counted
     on a sample), and ``latent``'s occurrences."""
-    sample = cofiring_sample(latents, latent, max_rows=max_rows)
+    sample = cofiring_sample(latents, latents.all_postings(latent)[0], max_rows=max_rows)
     together = np.zeros(other.info.d_sae, np.int64)
     for i in range(0, sample.tokens.size, block):
         idx = other._codes_at(sample.tokens[i : i + block])  # the other SAE's latent ids at these tokens

@@ -33,13 +33,11 @@ class CofiringSample(NamedTuple):
         return int(self.tokens.size) == self.occurrences
 
 
-def cofiring_sample(latents: Any, latent: int, *, max_rows: int | None, limit: int | None = None,
-                    seed: int = 0) -> CofiringSample:
-    """The occurrences of ``latent`` (its ``limit`` strongest, default all) to count co-firing on:
+def cofiring_sample(latents: Any, tokens: np.ndarray, *, max_rows: int | None, seed: int = 0) -> CofiringSample:
+    """Which of a latent's occurrences ``tokens`` (flat token indices) to count co-firing on:
     all, or those in a seeded sample of whole code chunks holding at most ``max_rows`` token
     rows (``None``: no budget, all)."""
-    tokens, _ = latents.postings(latent, limit=limit) if limit is not None else latents.all_postings(latent)
-    tokens = np.sort(tokens)
+    tokens = np.sort(np.asarray(tokens, np.int64))
     ctx_len = latents.store.meta.ctx_len
     ctxs = np.unique(tokens // ctx_len)
     rows = int(latents.store.array(code_array(latents.name, "idx")).chunks[0])  # contexts per (inner) chunk

@@ -1,10 +1,10 @@
 """Latents with similar decoder directions: the cosine of ``W_dec`` rows (Neuronpedia's
 "similar features"), within one SAE or against another SAE of the same store.
 
-The decoder weights are not in the store: it records each SAE's source (a local path or a Hub
-path) and the SHA-256 of its files (``SaeInfo.source``, ``SaeInfo.sha256``). :func:`decoder_rows`
-loads them from there, without going to the network (files from the Hub must already be in
-the local cache), checks the hash and keeps the unit-normalised rows of the last
+The decoder weights come from where the store keeps its SAEs (:func:`actstore.store.sae_files.load_store_sae`:
+the copy inside the store, else the recorded local or Hub path, checked against the recorded
+SHA-256). :func:`decoder_rows` loads them without going to the network (a Hub SAE must already
+be in the local cache) and keeps the unit-normalised rows of the last
 :data:`DECODERS_KEPT` SAEs (float32: 16,384 x 2,304 is 144 MiB). The arithmetic takes plain arrays
 (:func:`nearest_rows`), so a caller holding decoder weights from elsewhere (a copy inside the
 store, a training run) uses it the same way.
@@ -59,7 +59,7 @@ def nearest_rows(query: np.ndarray, rows: np.ndarray, *, top: int = 10, exclude:
 def decoder_rows(store: Store, sae: str) -> np.ndarray:
     """The unit-normalised decoder rows (``[d_sae, d_in]`` float32) of an SAE of ``store``, loaded
     from its recorded source on this machine; :class:`DecoderNotFoundError` when they cannot be."""
-    from actstore.saes.formats import load_sae
+    from actstore.store.sae_files import load_store_sae
 
     info = next((s for s in store.meta.saes if s.name == sae), None)
     if info is None:
@@ -72,10 +72,7 @@ def decoder_rows(store: Store, sae: str) -> np.ndarray:
         if failed is not None and time.monotonic() - failed[0] < RETRY_S:
             raise DecoderNotFoundError(failed[1])
         try:
-            weights = load_sae(info.source, local_files_only=True)
-            if weights.sha256 != info.sha256:
-                raise ConfigError(f"the SAE files at {info.source!r} are not the ones SAE {sae!r} was encoded with "
-                                  f"(sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
+            weights = load_store_sae(store, info, local_files_only=True)
         except (ConfigError, OSError) as exc:
             _FAILED[info.sha256] = (time.monotonic(), f"the decoder of SAE {sae!r} is not on this machine: {exc}")
             raise DecoderNotFoundError(_FAILED[info.sha256][1]) from None

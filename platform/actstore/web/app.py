@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import shlex
 from collections.abc import Awaitable, Callable
@@ -31,10 +30,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import live_views, text, views
+from actstore.web import contrast_views, live_views, text, views
 from actstore.web.across_views import across_view
 from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
-from actstore.web.plots import bar_chart, line_chart, rebin
+from actstore.web.live_pages import LivePages
+from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -42,7 +42,6 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_QUERY_BYTES = 4096
-INT_BOUND = 2**63  # integer parameters stay within int64: past it numpy, polars and torch overflow
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
                                  b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
@@ -64,18 +63,18 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
     one: _Depends = lambda r: [r.path_params["sae"]]  # noqa: E731  # what a cached answer depends on
     every: _Depends = lambda r: [s.name for s in source.store.meta.saes]  # noqa: E731
     store_only: _Depends = lambda r: []  # noqa: E731
+    live = lambda name, depends: lambda r: None if r.query_params.get(name) else depends(r)  # noqa: E731  # runs the model
     cached = pages.cached
     routes = [
         Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
-        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, one)),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer),
+        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, live("text", one))),
+        Route("/search", cached(pages.search, live("mine", every))), *pages.live.routes(),
+        Route("/sae/{sae}/contrast", cached(pages.contrast, one)),
+        Route("/api/sae/{sae}/contrast", cached(pages.api(
+            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS), one)),
         Route("/sae/{sae}/latent/{latent:int}/layers", cached(pages.across, every)),
         Route("/api/sae/{sae}/latent/{latent:int}/layers", cached(pages.api(lambda r, **p: across_view(
             source, r.path_params["sae"], r.path_params["latent"], **p), ACROSS_PARAMS), every)),
-        Route("/search", cached(pages.search, lambda r: None if r.query_params.get("mine") else every(r))),
-        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
-            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
         Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
         Route("/api/sae/{sae}", cached(pages.api(
             lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
@@ -97,20 +96,21 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
 # -- query parameters: typed, bounded, unknown ones refused -------------------------------------
 SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
-    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
+    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50),
+    "where": (str, "")}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "k": (int, 20), "window": (int, 12), "per_doc": (int, 0), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "similar": (int, 10)}
-SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+    "similar": (int, 10), "where": (str, "")}
+SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12),
+                                                               "where": (str, "")}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
-                                                                      "top": (int, 20)}
+                                                                      "top": (int, 20), "where": (str, "")}
+CONTRAST_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"a": (str, ""), "b": (str, ""), "unit": (str, "auto"),
+                                                                 "top": (int, 50)}
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
-FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
-STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
-    "seed": (int, 16)}
+FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 ACROSS_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"window": (int, 2), "top": (int, 3)}
 
@@ -129,10 +129,6 @@ def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]])
             out[name] = kind(raw)
         except ValueError:
             raise RequestError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-        if kind is float and not math.isfinite(out[name]):
-            raise RequestError(f"{name} must be a finite number, got {raw!r}")
-        if kind is int and not -INT_BOUND <= out[name] < INT_BOUND:
-            raise RequestError(f"{name} must be an integer in [-2**63, 2**63), got {raw!r}")
     return out
 
 
@@ -144,11 +140,14 @@ class _Pages:
     """Page and API endpoints. Pages that only read the store run through :meth:`cached`: off the
     event loop in worker threads (at most :data:`COMPUTING` at once, which bounds memory under
     load) and answered from the response cache when asked again; the live panels run in
-    Starlette's thread pool, one model call at a time."""
+    Starlette's thread pool (:class:`actstore.web.live_pages.LivePages`)."""
 
     def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any, cache: ResponseCache) -> None:
         self.source, self.templates, self.session, self.cache = source, templates, session, cache
         self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
+        self.live = LivePages(session, render=self._render, context=self._context, params=_params,
+                              template=templates.env.get_template,
+                              check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
 
     def cached(self, endpoint: Callable[[Request], Response], depends: _Depends) -> Callable[[Request], Awaitable[Response]]:
         """``endpoint`` run in a worker thread, its successful answers kept in the cache under the
@@ -171,12 +170,13 @@ class _Pages:
             return await anyio.to_thread.run_sync(answer, limiter=self._limiter)
         return run
 
-    def _render(self, request: Request, name: str, **context: Any) -> Response:
-        store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
-                                                               "live": self.session is not None,
-                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
-                                                               "root": request.scope.get("root_path", ""), **context})
+    def _context(self, request: Request) -> dict[str, Any]:
+        return {"store_url": self.source.store.location.url, "live": self.session is not None,
+                "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
+
+    def _render(self, request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context},
+                                               status_code=status_code)
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -204,11 +204,14 @@ class _Pages:
         return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
-        params = _params(request, FEATURE_PARAMS)
+        params = _params(request, FEATURE_PAGE_PARAMS)
+        text = params.pop("text")
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        activation = self.live.activation(view["sae"], view["latent"], text)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            activation=activation, activation_text=text)
 
     def across(self, request: Request) -> Response:
         view = across_view(self.source, request.path_params["sae"], request.path_params["latent"],
@@ -218,23 +221,32 @@ class _Pages:
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
         mine, top = params.pop("mine"), params.pop("top")
-        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits")}
+        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits"), "where": params["where"]}
         view = views.search_view(self.source, **params) if params["text"] else None
         found = views.latent_search_view(self.source, **find) if find["text"] else None
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
         return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
                             find=find, found=found, search_by=views.SEARCH_BY)
 
-    def steer(self, request: Request) -> Response:
-        params = _params(request, STEER_PARAMS)
-        sae, latent = request.path_params["sae"], request.path_params["latent"]
-        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
-        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
-        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
-                            [r[column] for r in view["sweep"]])
-                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
-                 ] if view and view["sweep"] else []
-        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
+    def contrast(self, request: Request) -> Response:
+        """Two document sets compared: the form, then the sides, a volcano plot and the ranked
+        table; a filter that cannot be read comes back in the form with its one-line error."""
+        params = _params(request, CONTRAST_PARAMS)
+        sae = request.path_params["sae"]
+        self.source.sae(sae)  # an unknown SAE is a 404
+        result, error = None, None
+        if params["a"]:
+            try:
+                views.bounded("top", params["top"])
+                result = contrast_views.contrast_result(self.source, sae, a=params["a"], b=params["b"], unit=params["unit"])
+            except ActstoreError as exc:
+                error = str(exc)
+        columns = self.source.store.documents().collect_schema().names()
+        return self._render(request, "contrast.html", sae=sae, params=params, units=contrast_views.UNITS, error=error,
+                            columns=columns,
+                            view=result.to_dict(top=params["top"]) if result else None,
+                            volcano=contrast_views.volcano(result) if result else None,
+                            status_code=400 if error else 200)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
@@ -250,13 +262,6 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
-
-
-def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
-           seed: int) -> dict[str, Any]:
-    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
-                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
-                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:

@@ -23,14 +23,16 @@ def labelled(current: pl.DataFrame, frame: pl.DataFrame, *, column: str = "laten
     return frame.join(labels, on=column, how="left", maintain_order="left").to_dicts()
 
 
-def cofiring_panel(latents: Any, latent: int, current: pl.DataFrame, *, top: int, budget: int = COFIRING_BYTES) -> dict[str, Any]:
+def cofiring_panel(latents: Any, latent: int, current: pl.DataFrame, *, top: int, budget: int = COFIRING_BYTES,
+                   where: Any = None) -> dict[str, Any]:
     """Co-firing latents by Jaccard with labels (``current``: the current explanations), and what they were counted on: ``exact`` over
     all occurrences, or the occurrences in a seeded sample of whole code chunks (``counted`` of
     ``occurrences``, in ``contexts`` of ``contexts_total``), ``together`` scaled up to all.
-    ``budget``: bytes of latent ids to decode at most (a code row is ``code_cap`` int32)."""
+    ``budget``: bytes of latent ids to decode at most (a code row is ``code_cap`` int32).
+    ``where``: the latent's occurrences in those documents only (as ``cofiring(where=...)``)."""
     max_rows = budget // (4 * latents.info.code_cap)
-    sample = cofiring_sample(latents, latent, max_rows=max_rows)
-    frame = latents.cofiring(latent, top=top, max_rows=max_rows)
+    sample = cofiring_sample(latents, latents.all_postings(latent, where=where)[0], max_rows=max_rows)
+    frame = latents.cofiring(latent, top=top, max_rows=max_rows, where=where)
     return {"rows": labelled(current, frame), "exact": sample.exact, "counted": int(sample.tokens.size),
             "occurrences": sample.occurrences, "contexts": sample.contexts, "contexts_total": sample.contexts_total}
 

@@ -38,11 +38,12 @@ def app_from_environment() -> Any:
 
 
 def serve(url: str, *, host: str = "127.0.0.1", port: int = 8000, storage_options: dict[str, Any] | None = None,
-          model: bool = False, workers: int | None = None) -> None:
+          model: bool = False, sae_paths: dict[str, str] | None = None, workers: int | None = None) -> None:
     """Serve the store at ``url`` until interrupted. The store is opened before the server
     starts, so a wrong URL fails at once. ``model``: load the store's model and SAEs
-    (:func:`actstore.live.open_session`) for features on a text and steering. ``workers``:
-    server processes (default :func:`default_workers`; more than one only without a model)."""
+    (:func:`actstore.live.open_session`; ``sae_paths``: SAE files to load instead of the
+    store's, by name) for features on a text and steering. ``workers``: server processes
+    (default :func:`default_workers`; more than one only without a model)."""
     import uvicorn
 
     from actstore.errors import ConfigError
@@ -55,7 +56,7 @@ def serve(url: str, *, host: str = "127.0.0.1", port: int = 8000, storage_option
     if model:
         from actstore.live import open_session
 
-        session = open_session(url, storage_options=storage_options)
+        session = open_session(url, storage_options=storage_options, sae_paths=sae_paths)
     app = create_app(url, storage_options=storage_options, session=session)  # fails here on a wrong URL
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving %s on %s: reachable from other machines (the app is read-only)", url, host)

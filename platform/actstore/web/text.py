@@ -9,7 +9,6 @@ right-to-left text inside them keeps its own order without reordering the table 
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -51,11 +50,8 @@ def bidi(text: Any) -> Markup:
 
 
 def shade(value: float | None, top: float) -> int:
-    """The shade class (0-9) of ``value`` on a scale whose darkest step is ``top``: 0 only where
-    the latent is silent, so the faintest firing still shows."""
-    if not value or value <= 0 or not top:
-        return 0
-    return min(max(math.ceil(9 * value / top), 1), 9)
+    """The shade class (0-9) of ``value``: tenths of ``top`` (the latent's largest value)."""
+    return min(int(10 * value / top), 9) if top and value and value > 0 else 0
 
 
 @dataclass(frozen=True)
