@@ -117,7 +117,7 @@ def test_store_page_and_search_span_every_sae(scope_store: Path, capsys) -> None
     assert cli(["search", str(scope_store), "fox", "--json"]) == 0  # no --sae: every SAE
     assert [(r["sae"], r["latent"]) for r in json.loads(capsys.readouterr().out)] == found.select("sae", "latent").rows()
     by_example = store.search(" the", by_example=True, top=6)
-    assert by_example.height == 6 and by_example["percentile"].is_sorted(descending=True)
+    assert by_example.height == 6 and by_example["evidence"].is_sorted(descending=True)
     assert set(by_example["sae"]) <= {a.name for a in store.meta.saes}
 
     client = TestClient(create_app(str(scope_store)))
