@@ -25,6 +25,7 @@ import numpy as np
 
 from actstore.extraction.memory import WorkerMemory, sae_flops_per_token
 from actstore.extraction.plan import ExtractPlan
+from actstore.index.profile import PROFILE_ARRAYS, PROFILE_TOP
 from actstore.saes.formats import sae_files
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
@@ -52,6 +53,7 @@ ARRAY_META_BYTES, FRAME_BYTES = 700, 45  # an array's zarr.json; a compressed ob
 # the index: token ids sorted within a latent (small deltas) compress to about 2.5 of their 8
 # bytes, values sorted descending to about 0.8 of theirs
 INDEX_TOKEN_BYTES, INDEX_VALUE_RATIO = 2.5, 0.8
+PROFILE_RATIO = 0.26  # stored / logical bytes of the token profiles (27 kB of 106 kB on the coded test store)
 
 # Throughput measured by benchmarks/bench_gpu.py (extraction pipeline, bf16, 3 sites with 16k
 # JumpReLU SAEs, local store): (model shape, device) -> tokens/s, with its source
@@ -232,6 +234,7 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
             stored = int(nnz * (INDEX_TOKEN_BYTES + INDEX_VALUE_RATIO * value_bytes)) + (sae.d_sae + buckets) * 2 + buckets * 2000
             arrays.append(ArrayEstimate(f"index/{sae.name}", logical, stored, buckets * 7 + 1,
                                         f"{buckets} buckets; sorted token ids compress to ~{INDEX_TOKEN_BYTES:g} B", "index/<sae>"))
+            arrays.append(_profile_estimate(sae.name, sae.d_sae, buckets))
             index_buckets += buckets
         if sae.file is not None:  # a local SAE's files, copied into the store (STORE.md: SAE files)
             files = sae_files(Path(sae.source))
@@ -262,6 +265,17 @@ def _stats_bytes(n_units: int, widths: dict[str, int], kinds: dict[str, tuple[st
     # per array: a row object per unit and a zarr.json, the merged row and its zarr.json (rows
     # that are all zeros are not written: zarr skips chunks equal to the fill value)
     return int(logical), int(stored), len(widths) * (n_units + 3)
+
+
+def _profile_estimate(sae: str, d_sae: int, buckets: int) -> ArrayEstimate:
+    """The token profiles kept with an index (:mod:`actstore.index.profile`): per latent a row of
+    each array, ``PROFILE_TOP`` wide for the kept tokens and bigrams, chunked by bucket. Mostly
+    small counts and fill: zstd keeps about a quarter (measured on the test stores)."""
+    row = sum(np.dtype(dtype).itemsize * (PROFILE_TOP if wide else 1) for dtype, _, wide in PROFILE_ARRAYS.values())
+    logical = d_sae * row
+    return ArrayEstimate(f"index/{sae}/profile", logical, int(logical * PROFILE_RATIO),
+                         len(PROFILE_ARRAYS) * (buckets + 1) + 1, f"top {PROFILE_TOP} tokens and bigrams a latent",
+                         "index/<sae>/profile")
 
 
 def _index_buckets(d_sae: int, nnz: int, bucket_nnz: int) -> int:
