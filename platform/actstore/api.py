@@ -38,6 +38,13 @@ class Store(_storage.Store):
 
         return Latents(self, name)
 
+    def search(self, text: str, *, top: int = 20, by_example: bool = False, saes: list[str] | None = None) -> pl.DataFrame:
+        """Latents of every SAE (or of ``saes``) found by ``text`` in one ranked list with an ``sae``
+        column: by their explanations (BM25 over all SAEs' explanations) or ``by_example``."""
+        from actstore.store_search import search_store
+
+        return search_store(self, text, top=top, by_example=by_example, saes=saes)
+
     def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16,
                     where: Where | None = None) -> pl.DataFrame:
         """Stored places of a token sequence (text or ids), with token windows (polars); ``where``:
