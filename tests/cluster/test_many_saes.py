@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 import actstore
 from actstore.cluster.extract import run_extract
 from actstore.config import ExtractConfig
+from actstore.contrast.stats import bh_qvalues
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
 from actstore.saes.encode import SAEEncoder, encode_reference, sparse_codes
@@ -119,6 +120,15 @@ def test_store_page_and_search_span_every_sae(scope_store: Path, capsys) -> None
     by_example = store.search(" the", by_example=True, top=6)
     assert by_example.height == 6 and by_example["evidence"].is_sorted(descending=True)
     assert set(by_example["sae"]) <= {a.name for a in store.meta.saes}
+    both = store.contrast("doc % 2 = 0")  # every SAE in one list, q over all their latents
+    assert both.frame.height == sum(a.d_sae for a in store.meta.saes) and both.frame["p"].is_sorted()
+    one = store.sae("res1-16k").contrast("doc % 2 = 0").frame
+    mine = both.frame.filter(pl.col("sae") == "res1-16k").sort("latent")
+    assert mine["p"].to_list() == one.sort("latent")["p"].to_list()
+    assert np.allclose(both.frame["q"].to_numpy(), bh_qvalues(both.frame["p"].to_numpy()))
+    assert f"over all {both.frame.height:,} latents of 12 SAEs" in both.test
+    assert cli(["contrast", str(scope_store), "--a", "doc % 2 = 0", "--json", "--top", "5"]) == 0
+    assert [r["sae"] for r in json.loads(capsys.readouterr().out)["rows"]] == both.frame["sae"].head(5).to_list()
 
     client = TestClient(create_app(str(scope_store)))
     layers = client.get("/api/store").json()["by_layer"]
