@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "score_text"]
 
 WINDOWS_KEPT = 4  # jobs whose window embeddings a worker keeps (a latent's auto and profile jobs share windows)
+JUDGED_KEPT = 8  # judge passes a worker keeps: a latent's auto and profile jobs judge the same baseline on the same windows
 
 
 class Worker:
@@ -37,6 +38,7 @@ class Worker:
     def __init__(self, config: ExplainConfig, *, chat: ChatBackend | None = None, embedder: Embedder | None = None) -> None:
         self.config, self._chat, self._embedder = config, chat, embedder
         self._windows: dict[int, np.ndarray] = {}
+        self._judged: dict[tuple[str, str, int], list[tuple[int | None, float | None]]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -69,6 +71,19 @@ class Worker:
                 self._windows[key] = found
         return found @ self.embedder.embed([text])[0]
 
+    def judged(self, scorer: str, text: str, windows: Sequence[str]) -> list[tuple[int | None, float | None]]:
+        """The ``scorer`` judge's (answer, P(1)) for ``text`` on each window; the last few passes
+        are kept, so the baseline a latent's jobs share is judged once (greedy: the same answers)."""
+        key = (scorer, text, hash(tuple(windows)))
+        found = self._judged.get(key)
+        if found is None:
+            found = [self.chat.judge(judge_messages(scorer, text, window)) for window in windows]
+            with self._lock:
+                while len(self._judged) >= JUDGED_KEPT:
+                    self._judged.pop(next(iter(self._judged)), None)
+                self._judged[key] = found
+        return found
+
 
 def _scored(worker: Worker, job: Job, scorer: str, text: str) -> tuple[Scores, list[int | None] | None, list[float | None]]:
     """One scorer's metrics of ``text`` on ``job``'s windows, its 0/1 answers (None for the
@@ -77,7 +92,7 @@ def _scored(worker: Worker, job: Job, scorer: str, text: str) -> tuple[Scores, l
         sims = worker.similarities(job.plain, text)
         return similarity_scores(job.labels, sims.tolist()), None, sims.tolist()
     shown = job.plain if scorer == "detection" else job.fuzzed
-    answers = [worker.chat.judge(judge_messages(scorer, text, example)) for example in shown]
+    answers = worker.judged(scorer, text, shown)
     predictions, p1 = [a[0] for a in answers], [a[1] for a in answers]
     return score_answers(job.labels, predictions, p1, density=job.density), predictions, p1
 
