@@ -11,7 +11,8 @@ whole-shard writes to a local Zarr store and the manifest, for three cases:
 
 - ``default``: the 3 sites' activations (``shuffle-zstd``, the default) and the 3 SAEs' codes;
 - ``codes_only``: the codes and statistics only (``store_activations: false``);
-- ``raw``: activations uncompressed (``compression: none``) and the codes.
+- ``raw``: activations uncompressed (``compression: none``) and the codes;
+- ``zstd``: activations through plain zstd, for ``actstore plan``'s table of rates.
 
 Measured per case, alternating in each round: one unit written with the process pinned to one
 core (every thread of it: ``sched_setaffinity``), then one unit and two units at once (two
@@ -62,7 +63,8 @@ MODELS: dict[str, tuple[int, tuple[int, int, int], float]] = {
     "2b": (2304, (6, 12, 19), 80_962.0),
     "9b": (3584, (9, 20, 31), 25_130.0),
 }
-CASES = {"default": ("shuffle-zstd", True), "codes_only": ("shuffle-zstd", False), "raw": ("none", True)}
+CASES = {"default": ("shuffle-zstd", True), "codes_only": ("shuffle-zstd", False), "raw": ("none", True),
+         "zstd": ("zstd", True)}  # the last for actstore plan's table (extraction/host.py), not in the summary lines
 N_CTX, CTX_LEN, D_SAE, MEAN_L0, CODE_CAP = 64, 1024, 16_384, 80, 256
 
 
@@ -121,9 +123,10 @@ def filled_buffers(plan: ExtractPlan, seed: int = 0) -> tuple[UnitBuffers, int, 
     x = torch.empty(n, d, dtype=torch.bfloat16)
     for t0 in range(0, n, 8192):
         x[t0 : t0 + 8192] = torch.randn(min(8192, n - t0), d, generator=gen)
-    for i, site in enumerate(plan.sites):
+    buf.site_stats[plan.sites[0].name].update(x[mask])
+    for i, site in enumerate(plan.sites):  # the sites hold the same values (their statistics too)
         tensor_to_storage(x.view(N_CTX, CTX_LEN, d), site.dtype, out=buf.acts[site.name])
-        buf.site_stats[site.name].update(x[mask])
+        buf.site_stats[site.name] = buf.site_stats[plan.sites[0].name]
         encode_codes(plan.saes[i], SyntheticEncoder(D_SAE, seed + i), x[:, :1], mask, buf, slice(0, N_CTX))
     return buf, int(mask.sum()), time.perf_counter() - start
 
@@ -292,19 +295,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             profile(model, root, buf, counted)
             continue
         rates = measure(model, args.rounds, root, buf, counted)
-        print(f"{'case':11} {'1 core':>9} {'per CPU-s':>10} {'2c 1 unit':>10} {'2c 2 units':>11} {'speed-up':>9} "
-              f"{'cores/GPU':>9} {'1 thread':>9} {'procs/GPU':>9} {'MB/unit':>8}")
+        print(f"{'case':11} {'1 core':>9} {'per CPU-s':>10} {'2c 1 unit':>10} {'2c 2 units':>11} {'per CPU-s':>10} "
+              f"{'speed-up':>9} {'cores/GPU':>9} {'1 thread':>9} {'procs/GPU':>9} {'MB/unit':>8}")
         for case, r in rates.items():
             r["speedup"] = r["2core_2w"] / r["1core"]
             r["cores_per_gpu"] = gpu / r["cpu2"]
             r["procs_per_gpu"] = gpu / r["thread"]
             print(f"{case:11} {r['1core']:9,.0f} {r['cpu1']:10,.0f} {r['2core_1w']:10,.0f} {r['2core_2w']:11,.0f} "
-                  f"{r['speedup']:8.2f}x {r['cores_per_gpu']:9.1f} {r['thread']:9,.0f} {r['procs_per_gpu']:9.1f} "
+                  f"{r['cpu2']:10,.0f} {r['speedup']:8.2f}x {r['cores_per_gpu']:9.1f} {r['thread']:9,.0f} {r['procs_per_gpu']:9.1f} "
                   f"{r['bytes'] / 1e6:8.1f}  (busiest thread: {r['busiest']})")
         results[model] = rates
         del buf
     print(f"\ntokens/s: '1 core' wall, 'per CPU-s' tokens per CPU-second on 1 core; 2 cores with 1 unit and with 2 units "
-          f"written at once; speed-up = 2 units on 2 cores / 1 core; cores/GPU = the H100 bare forward / tokens per "
+          f"written at once (wall, then per CPU-second); speed-up = 2 units on 2 cores / 1 core; cores/GPU = the H100 bare forward / tokens per "
           f"CPU-second with 2 writers; '1 thread': tokens per CPU-second of the busiest thread (on 1 core), the most one process can write whatever its cores; procs/GPU = the forward / that; load {os.getloadavg()[0]:.2f} (1 min)")
     for model, rates in results.items():
         print(f"cores_per_gpu model={model} default={rates['default']['cores_per_gpu']:.1f} "

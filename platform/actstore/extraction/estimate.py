@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore.extraction.host import HostCores, host_cores
 from actstore.extraction.plan import ExtractPlan
 from actstore.saes.formats import sae_files
 from actstore.store.dtypes import storage_dtype
@@ -90,6 +91,7 @@ class RunEstimate:
     gpu_hours: float | None
     gpu_hours_source: str
     assumptions: list[str] = field(default_factory=list)
+    host: HostCores | None = None  # host cores per GPU (GPU workers only)
 
     @property
     def stored_bytes(self) -> int:
@@ -103,7 +105,8 @@ class RunEstimate:
         return {"tokens": self.tokens, "n_ctx": self.n_ctx, "n_units": self.n_units,
                 "arrays": [asdict(a) for a in self.arrays], "stored_bytes": self.stored_bytes, "objects": self.objects,
                 "requests": self.requests, "weights_bytes_per_worker": self.weights_bytes, "blocks_per_worker": self.blocks,
-                "gpu_hours": self.gpu_hours, "gpu_hours_source": self.gpu_hours_source, "assumptions": self.assumptions}
+                "gpu_hours": self.gpu_hours, "gpu_hours_source": self.gpu_hours_source, "assumptions": self.assumptions,
+                "host_cores_per_gpu": None if self.host is None else asdict(self.host)}
 
     def render(self) -> str:
         """The estimate as text: arrays, totals, requests, worker memory, GPU-hours, assumptions."""
@@ -116,6 +119,8 @@ class RunEstimate:
             lines.append(f"weights per worker: {self.weights_bytes / 1e9:.2f} GB (the first {self.blocks} blocks and the embedding)")
         hours = "unknown" if self.gpu_hours is None else f"{self.gpu_hours:,.1f}"
         lines.append(f"GPU-hours: {hours} ({self.gpu_hours_source})")
+        if self.host is not None:
+            lines.append(self.host.render())
         lines += [f"assumed: {a}" for a in self.assumptions]
         return "\n".join(lines)
 
@@ -210,7 +215,9 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
                        "its codes; HEADs for manifest checks; extraction retries add to these")
     gpu_hours, source = _gpu_hours(plan, tokens, flops_per_token)
     blocks = max(int(s.name.split(".")[1]) for s in plan.sites) + 1
-    return RunEstimate(tokens, n_ctx, n_units, arrays, requests, weights_bytes, blocks, gpu_hours, source, assumptions)
+    bare, bare_source = _bare_forward(plan, flops_per_token)
+    host = host_cores(plan, bare, bare_source) if bare and plan.device == "cuda" else None
+    return RunEstimate(tokens, n_ctx, n_units, arrays, requests, weights_bytes, blocks, gpu_hours, source, assumptions, host)
 
 
 def _stats_bytes(n_units: int, widths: dict[str, int], kinds: dict[str, tuple[str, str]],
@@ -255,3 +262,17 @@ def _gpu_hours(plan: ExtractPlan, tokens: int, flops_per_token: float | None) ->
     tok_s = MEASURED[(model, device)][0] * _MEASURED_FLOPS[model] / flops_per_token
     return tokens / tok_s / 3600, (f"scaled by model FLOPs/token from the {model} measurement on {device} "
                                    f"({MEASURED[(model, device)][2]}); not measured for this model")
+
+
+def _bare_forward(plan: ExtractPlan, flops_per_token: float | None) -> tuple[float | None, str]:
+    """The GPU's bare truncated forward (tokens/s) the host must keep up with: measured for the
+    model (:data:`MEASURED`), else scaled by model FLOPs per token from Gemma 2 2B's."""
+    name = str(plan.model_meta.get("name") or "")
+    for (model, device), (_, bare, _) in MEASURED.items():
+        if name.endswith(model):
+            return bare, f"bare forward of {model} on {device}"
+    if flops_per_token is None:
+        return None, ""
+    model, device = "gemma-2-2b", "NVIDIA H100 80GB HBM3"
+    return (MEASURED[(model, device)][1] * _MEASURED_FLOPS[model] / flops_per_token,
+            f"bare forward scaled by model FLOPs/token from {model} on {device}")
