@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         buf, counted, fill_s = filled_buffers(plan)
         gpu = MODELS[model][2]
         print(f"\nGemma 2 {model.upper()} shape: {N_CTX} x {CTX_LEN} tokens per unit, 3 sites d={MODELS[model][0]} bf16, "
-              f"3 SAEs of {D_SAE:,} latents, mean L0 {float(buf.l0[plan.saes[0].name].mean()):.1f}, code cap {CODE_CAP} "
+              f"3 SAEs of {D_SAE:,} latents, mean L0 {float(buf.l0[plan.saes[0].name].mean()):.1f}, code cap {CODE_CAP}, "
+              f"{plan.saes[0].value_dtype} values "
               f"(buffers filled in {fill_s:.1f} s on CPU: code packing and statistics, device work on a GPU worker)")
         if args.profile:
             profile(model, root, buf, counted)
