@@ -3,8 +3,8 @@
 ``array[rows] = values`` hands a shard to zarr's single event-loop thread, which fills every
 inner chunk with the fill value, copies the chunk's values in and concatenates the compressed
 chunks there (only the compression itself goes to threads). Per 65k-token unit of Gemma 2 2B
-that loop thread spent ~2 s of CPU (benchmarks/bench_host.py), so one process wrote at most
-~31k tokens/s however many cores it had, and it read the shard's old object first. Here the
+that loop thread spent ~1.7-2 s of CPU (benchmarks/bench_host.py), so one process wrote at most
+~22-38k tokens/s however many cores it had (docs/scale.md), and it read the shard's old object first. Here the
 array's own codec pipeline encodes the shard in the writer's thread (in its own event loop),
 and zarr's loop only stores the bytes: the same codecs, the same bytes, and the writers of a
 unit's arrays (and of units in flight) run in parallel.
