@@ -2,7 +2,8 @@
 
 One unit's host buffers are filled as a GPU worker's are after its device-to-host copies (64
 contexts x 1024 tokens; 3 residual sites in bfloat16, d = 2304 for 2B, 3584 for 9B, Gaussian
-values; 3 JumpReLU-like SAEs of 16,384 latents at a mean L0 of 80, Zipf-distributed latents with
+values; 3 JumpReLU-like SAEs of 16,384 latents at a mean L0 of ~80 (code cap 256, float32 values, the
+default), Zipf-distributed latents with
 exponential values). The codes and statistics are made by the worker's own functions
 (``encode_codes``: code packing and statistics, which run on the device in a GPU worker) from
 synthetic non-zeros, so the buffers hold what a worker's hold. Then the part timed, the host's
@@ -19,8 +20,10 @@ core (every thread of it: ``sched_setaffinity``), then one unit and two units at
 writer threads, as two units in flight) on two cores. Per core: tokens per CPU-second of the
 process (its CPU time, so other processes on a shared machine do not count). Cores one GPU
 needs = the GPU's bare truncated forward (docs/scale.md: H100, 2B 80,962 tok/s, 9B 25,130) /
-tokens per CPU-second with two writers, valid while the work spreads over cores (the speed-up
-from 1 to 2 cores, printed next to it, near 2).
+tokens per CPU-second with two writers, valid while the work spreads over cores: the speed-up
+from 1 to 2 cores (wall clock, meaningful on an otherwise idle machine only) and, robust to other
+load, the busiest thread's tokens per CPU-second ("1 thread"), the most one worker process can
+write whatever its cores ("procs/GPU": the forward over that; above 1, one worker falls behind).
 
 Run: ``.venv/bin/python benchmarks/bench_host.py [--models 2b,9b] [--rounds 3] [--profile]``
 (~3 GB of memory and disk for 9B; the store folder is removed at exit). ``--profile`` instead samples
