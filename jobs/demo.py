@@ -66,7 +66,7 @@ def main() -> int:
         row = density.row(latent, named=True)
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
-        print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
+        print(render_examples(latents.top_k(latent, k=5, window=10, per_doc=1), lead=("rank",)))
         print(f"$ actstore profile runs/demo --sae {SAE_NAME} --latent {latent} --top 3")
         cli(["profile", train.store.url, "--sae", SAE_NAME, "--latent", str(latent), "--top", "3"])
     ranked = latents.contrast(ASYNCIO, JSON).frame

@@ -47,6 +47,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.extraction.estimate import estimate_run, model_flops_per_token
+    from actstore.extraction.memory import worker_memory
     from actstore.extraction.plan import plan_extraction
     from actstore.models.loading import load_model_config, planned_weights_bytes, truncated_config
 
@@ -54,12 +55,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     tokens = args.tokens or config.context.max_tokens
     if not tokens:
         raise ConfigError("say how many tokens to plan for: --tokens N (or context.max_tokens in the config)")
-    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda")
+    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda", load=False)
     l0 = {name: float(v) for name, v in (item.split("=", 1) for item in args.l0)}
     blocks = plan.layers_needed
-    model_config = load_model_config(config.model)
-    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks),
-                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len))
+    model_config = load_model_config(config.model, shipped=True)
+    weights = planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks)
+    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=weights,
+                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len),
+                            worker=worker_memory(plan, model_config, weights, device_gb=args.device_memory_gb))
     print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.render())
     return 0
 
@@ -158,7 +161,7 @@ def _color() -> bool:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from actstore.api import open_store
-    from actstore.cluster.index import run_index
+    from actstore.cluster.index import keep_logits, run_index
     from actstore.index.build import BUCKET_NNZ
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
@@ -166,6 +169,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
+    if not args.no_logits:
+        print(keep_logits(open_store(args.store), saes))
     return 0
 
 
@@ -245,6 +250,13 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
     return _emit(frame, args, lambda: render_frame(frame))
 
 
+def _cmd_across(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).across_layers(args.latent, window=None if args.window < 0 else args.window, top=args.top)
+    return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no other SAE within the window")
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -285,7 +297,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.sae_path and not args.model:
         raise ConfigError("--sae-path says where the live model's SAEs are: it needs --model")
-    serve(args.store, host=args.host, port=args.port, model=args.model, sae_paths=sae_paths(args.sae_path))
+    serve(args.store, host=args.host, port=args.port, model=args.model, sae_paths=sae_paths(args.sae_path),
+          workers=args.workers)
     return 0
 
 
@@ -322,6 +335,14 @@ def _cmd_explanations(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
+    if args.sae is None:  # every SAE of the store, one ranked list
+        from actstore.api import open_store
+
+        if args.where:
+            raise ConfigError("--where filters one SAE's search by example: give --sae")
+
+        frame = open_store(args.store).search(args.text, top=args.top, by_example=args.by_example)
+        return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
     latents = _latents(args)
     if args.where and not args.by_example:
         raise ConfigError("--where filters the documents --by-example searches; explanations are not documents")
@@ -331,10 +352,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
-                  json_flag: bool = True, where: bool = True) -> argparse.ArgumentParser:
+                  json_flag: bool = True, sae_required: bool = True, where: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("store", help="store URL or path")
-    parser.add_argument("--sae", required=True, help="SAE name in the store")
+    parser.add_argument("--sae", required=sae_required,
+                        help="SAE name in the store" + ("" if sae_required else " (default: every SAE, one ranked list)"))
     if where:
         _where_flag(parser)
     if latent is not None:
@@ -381,6 +403,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--l0", action="append", default=[], metavar="SAE=L0", help="an SAE's mean L0 (default: from its path)")
     plan.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="worker kind (sets dtype 'auto')")
     plan.add_argument("--doc-tokens", type=float, default=1000, help="mean document length in tokens (EOS separators)")
+    plan.add_argument("--device-memory-gb", type=float, default=80,
+                      help="memory of a worker's device: decides whether the SAEs fit beside the model (default 80, an H100)")
     plan.add_argument("--store", help="store URL, overriding store.url")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=_cmd_plan)
@@ -408,6 +432,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
     index.add_argument("--bucket-nnz", type=int, help="occurrences per latent bucket at most (memory of one reduce "
                        "task; default: the index config's default)")
+    index.add_argument("--no-logits", action="store_true", help="do not also keep the output logits (W_dec @ W_U) "
+                       "when the model and SAE files are on this machine")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
 
@@ -433,7 +459,7 @@ def _parser() -> argparse.ArgumentParser:
     top = _query_parser(verbs, "top", "top contexts of a latent, firing token highlighted", _cmd_top)
     top.add_argument("--k", type=int, default=20, help="examples (per bin with --quantiles)")
     top.add_argument("--window", type=int, default=12, help="tokens either side")
-    top.add_argument("--per-doc", type=int, default=1, help="examples per document at most (0: no limit)")
+    top.add_argument("--per-doc", type=int, default=0, help="examples per document at most (default 0: no limit, the true top k)")
     top.add_argument("--quantiles", type=int, metavar="BINS", help="sample from this many activation bins instead")
     top.add_argument("--kind", choices=["count", "width"], default="count", help="equal-count or equal-width bins")
 
@@ -452,6 +478,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
+    across = _query_parser(verbs, "across", "a latent across layers: the other SAEs' latents by decoder cosine and "
+                           "co-firing", _cmd_across, where=False)
+    across.add_argument("--window", type=int, default=2, help="layers either side (-1: every SAE of the store)")
+    across.add_argument("--top", type=int, default=3, help="latents per SAE and measure")
 
     prof = _query_parser(verbs, "profile", "the tokens and bigrams a latent fires on: precision, recall, mass (exact)",
                          _cmd_profile)
@@ -485,6 +515,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port")
     srv.add_argument("--model", action="store_true",
                      help="load the store's model and SAEs: features on your text and steering (needs torch)")
+    srv.add_argument("--workers", type=int, help="server processes (default: one per CPU, at most 4; 1 with --model)")
     add_sae_path_option(srv)
     srv.set_defaults(run=_cmd_serve)
 
@@ -507,7 +538,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="one per latent: latest label, else best-scored (informative scorers), else its token profile")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
-                           _cmd_search, latent=None)
+                           _cmd_search, latent=None, sae_required=False)
     search.add_argument("text", help="words to look for in explanations, or text to look up with --by-example")
     search.add_argument("--by-example", action="store_true",
                         help="latents firing unusually high where the stored corpus holds TEXT")

@@ -63,6 +63,11 @@ def test_features_on_stored_ids_equal_stored_codes(session: LiveSession) -> None
         stored = np.array([val[p][idx[p] == latent].sum() for p in range(len(ids))], np.float32)
         np.testing.assert_allclose(session.latent_values(SAE, latent, ids)["value"].to_numpy(), stored, rtol=1e-5, atol=1e-5)
     assert 0 not in session.features(ids, top=20)["pos"].to_list()  # and left out by default
+    labelled = int(frame["latent"][-1])
+    session.sae(SAE).latents.label(labelled, "a label", author="test")  # read at once: no restart
+    frame = session.features(ids, top=20)
+    assert set(frame.filter(pl.col("latent") == labelled)["label"]) == {"a label"}
+    assert frame.filter(pl.col("latent") != labelled)["label"].null_count() == frame.filter(pl.col("latent") != labelled).height
 
 
 def test_percentiles_agree_with_corpus_values(session: LiveSession) -> None:
@@ -176,10 +181,15 @@ def test_sweep_frame(session: LiveSession) -> None:
 
 
 def test_logits_equal_numpy_and_show_in_top(session: LiveSession, store_copy: Path, capsys) -> None:
-    latents = actstore.open(str(store_copy)).sae(SAE)
-    with pytest.raises(LogitsNotFoundError, match="actstore logits"):
-        latents.logits(3)
-    keep_output_logits(session, SAE)
+    url = str(store_copy)
+    assert main(["index", url, "--no-logits"]) == 0
+    with pytest.raises(LogitsNotFoundError, match="actstore logits"):  # this store was indexed without them
+        actstore.open(url).sae(SAE).logits(3)
+    assert main(["index", url]) == 0  # kept with the index: the model and the SAE are on this machine
+    assert f"output logits kept for {SAE}" in capsys.readouterr().out
+    kept = actstore.open(url).sae(SAE).logits(17)
+    keep_output_logits(session, SAE)  # what `actstore logits` computes
+    assert actstore.open(url).sae(SAE).logits(17).equals(kept)
     vocab = len(session.tokenizer)
     W_U = session.model.get_output_embeddings().weight.detach().numpy()[:vocab].astype(np.float64)
     W_dec = load_sae(session.saes[SAE].info.source).W_dec.astype(np.float64)

@@ -84,7 +84,7 @@ def test_filtered_queries_match_numpy(coded_store: Path, dense, tmp_path: Path, 
     every = latents.top_k(latent, k=5, per_doc=None, where=WHERE)
     assert (every["ctx"] * ctx_len + every["pos"]).to_list() == order[:5]
     per_doc = [t for i, t in enumerate(order) if dense["doc"][t] not in {dense["doc"][u] for u in order[:i]}]
-    first = latents.top_k(latent, k=5, window=2, where=WHERE)  # one per document
+    first = latents.top_k(latent, k=5, window=2, per_doc=1, where=WHERE)  # one per document
     assert (first["ctx"] * ctx_len + first["pos"]).to_list() == per_doc[:5]
     cut = float(np.median(col[col > 0]))
     assert sorted(latents.occurrences(latent, min_value=cut, where=WHERE)["token"].to_list()) == \

@@ -27,7 +27,7 @@ def web_store(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Pa
     tokenizer = make_tiny_tokenizer(root / "tokenizer", extra_text=" ".join(HOSTILE))
     records = sample_records(24, seed=7)
     records += [{"text": " ".join([h] * 3), "id": f"hostile{i}", "lang": "en", "n": 100 + i} for i, h in enumerate(HOSTILE)]
-    store = build_coded_store(root, tokenizer, records=records)
+    store = build_coded_store(root, tokenizer, records=records, logits=True)  # the feature pages show them
     _explain(store)
     return store
 

@@ -36,14 +36,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(web_store: Path) -> Iterator[str]:
     """``actstore serve STORE --model --port P`` in its own process, as a user starts it (the
-    tiny Gemma 2 attached for the live panels), after ``actstore logits STORE`` kept the SAE's
-    output logits."""
-    from actstore.cli import main
+    tiny Gemma 2 attached for the live panels). The SAE's output logits were kept when its
+    index was built (the extraction's ``index: {build: true}``), no ``actstore logits`` run."""
+    yield from _serve(web_store, "--model")
 
-    assert main(["logits", str(web_store)]) == 0
+
+@pytest.fixture(scope="module")
+def planted_server(planted_store: Path) -> Iterator[str]:
+    """``actstore serve`` of the planted store without a model: as many processes as CPUs."""
+    yield from _serve(planted_store)
+
+
+def _serve(store: Path, *args: str) -> Iterator[str]:
     port = _free_port()
     exe = shutil.which("actstore", path=str(Path(sys.executable).parent)) or "actstore"
-    proc = subprocess.Popen([exe, "serve", str(web_store), "--model", "--port", str(port)], env=os.environ.copy(),
+    proc = subprocess.Popen([exe, "serve", str(store), *args, "--port", str(port)], env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -121,6 +128,11 @@ def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page
     assert page.locator("h3.bin").count() >= 2 and "occurrences" in page.locator("h3.bin").first.inner_text()
     assert page.locator("#export").is_visible()
     assert page.locator("table.logits-top tbody tr").count() == page.locator("table.logits-bottom tbody tr").count() > 0
+    top_of = lambda selector: page.locator(selector).first.bounding_box()["y"]  # noqa: E731
+    assert top_of("table.logits-top") < top_of("h2#top")  # beside the histogram, above the contexts
+    shade = marks.first.locator("span.tok").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert shade not in ("rgba(0, 0, 0, 0)", "rgb(255, 213, 79)")  # outlined, its own shade kept (not filled yellow)
+    assert marks.first.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
     _shot(page, "feature")
     link = page.locator("a.cofire").first
     target = int(link.inner_text())
@@ -133,7 +145,7 @@ def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page
 
 def test_search_page(server: str, page, latents) -> None:
     page.goto(server + "/search")
-    page.fill("form.search input[name=text]", " of the store")
+    page.fill("form.search textarea[name=text]", " of the store")
     page.click("form.search button")
     page.wait_for_url("**text=**")
     expect = latents.store.find_tokens(" of the store", limit=20, window=12)
@@ -172,7 +184,7 @@ def test_explanation_panels(server: str, page, latents) -> None:
     assert page.locator("table.profile tbody tr").count() > 0  # the token profile panel
     _shot(page, "feature-explanations")
     page.goto(server + "/search")
-    page.fill("form.find input[name=find]", "future tense")
+    page.fill("form.find textarea[name=find]", "future tense")
     page.click("form.find button")
     page.wait_for_url("**find=**")
     link = page.locator("table.found a.latent").first
@@ -328,3 +340,31 @@ def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, late
     assert HOSTILE[1].split(" an image")[0] in page.locator("main").inner_text()
     _shot(page, "hostile")
     assert page.outside == []  # every asset came from the app
+
+
+def test_text_outside_ascii_and_overrides(planted_server: str, page) -> None:
+    """A label holding a right-to-left override reads as typed, with the override shown; a
+    character split over tokens is marked whole; documents show by name; co-firing and similar
+    latents carry their labels."""
+    from tests.planted_store import ALWAYS, PAIR_A, PLANTED, SPLIT, TWIN_A, TWIN_B
+
+    page.goto(f"{planted_server}/sae/{PLANTED}?sort=label&order=asc")
+    cell = page.locator("table.latents td.label", has_text="evil.exe").first
+    assert "\u202e" not in cell.inner_text() and cell.locator("span.ctl").first.inner_text() == "RLO"
+    left = cell.evaluate("""td => { const w = document.createTreeWalker(td, NodeFilter.SHOW_TEXT); let n;
+        while ((n = w.nextNode())) { const i = n.data.indexOf("evil.exe"); if (i >= 0) { const r = document.createRange();
+          const at = k => { r.setStart(n, i + k); r.setEnd(n, i + k + 1); return r.getBoundingClientRect().left; };
+          return [at(0), at(5), at(7)]; } } return null; }""")
+    assert left is not None and left[0] < left[1] < left[2]  # "e" ... "e" ... "e" left to right: not "exe.live"
+    _shot(page, "rlo-label")
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{SPLIT}")
+    marks = page.locator("table.examples").first.locator("mark.focus")
+    assert marks.count() == 20 and all(len(t) >= 1 and ord(t[-1]) > 127 and "\ufffd" not in t for t in marks.all_inner_texts())
+    assert page.locator("table.examples td.doc").first.inner_text().startswith("doc-")
+    _shot(page, "split-characters")
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{PAIR_A}")
+    row = page.locator("table.cofiring tbody tr", has=page.locator(f"a.cofire:text-is('{ALWAYS}')"))
+    assert "evil.exe" in row.locator("td.label").inner_text() and "exact" in page.locator("main").inner_text()
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{TWIN_A}")
+    assert page.locator("table.similar a.similar").first.inner_text() == str(TWIN_B)
+    _shot(page, "similar")

@@ -23,7 +23,7 @@ from actstore.index.profile import create_profile_arrays
 from actstore.store._fs import Location
 from actstore.store.store import Store
 
-__all__ = ["run_index"]
+__all__ = ["keep_logits", "run_index"]
 
 logger = logging.getLogger(__name__)
 TASK_RETRIES = 3
@@ -64,6 +64,14 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
         count_profile_corpus(store, plan, progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
+
+
+def keep_logits(store: Store, saes: list[str]) -> str:
+    """After an index build: keep the SAEs' output logits when the model and their files are on
+    this machine (:func:`actstore.live.logits.keep_logits_if_reachable`); what was done, as a line."""
+    from actstore.live.logits import keep_logits_if_reachable
+
+    return keep_logits_if_reachable(store, saes)
 
 
 def _current_plan(store: Store, sae: str) -> IndexPlan | None:

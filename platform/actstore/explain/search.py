@@ -4,9 +4,11 @@ latents fire unusually high where the stored corpus holds it).
 Lexical search ranks every parsed explanation (labels and automatic ones, all versions) with
 ``bm25s`` and keeps each latent's best hit: no embedding API is needed. Search by example
 encodes the text with the store's tokenizer, finds the stored contexts holding that token
-sequence, reads the codes of those tokens, and ranks the latents firing there by the
-percentile of their value within their own distribution (the stored histograms), so a rare
-latent firing at its usual strength outranks an always-on one firing at its usual strength.
+sequence, reads the codes of those tokens, and ranks the latents firing there by evidence: the
+percentile of their value within their own distribution (the stored histograms) at every place,
+silent places counting 0, less what a random stretch of text gives them, shrunk by support
+(:func:`example_evidence`). A latent firing high at most places outranks one that fired once
+very high, and a rare latent outranks an always-on one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from actstore.query.tokens import encode_text
 from actstore.store.layout import code_array
 from actstore.store.stats import HIST_EDGES
 
-__all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "search_by_example", "search_explanations", "value_percentiles"]
+__all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "example_evidence", "search_by_example", "search_explanations",
+           "searchable_rows",
+           "value_percentiles"]
 
 SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(),
                            "author": pl.String(), "match": pl.Float64(), "score": pl.Float64(),
@@ -34,9 +38,10 @@ _INDEXES: dict[tuple[str, str], tuple[int, Any]] = {}  # (store URL, SAE) -> (th
 _PROFILES: dict[tuple[str, str, str], pl.DataFrame] = {}  # (store URL, SAE, index build) -> profile texts
 ROW_COLUMNS = pl.Schema({"latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
                          "key": pl.String(), "created": pl.String(), "score": pl.Float64()})
-EXAMPLE_SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "percentile": pl.Float64(),
-                                   "value": pl.Float64(), "places": pl.Int64(), "density": pl.Float64(),
-                                   "label": pl.String()})
+EXAMPLE_SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "evidence": pl.Float64(),
+                                   "percentile": pl.Float64(), "value": pl.Float64(), "places": pl.Int64(),
+                                   "searched": pl.Int64(), "density": pl.Float64(), "label": pl.String()})
+EVIDENCE_PRIOR = 3.0  # places of support at which a latent's evidence counts half (search by example)
 
 
 # a word of an explanation: one character is enough ("the letter x", "the digit 7", "C code");
@@ -46,8 +51,8 @@ WORD = r"(?u)\b\w+\b"
 
 def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFrame:
     """Latents whose explanations match ``query`` best (BM25 ``match``), one row per latent with
-    its best-matching explanation, that explanation's ``score`` (mean balanced accuracy of its
-    judges; null for a label) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
+    its best-matching explanation or token profile, that explanation's ``score`` (the mean of its
+    informative scorers; null for a label or profile) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
     import bm25s
 
     # bm25s sets its own logger to DEBUG on import, which would print index-building chatter
@@ -55,9 +60,7 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
-    table = latents.explanations().filter(pl.col("parsed")).with_columns(
-        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
-    rows = pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
+    rows = searchable_rows(latents)
     words = bm25s.tokenize([query], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
         return pl.DataFrame(schema=SEARCH_SCHEMA)
@@ -69,6 +72,15 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
            .head(top)
            .join(density, on="latent", how="left"))
     return out.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(SEARCH_SCHEMA)).cast(SEARCH_SCHEMA)
+
+
+def searchable_rows(latents: Any) -> pl.DataFrame:
+    """What lexical search looks through for one SAE: its parsed explanations with their
+    ``score`` (null for a label) and every firing latent's token profile in words. Columns:
+    ``ROW_COLUMNS``."""
+    table = latents.explanations().filter(pl.col("parsed")).with_columns(
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
+    return pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
 
 
 def _profile_rows(latents: Any, table: pl.DataFrame) -> pl.DataFrame:
@@ -125,9 +137,10 @@ def value_percentiles(hist: np.ndarray, latent_ids: np.ndarray, values: np.ndarr
 
 def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 200, where: Any = None) -> pl.DataFrame:
     """Latents firing where the stored corpus holds ``text`` (its tokens, at up to ``limit``
-    places, in the documents ``where`` matches), ranked by their highest value's percentile.
-    ``label``: the current explanation. Columns: :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the
-    text is nowhere in the store."""
+    places: the first in store order, in the documents ``where`` matches), ranked by the
+    evidence that they stand for it (:func:`example_evidence`): firing at most of the places,
+    unusually high for themselves, more than at a random stretch of text. ``label``: the current
+    explanation. Columns: :data:`EXAMPLE_SEARCH_SCHEMA`; empty when the text is nowhere in the store."""
     store, ctx_len = latents.store, latents.store.meta.ctx_len
     ids = encode_text(store, text)
     if not ids:
@@ -143,14 +156,36 @@ def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 20
     val = store.read_contexts(code_array(latents.name, "val"), ctxs)[inverse, flat % ctx_len].astype(np.float64)
     fired = idx >= 0
     latent_ids, values = idx[fired].astype(np.int64), val[fired]
-    places_of = np.broadcast_to(place[:, None], idx.shape)[fired]
     density = latents.density()
     hist = np.asarray(density["hist"].to_list(), np.int64)
-    frame = pl.DataFrame({"latent": latent_ids, "value": values, "place": places_of,
+    frame = pl.DataFrame({"latent": latent_ids, "value": values, "place": np.broadcast_to(place[:, None], idx.shape)[fired],
                           "percentile": value_percentiles(hist, latent_ids, values)})
-    ranked = (frame.group_by("latent").agg(pl.col("percentile").max(), pl.col("value").max(), places=pl.col("place").n_unique())
-              .join(density.select("latent", "density"), on="latent", how="left")
+    ranked = (example_evidence(frame, density.select("latent", "density"), places=first.size, width=len(ids))
               .join(latents.explanations(current=True).select("latent", label="text"), on="latent", how="left")
-              .sort(["percentile", "value", "latent"], descending=[True, True, False]).head(top))
+              .sort(["evidence", "percentile", "latent"], descending=[True, True, False]).head(top))
     return ranked.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(EXAMPLE_SEARCH_SCHEMA)).cast(
         EXAMPLE_SEARCH_SCHEMA)
+
+
+def example_evidence(fired: pl.DataFrame, density: pl.DataFrame, *, places: int, width: int,
+                     prior_places: float = EVIDENCE_PRIOR) -> pl.DataFrame:
+    """Per latent, how strongly the ``places`` searched say it stands for the text.
+
+    ``fired``: one row per (latent, place, value, percentile) where a latent fired on one of a
+    place's ``width`` tokens. A latent scores at each place the percentile of its highest value
+    there (0 where it is silent); ``evidence`` is the mean over all places less what a random
+    stretch of ``width`` tokens would give it (``50 * (1 - (1 - density) ** width)``: it fires
+    there that often, at its median), shrunk toward 0 by support: ``places / (places +
+    prior_places)``. So one lucky place, a rare match, or an always-on latent all rank low; a
+    latent firing high at most places ranks first. Columns: latent, evidence, percentile (its
+    highest value's), value (highest), places (where it fired), searched, density.
+    """
+    per_place = fired.group_by("latent", "place").agg(pl.col("percentile").max(), pl.col("value").max())
+    return (per_place.group_by("latent")
+            .agg(total=pl.col("percentile").sum(), percentile=pl.col("percentile").max(), value=pl.col("value").max(),
+                 places=pl.len().cast(pl.Int64))
+            .join(density, on="latent", how="left")
+            .with_columns(searched=pl.lit(places, pl.Int64),
+                          evidence=(pl.col("total") - places * 50 * (1 - (1 - pl.col("density")) ** width))
+                          / (places + prior_places))
+            .drop("total"))

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from actstore.store.store import Store
 
 __all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORED_KINDS", "SCORERS", "PartCache",
-           "append_explanations", "current_explanations", "headline_metric", "human_row", "mean_score", "readable",
-           "scan_explanations", "scorer_columns"]
+           "append_explanations", "committed_parts", "current_explanations", "headline_metric", "human_row", "mean_score",
+           "readable", "scan_explanations", "scorer_columns"]
 
 PREFIX = "explanations"
 READERS = 16  # parts read at once: a fully explained SAE has thousands, each one small GET
@@ -103,11 +103,18 @@ class PartCache:
         self.table: tuple[tuple[str, ...], pl.DataFrame] | None = None  # (the parts it holds, the table)
 
 
+def committed_parts(store: Store, sae: str) -> tuple[str, ...]:
+    """The ids of ``sae``'s committed parts, in order (one listing): the table's version, as
+    parts are only ever added."""
+    return tuple(name.removesuffix(".json") for name in store.files.list(f"{_folder(sae)}/_committed")
+                 if name.endswith(".json"))
+
+
 def scan_explanations(store: Store, sae: str, *, cache: PartCache | None = None) -> pl.LazyFrame:
     """Every committed row of ``sae``'s table (all kinds, all versions), in part order;
     ``cache``: keeps what was read for the next call (see :class:`PartCache`)."""
     folder = _folder(sae)
-    parts = tuple(name.removesuffix(".json") for name in store.files.list(f"{folder}/_committed") if name.endswith(".json"))
+    parts = committed_parts(store, sae)
     if not parts:
         return pl.LazyFrame(schema=EXPLANATION_SCHEMA)
     cache = cache or PartCache()

@@ -23,8 +23,7 @@ from actstore.errors import ConfigError
 from actstore.latents import Latents
 from actstore.live import run
 from actstore.live.checks import check_latent, check_number, check_sampling, check_text
-from actstore.live.features import LatentStats, rank_features
-from actstore.live.sae_source import load_store_sae
+from actstore.live.features import LatentStats, rank_features, with_labels
 from actstore.live.steering import Edit, Intervention, Method, OnToken, Positions, Sampling
 from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
@@ -32,6 +31,7 @@ from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, store_tokenizer
 from actstore.saes.encode import SAEEncoder
 from actstore.saes.formats import SAEWeights
 from actstore.store.metadata import SaeInfo
+from actstore.store.sae_files import load_store_sae
 
 __all__ = ["LiveSession", "LoadedSae", "open_session"]
 
@@ -180,8 +180,9 @@ class LiveSession:
         ids = self.tokenize(text, chat=chat)
         names = list(saes) if saes is not None else sorted(self.saes)
         dense = self.encode(ids, names)
-        return rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
-                             top=top, rank=rank, max_density=max_density, include_special=include_special)
+        frame = rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
+                              top=top, rank=rank, max_density=max_density, include_special=include_special)
+        return with_labels(frame, {n: self.saes[n].latents for n in names})
 
     def latent_values(self, sae: str, latent: int, text: str | Sequence[int], *, chat: bool = False) -> pl.DataFrame:
         """One latent's value on every token of ``text`` (BOS first), with its percentile among
@@ -266,4 +267,4 @@ class LiveSession:
 
 def _loaded(store: Store, info: SaeInfo, weights: SAEWeights, device: torch.device) -> LoadedSae:
     latents = Latents(store, info.name)
-    return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))
+    return LoadedSae(info, weights, SAEEncoder(weights, device, dtype=info.weights_dtype), latents, LatentStats.of(latents))

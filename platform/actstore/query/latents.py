@@ -24,6 +24,7 @@ import polars as pl
 
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
+from actstore.query.cofiring import cofiring_sample
 from actstore.query.filters import DocumentSet, Where, resolve_where
 from actstore.query.logits import output_logits
 from actstore.query.scan import scan_codes, set_totals
@@ -217,10 +218,10 @@ class SaeLatents:
             tokens, values = tokens[:cut][:limit], values[:cut][:limit]
         return _occurrence_frame(latent, tokens, values, self.store.meta.ctx_len)
 
-    def top_k(self, latent: int, *, k: int = 20, window: int = 16, per_doc: int | None = 1,
+    def top_k(self, latent: int, *, k: int = 20, window: int = 16, per_doc: int | None = None,
               where: Where | None = None) -> pl.DataFrame:
-        """The ``k`` highest occurrences with their token windows, at most ``per_doc`` per document
-        (``None``: no limit). Columns: rank, doc, ctx, pos, value, tokens, token_ids, values
+        """The ``k`` highest occurrences with their token windows (the true top k), or at most
+        ``per_doc`` per document. Columns: rank, doc, ctx, pos, value, tokens, token_ids, values
         (this latent on every window token), focus (index of the firing token in ``tokens``)."""
         if k < 1 or window < 0 or (per_doc is not None and per_doc < 1):
             raise ConfigError(f"top_k needs k >= 1, window >= 0 and per_doc >= 1 or None; got {k}, {window}, {per_doc}")
@@ -320,16 +321,18 @@ class SaeLatents:
         its non-zero values, and ``hist``: counts on the bins of ``actstore.store.stats.HIST_EDGES``.
         From the merged statistics once extraction is finalized, else summed over committed units;
         with ``where``, computed over the matching documents' codes (a scan of the set)."""
+        rows = slice(None) if latent is None else slice(self._check_latent(latent), latent + 1)
         docs = self.select_documents(where)
-        stats = (self._stats(("tokens", "fired", "sum", "max", "hist")) if docs is None
-                 else set_totals(self.store, self.name, self.info.d_sae, docs))
+        stats = (current_totals(self.store, "saes", self.name, ("tokens", "fired", "sum", "max", "hist"), self.info.stage, rows)
+                 if docs is None else set_totals(self.store, self.name, self.info.d_sae, docs))
+        if docs is not None:
+            stats = {n: v if n == "tokens" else v[rows] for n, v in stats.items()}
         tokens = max(int(stats["tokens"].reshape(-1)[0]), 1)
         fired = stats["fired"].astype(np.int64)
-        rows = slice(None) if latent is None else slice(self._check_latent(latent), latent + 1)
         return pl.DataFrame({
-            "latent": np.arange(self.info.d_sae)[rows], "count": fired[rows],
-            "density": fired[rows] / tokens, "mean": stats["sum"][rows] / np.maximum(fired[rows], 1),
-            "max": stats["max"][rows].astype(np.float32), "hist": stats["hist"][rows].astype(np.int64),
+            "latent": np.arange(self.info.d_sae)[rows], "count": fired,
+            "density": fired / tokens, "mean": stats["sum"] / np.maximum(fired, 1),
+            "max": stats["max"].astype(np.float32), "hist": stats["hist"].astype(np.int64),
         }).with_columns(pl.col("hist").arr.to_list()).cast(DENSITY_SCHEMA)
 
     def l0_hist(self) -> np.ndarray:
@@ -388,28 +391,35 @@ class SaeLatents:
         rows = self.store.read_contexts(code_array(self.name, part), ctxs)[inverse, flat % ctx_len]
         return rows if part == "idx" else rows.astype(np.float32)
 
-    def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, block: int = 4096,
-                 where: Where | None = None) -> pl.DataFrame:
+    def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, max_rows: int | None = None,
+                 block: int = 4096, where: Where | None = None) -> pl.DataFrame:
         """Latents that fire on the same tokens as ``latent``, ranked by Jaccard then count.
 
         The intersection with every other posting list is counted from the token-major codes of
         ``latent``'s own tokens (its posting list, read in blocks), so cost grows with its
-        occurrences, never with d_sae squared. ``limit``: A is only its ``limit`` strongest
-        occurrences (cost bounded by ``limit`` contexts; the feature browser's default).
-        With ``where``, A and B are their occurrences in the matching documents (the counts of B
-        from a scan of the set's codes). Columns: latent, together (|A and B|), count (|B|),
-        jaccard (|A and B| / |A or B|).
+        occurrences, never with d_sae squared. Exact by default. ``limit``: A is only its
+        ``limit`` strongest occurrences. ``max_rows``: a budget of code rows to read; when A's
+        occurrences lie in more code chunks, they are counted in a seeded sample of whole chunks
+        and ``together`` is scaled up by A's share in it (:func:`actstore.query.cofiring.cofiring_sample`
+        says which). With ``where``, A and B are their occurrences in the matching documents (the
+        counts of B from a scan of the set's codes). Columns: latent, together (|A and B|), count
+        (|B|), jaccard (|A and B| / |A or B|).
         """
         docs = self.select_documents(where)
-        tokens = self.postings(latent, limit=limit)[0] if docs is None else self.all_postings(latent, where=docs)[0][:limit]
+        if docs is not None:
+            tokens = self.all_postings(latent, where=docs)[0][:limit]
+        else:
+            tokens = self.all_postings(latent)[0] if limit is None else self.postings(latent, limit=limit)[0]
+        sample = cofiring_sample(self, tokens, max_rows=max_rows)
         together = np.zeros(self.info.d_sae, np.int64)
-        for i in range(0, tokens.size, block):
-            part = np.sort(tokens[i : i + block])
-            idx = self._codes_at(part)  # the latent ids only: half the bytes to decode
+        for i in range(0, sample.tokens.size, block):
+            idx = self._codes_at(sample.tokens[i : i + block])  # the latent ids only: half the bytes to decode
             together += np.bincount(idx[idx >= 0], minlength=self.info.d_sae)
         together[latent] = 0
+        if not sample.exact:
+            together = np.rint(together * (sample.occurrences / sample.tokens.size)).astype(np.int64)
         counts = self.counts() if docs is None else self.density(where=docs)["count"].to_numpy()
-        union = tokens.size + counts - together
+        union = sample.occurrences + counts - together
         frame = pl.DataFrame({"latent": np.arange(self.info.d_sae), "together": together, "count": counts,
                               "jaccard": together / np.maximum(union, 1)})
         return (frame.filter(pl.col("together") > 0).sort(["jaccard", "together", "latent"], descending=[True, True, False])
@@ -472,7 +482,7 @@ def _kept(cache: dict[Hashable, tuple[np.ndarray, np.ndarray]], latent: Hashable
         found = read()
         for part in found:
             part.flags.writeable = False
-        while len(cache) >= POSTINGS_CACHE:
-            cache.pop(next(iter(cache)), None)
+        for oldest in list(cache)[: max(len(cache) - POSTINGS_CACHE + 1, 0)]:  # list(): atomic when threads share it
+            cache.pop(oldest, None)
         cache[latent] = found
     return found

@@ -7,6 +7,7 @@ there is no b_dec subtraction before encoding. Nothing is unpickled: ``np.load``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,6 +48,19 @@ class SAEWeights:
     @property
     def d_sae(self) -> int:
         return int(self.W_enc.shape[1])
+
+    def rounded(self, dtype: str) -> SAEWeights:
+        """These weights rounded to ``dtype`` (bfloat16: round to nearest even, as torch casts),
+        held in float32: what an :class:`~actstore.saes.encode.SAEEncoder` built with that dtype encodes with."""
+        if dtype == "float32":
+            return self
+        import torch
+
+        def r(a: np.ndarray) -> np.ndarray:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16).float().numpy()
+
+        return dataclasses.replace(self, W_enc=r(self.W_enc), W_dec=r(self.W_dec), b_enc=r(self.b_enc), b_dec=r(self.b_dec),
+                                   threshold=None if self.threshold is None else r(self.threshold))
 
     def __post_init__(self) -> None:
         d_in, d_sae = self.W_enc.shape
@@ -125,11 +139,11 @@ def load_saelens(folder: Path, *, source: str) -> SAEWeights:
     return weights
 
 
-def _from_hub(path: str, revision: str | None) -> Path:
+def _from_hub(path: str, revision: str | None, local_files_only: bool = False) -> Path:
     """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder': from the local
-    Hugging Face cache when it is there; otherwise one request first asks whether the repo
-    exists, so a local path that is simply missing fails at once instead of after the Hub
-    client's retries (~50 s)."""
+    Hugging Face cache when it is there (``local_files_only``: only from there); otherwise one
+    request first asks whether the repo exists, so a local path that is simply missing fails at
+    once instead of after the Hub client's retries (~50 s)."""
     from huggingface_hub import HfApi
 
     parts = path.strip("/").split("/")
@@ -139,6 +153,8 @@ def _from_hub(path: str, revision: str | None) -> Path:
     cached, _ = _hub_files(repo, sub, revision, local_only=True)
     if cached is not None:
         return cached
+    if local_files_only:
+        raise ConfigError(f"SAE path {path!r} is neither a local file or folder here nor in the local Hugging Face cache")
     try:
         exists = HfApi().repo_exists(repo)
     except Exception as exc:
@@ -180,11 +196,12 @@ def sae_files(local: Path) -> list[Path]:
     raise ConfigError(f"{str(local)!r} holds neither params.npz (Gemma Scope) nor cfg.json + sae_weights.safetensors (SAELens)")
 
 
-def load_sae(path: str, *, revision: str | None = None) -> SAEWeights:
-    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub."""
+def load_sae(path: str, *, revision: str | None = None, local_files_only: bool = False) -> SAEWeights:
+    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub
+    (``local_files_only``: a Hub path only from the local cache, never the network)."""
     local = Path(os.path.expanduser(path))
     if not local.exists():
-        local = _from_hub(path, revision)
+        local = _from_hub(path, revision, local_files_only)
     files = sae_files(local)
     if files[0].suffix == ".npz":
         return load_gemma_scope(files[0], source=path)

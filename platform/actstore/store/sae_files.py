@@ -5,6 +5,13 @@ folder and from object storage, like its tokenizer (``tokenizer/tokenizer.json``
 A copy is written before the root metadata that names it (``SaeInfo.file``) and is checked on
 load against the SAE's recorded sha256 (``load_sae`` hashes the files it reads). Copies of a
 remote store are fetched once into actstore's cache, in a folder named by that hash.
+
+:func:`load_store_sae` loads a store's SAE wherever the store lies: the path given to override
+it (``--sae-path NAME=PATH``), else the copy inside the store, else its recorded Hub path or
+local path; a store from before format version 3 also tries its recorded path relative to the
+folder the store was made from. The files are checked against the sha256 the store recorded.
+A local path that is missing fails at once with a line saying what to pass (never a Hub retry).
+The live model loads its SAEs with it, the feature browser its decoders (similar latents).
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actstore.saes.formats import sae_files
+from actstore.errors import ConfigError
+from actstore.saes.formats import SAEWeights, load_sae, sae_files
 from actstore.store.cache import cache_dir
 
 if TYPE_CHECKING:
@@ -25,7 +33,8 @@ if TYPE_CHECKING:
     from actstore.store.metadata import SaeInfo
     from actstore.store.store import Store
 
-__all__ = ["COPY_MAX_BYTES", "SAE_FILES_VERSION", "legacy_sae_path", "placement", "record_sae_files", "sae_folder", "stored_sae_folder"]
+__all__ = ["COPY_MAX_BYTES", "SAE_FILES_VERSION", "legacy_sae_path", "load_store_sae", "placement", "record_sae_files",
+           "sae_folder", "stored_sae_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +112,35 @@ def legacy_sae_path(store: Store, info: SaeInfo) -> Path | None:
         if here.parts[-len(parts):] == parts:
             candidates.append(Path(*here.parts[: -len(parts)]) / given)
     return next((c for c in candidates if c.exists()), None)
+
+
+def load_store_sae(store: Store, info: SaeInfo, override: str | None = None, *,
+                   local_files_only: bool = False) -> SAEWeights:
+    """The weights of the store's SAE ``info`` (``override``: a path or Hub path to load instead;
+    ``local_files_only``: a Hub SAE only from the local cache, never downloaded)."""
+    hint = f"give its files with --sae-path {info.name}=PATH (Python: sae_paths={{{info.name!r}: PATH}})"
+    from_store = override is None and info.file is not None
+    if override is not None:
+        where, revision = override, None
+    elif from_store:
+        where, revision = str(stored_sae_folder(store.files, info)), None
+    elif info.origin == "local" and not Path(info.source).exists():
+        raise ConfigError(f"SAE {info.name!r} was read from {info.source!r} when the store was made, and that path "
+                          f"does not exist here; {hint}")
+    elif info.origin is None:
+        found = legacy_sae_path(store, info)
+        where, revision = (str(found) if found else info.source), None
+    else:
+        where, revision = info.source, info.revision
+    try:
+        weights = load_sae(where, revision=revision, local_files_only=local_files_only)
+    except ConfigError as exc:
+        copy = " (the store's copy: was the store copied only partly?)" if from_store else ""
+        raise ConfigError(f"cannot load SAE {info.name!r} from {where!r}{copy}: {exc}; {hint}") from None
+    if weights.sha256 != info.sha256:
+        cached = cache_dir() / "saes" / info.sha256
+        if Path(where) == cached:
+            shutil.rmtree(cached, ignore_errors=True)  # a damaged download: fetched again next time
+        raise ConfigError(f"the SAE files at {where!r} are not the ones SAE {info.name!r} of the store was made with "
+                          f"(sha256 {weights.sha256[:12]} != {info.sha256[:12]}); {hint}")
+    return weights

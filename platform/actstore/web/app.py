@@ -13,11 +13,12 @@ import functools
 import logging
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +30,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import contrast_views, live_views, views
+from actstore.web import contrast_views, live_views, text, views
+from actstore.web.across_views import across_view
+from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
 from actstore.web.live_pages import LivePages
 from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
@@ -49,30 +52,43 @@ SECURITY_HEADERS = [
 
 
 def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0,
-               session: Any = None) -> Starlette:
+               session: Any = None, cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The browser over the store at ``url`` (local or ``s3://``); the store is opened now, so a
     wrong URL fails here rather than on the first request. ``session``: a
     :class:`actstore.live.LiveSession` on the same store, for features on a text and steering
-    (without one those panels say how to attach it)."""
+    (without one those panels say how to attach it). ``cache_bytes``: the bound of the cache
+    of finished pages and answers (:class:`actstore.web.cache.ResponseCache`; 0: none)."""
     source = StoreSource(url, storage_options=storage_options, refresh_s=refresh_s)
-    pages = _Pages(source, _templates(), session)
+    pages = _Pages(source, _templates(), session, ResponseCache(cache_bytes))
+    one: _Depends = lambda r: [r.path_params["sae"]]  # noqa: E731  # what a cached answer depends on
+    every: _Depends = lambda r: [s.name for s in source.store.meta.saes]  # noqa: E731
+    store_only: _Depends = lambda r: []  # noqa: E731
+    live = lambda name, depends: lambda r: None if r.query_params.get(name) else depends(r)  # noqa: E731  # runs the model
+    cached = pages.cached
     routes = [
-        Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/search", pages.search), *pages.live.routes(),
-        Route("/sae/{sae}/contrast", pages.contrast),
-        Route("/api/sae/{sae}/contrast", pages.api(
-            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS)),
-        Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
-        Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
-            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS)),
-        Route("/api/search", pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS)),
-        Route("/api/search/latents", pages.api(lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS)),
+        Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
+        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, live("text", one))),
+        Route("/search", cached(pages.search, live("mine", every))), *pages.live.routes(),
+        Route("/sae/{sae}/contrast", cached(pages.contrast, one)),
+        Route("/api/sae/{sae}/contrast", cached(pages.api(
+            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS), one)),
+        Route("/sae/{sae}/latent/{latent:int}/layers", cached(pages.across, every)),
+        Route("/api/sae/{sae}/latent/{latent:int}/layers", cached(pages.api(lambda r, **p: across_view(
+            source, r.path_params["sae"], r.path_params["latent"], **p), ACROSS_PARAMS), every)),
+        Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
+        Route("/api/sae/{sae}", cached(pages.api(
+            lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
+        Route("/api/sae/{sae}/latent/{latent:int}", cached(pages.api(
+            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS),
+            one)),
+        Route("/api/search", cached(pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS), store_only)),
+        Route("/api/search/latents", cached(pages.api(
+            lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS), every)),
         Route("/api/sae/{sae}/latent/{latent:int}/neuronpedia.zip", pages.export),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ActstoreError: _error, HTTPException: _error, Exception: _error})
-    app.state.source = source
+    app.state.source, app.state.cache = source, pages.cache
     app.add_middleware(_Guard)
     return app
 
@@ -83,8 +99,8 @@ SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50),
     "where": (str, "")}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "cofiring_sample": (int, 20), "where": (str, "")}
+    "k": (int, 20), "window": (int, 12), "per_doc": (int, 0), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
+    "similar": (int, 10), "where": (str, "")}
 SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12),
                                                                "where": (str, "")}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
@@ -96,6 +112,7 @@ SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
 FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
+ACROSS_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"window": (int, 2), "top": (int, 3)}
 
 
 def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]]) -> dict[str, Any]:
@@ -115,14 +132,43 @@ def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]])
     return out
 
 
-class _Pages:
-    """Page and API endpoints (plain functions run in Starlette's thread pool: queries block)."""
+_Depends = Callable[[Request], "list[str] | None"]  # the SAEs whose explanations an answer shows; None: never cache it
+COMPUTING = 8  # requests a process computes at once: the rest wait on the event loop, holding no arrays
 
-    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
-        self.source, self.templates, self.session = source, templates, session
+
+class _Pages:
+    """Page and API endpoints. Pages that only read the store run through :meth:`cached`: off the
+    event loop in worker threads (at most :data:`COMPUTING` at once, which bounds memory under
+    load) and answered from the response cache when asked again; the live panels run in
+    Starlette's thread pool (:class:`actstore.web.live_pages.LivePages`)."""
+
+    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any, cache: ResponseCache) -> None:
+        self.source, self.templates, self.session, self.cache = source, templates, session, cache
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
         self.live = LivePages(session, render=self._render, context=self._context, params=_params,
                               template=templates.env.get_template,
                               check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
+
+    def cached(self, endpoint: Callable[[Request], Response], depends: _Depends) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` run in a worker thread, its successful answers kept in the cache under the
+        request's path and query and the store's version for the SAEs ``depends`` names."""
+        async def run(request: Request) -> Response:
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(COMPUTING)
+
+            def answer() -> Response:
+                saes = depends(request) if self.cache.max_bytes else None
+                key = None if saes is None else (request.url.path, request.url.query, self.source.version(saes))
+                hit = None if key is None else self.cache.get(key)
+                if hit is not None:
+                    return Response(hit.body, media_type=hit.media_type)
+                response = endpoint(request)
+                if key is not None and response.status_code == 200 and response.media_type:
+                    self.cache.put(key, Cached(bytes(response.body), response.media_type))
+                return response
+
+            return await anyio.to_thread.run_sync(answer, limiter=self._limiter)
+        return run
 
     def _context(self, request: Request) -> dict[str, Any]:
         return {"store_url": self.source.store.location.url, "live": self.session is not None,
@@ -166,6 +212,11 @@ class _Pages:
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
         return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
                             activation=activation, activation_text=text)
+
+    def across(self, request: Request) -> Response:
+        view = across_view(self.source, request.path_params["sae"], request.path_params["latent"],
+                           **_params(request, ACROSS_PARAMS))
+        return self._render(request, "across.html", view=view)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
@@ -288,8 +339,7 @@ def _templates() -> Jinja2Templates:
     """One template environment per process, autoescaping everything."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters["visible"] = lambda tok: tok.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
-    env.filters["shade"] = lambda v, top: min(int(10 * v / top), 9) if top and v and v > 0 else 0
+    env.filters.update(visible=text.visible, bidi=text.bidi, runs=text.runs, shade=text.shade)
     env.filters["num"] = lambda v, f="{:.4g}": "-" if v is None else f.format(v)
     env.filters["shquote"] = shlex.quote  # a command line to copy: the store URL and SAE name as one word each
     return Jinja2Templates(env=env)

@@ -10,6 +10,7 @@ the bound, before any work.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,13 +21,16 @@ import polars as pl
 
 from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestError
 from actstore.explain.table import SCORERS, current_explanations, headline_metric, mean_score
+from actstore.query.tokens import encode_text, find_sequences
+from actstore.web import related
+from actstore.web.layers import by_layer, site_place
 from actstore.web.source import StoreSource
 
 __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search_view", "neuronpedia_zip", "sae_view",
            "search_view", "store_view"]
 
-LIMITS = {"k": 100, "window": 64, "bins": 20, "per_bin": 10, "cofiring": 100, "cofiring_sample": 100_000,
-          "per_page": 500, "limit": 200, "text": 400, "top": 100}
+LIMITS = {"k": 100, "window": 64, "per_doc": 100, "bins": 20, "per_bin": 10, "cofiring": 100, "similar": 100,
+          "per_page": 500, "page": 1_000_000, "limit": 200, "text": 400, "top": 100}
 SORT_COLUMNS = ("latent", "count", "density", "mean", "max", "label", "score")
 SCORE_COLUMNS = tuple(f"score_{s}" for s in SCORERS)  # each scorer's AUROC (balanced accuracy without probabilities)
 JUDGED = [c for s in SCORERS for c in (f"{s}_auroc", f"{s}_balanced_accuracy", f"{s}_informative")]  # what they read
@@ -34,6 +38,14 @@ VERDICTS = [e for s in SCORERS for e in (headline_metric(s).alias(f"score_{s}"),
                                          pl.col(f"{s}_informative").alias(f"informative_{s}"))]
 SEARCH_BY = ("explanations", "example")
 DENSITY_BINS = 40
+
+
+def finite(name: str, value: float | None) -> float | None:
+    """``value`` when it is a finite number (or None: not given), else a :class:`RequestError`:
+    NaN passes no comparison and would filter silently, an infinity is no bound."""
+    if value is not None and not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number, got {value!r}")
+    return value
 
 
 def bounded(name: str, value: int, lo: int = 1) -> int:
@@ -44,7 +56,8 @@ def bounded(name: str, value: int, lo: int = 1) -> int:
 
 
 def store_view(source: StoreSource) -> dict[str, Any]:
-    """The store page: its summary, model, sites, and per SAE its L0 and density histograms."""
+    """The store page: its summary, model, sites, and per SAE its layer and site kind, mean L0 and
+    L0 and density histograms; ``by_layer`` places the SAEs in a table of layers by kinds."""
     store = source.store
     saes = []
     for info in store.meta.saes:
@@ -62,9 +75,10 @@ def store_view(source: StoreSource) -> dict[str, Any]:
         last = int(np.flatnonzero(l0)[-1]) + 1 if l0.any() else 1
         saes.append({**info.model_dump(mode="json"), "indexed": indexed, "dead": int(density.size - alive.size),
                      "density_hist": {"log10_edges": edges.tolist(), "counts": counts.tolist()},
-                     "l0_hist": {"counts": l0[:last].tolist()}})
+                     "l0_hist": {"counts": l0[:last].tolist()}, **site_place(info.site),
+                     "mean_l0": float((l0 * np.arange(l0.size)).sum() / max(l0.sum(), 1))})
     return {"info": store.info(with_bytes=False).to_dict(), "model": store.meta.model,
-            "sites": [s.model_dump(mode="json") for s in store.meta.sites], "saes": saes}
+            "sites": [s.model_dump(mode="json") for s in store.meta.sites], "saes": saes, "by_layer": by_layer(saes)}
 
 
 def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Literal["asc", "desc"] = "desc",
@@ -80,11 +94,12 @@ def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Liter
         raise RequestError(f"sort must be one of {list(SORT_COLUMNS)}, got {sort!r}")
     if order not in ("asc", "desc"):
         raise RequestError(f"order must be 'asc' or 'desc', got {order!r}")
-    bounded("per_page", per_page)
+    bounded("per_page", per_page), bounded("page", page)
+    for name, value in (("min_density", min_density), ("max_density", max_density), ("min_score", min_score),
+                        ("max_score", max_score)):
+        finite(name, value)
     _check_length("the label filter", label)
     _check_length("the document filter", where)
-    if page < 1:
-        raise RequestError(f"page must be >= 1, got {page}")
     latents = source.sae(sae)
     explained = _current_labels(latents)
     frame = latents.density(where=where or None).drop("hist").join(explained, on="latent", how="left")
@@ -119,14 +134,16 @@ def _current_labels(latents: Any) -> pl.DataFrame:
         "latent", pl.col("text").alias("label"), "kind", "author", "score", *VERDICTS)
 
 
-def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, bins: int = 5,
-                 per_bin: int = 3, cofiring: int = 20, cofiring_sample: int = 20, where: str = "") -> dict[str, Any]:
-    """The feature page: density and histogram, top contexts, equal-count and equal-width
-    quantile samples, co-firing latents among its ``cofiring_sample`` strongest occurrences
-    (each costs a context of codes), output logits when the store keeps them; all as the
+def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, window: int = 12, per_doc: int = 0,
+                 bins: int = 5, per_bin: int = 3, cofiring: int = 20, similar: int = 10, where: str = "") -> dict[str, Any]:
+    """The feature page: density and histogram, output logits when the store keeps them, the
+    true top ``k`` contexts (``per_doc``: at most that many per document; 0: no limit),
+    equal-count and equal-width quantile samples, co-firing latents (exact, or on a stated
+    sample: :func:`actstore.web.related.cofiring_panel`) and latents with similar decoder
+    directions, both labelled; the token profile; ``documents``: the name of every document shown. All as the
     query API returns them, over the documents ``where`` (SQL) matches when given."""
-    bounded("k", k), bounded("window", window, 0), bounded("bins", bins), bounded("per_bin", per_bin)
-    bounded("cofiring", cofiring), bounded("cofiring_sample", cofiring_sample)
+    bounded("k", k), bounded("window", window, 0), bounded("per_doc", per_doc, 0), bounded("bins", bins)
+    bounded("per_bin", per_bin), bounded("cofiring", cofiring), bounded("similar", similar)
     _check_length("the document filter", where)
     latents = source.sae(sae)
     docs = latents.select_documents(where or None)  # resolved once for every query below
@@ -136,12 +153,15 @@ def feature_view(source: StoreSource, sae: str, latent: int, *, k: int = 20, win
     quantiles = {kind: latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind=kind, window=window,
                                                  where=docs).to_dicts()
                  if fired else [] for kind in ("count", "width")}
+    top = latents.top_k(latent, k=k, window=window, per_doc=per_doc or None, where=docs).to_dicts()
+    shown = {row["doc"] for row in [*top, *quantiles["count"], *quantiles["width"]]}
+    current = latents.explanations(current=True)
     return {"sae": sae, "latent": latent, "d_sae": latents.info.d_sae, "site": latents.info.site, "stats": stats,
-            "hist_edges": np.asarray(latents.hist_edges).tolist(), "where": where,
-            "top": latents.top_k(latent, k=k, window=window, where=docs).to_dicts(), "quantiles": quantiles,
-            "cofiring": latents.cofiring(latent, top=cofiring, limit=cofiring_sample, where=docs).to_dicts() if fired else [],
-            "cofiring_sample": cofiring_sample, "explanations": explanations.to_dicts(), "scorers": _scored(explanations),
-            **_logits(latents, latent), **_profile(latents, latent)}
+            "hist_edges": np.asarray(latents.hist_edges).tolist(), "per_doc": per_doc, "where": where, "top": top,
+            "quantiles": quantiles, "cofiring": related.cofiring_panel(latents, latent, current, top=cofiring, where=docs),
+            "similar": related.similar_panel(latents, latent, current, top=similar),
+            "documents": source.document_names(sorted(shown)), "explanations": explanations.to_dicts(),
+            "scorers": _scored(explanations), **_logits(latents, latent), **_profile(latents, latent)}
 
 
 def _profile(latents: Any, latent: int) -> dict[str, Any]:
@@ -173,13 +193,17 @@ def _logits(latents: Any, latent: int) -> dict[str, Any]:
 
 
 def search_view(source: StoreSource, text: str, *, limit: int = 20, window: int = 12, where: str = "") -> dict[str, Any]:
-    """Stored contexts containing ``text``'s token sequence (``store.find_tokens``), in the
-    documents ``where`` (SQL) matches when given."""
+    """Stored contexts containing ``text``'s token sequence (encoded as given), in the documents
+    ``where`` (SQL) matches when given: ``total`` counts every match, ``matches`` the first
+    ``limit`` in store order (``find_sequences``), with the names of their documents."""
     _check_text(text)
     _check_length("the document filter", where)
     bounded("limit", limit), bounded("window", window, 0)
-    matches = source.store.find_tokens(text, limit=limit, window=window, where=where or None)
-    return {"text": text, "limit": limit, "where": where, "matches": matches.to_dicts()}
+    store = source.store
+    found = find_sequences(store, [(text, encode_text(store, text))], limit=limit, window=window, where=where or None)
+    matches = found.matches.to_dicts()
+    return {"text": text, "limit": limit, "where": where, "total": found.total, "matches": matches,
+            "documents": source.document_names(sorted({m["doc"] for m in matches}))}
 
 
 def latent_search_view(source: StoreSource, text: str, *, by: str = "explanations", top: int = 20,
