@@ -326,8 +326,9 @@ def _gpu_hours(plan: ExtractPlan, tokens: int, flops_per_token: float | None) ->
 
 
 def _bare_forward(plan: ExtractPlan, flops_per_token: float | None) -> tuple[float | None, str]:
-    """The GPU's bare truncated forward (tokens/s) the host must keep up with: measured for the
-    model (:data:`MEASURED`, else Gemma 2 2B's), scaled by model FLOPs per token against the measured run's."""
+    """The device's best rate (tokens/s) the host must keep up with: the measured bare forward of
+    the model (:data:`MEASURED`, else Gemma 2 2B's) at its FLOP rate, over the config's model and
+    SAE encoder FLOPs per token (78 encoders are more work than the model: the device is slower)."""
     name = str(plan.model_meta.get("name") or "")
     measured = next(((m, d) for m, d in MEASURED if name.endswith(m)), None)
     if measured is None and flops_per_token is None:
@@ -336,6 +337,7 @@ def _bare_forward(plan: ExtractPlan, flops_per_token: float | None) -> tuple[flo
     bare = MEASURED[(model, device)][1]
     if flops_per_token is None:
         return bare, f"bare forward of {model} on {device}"
-    return bare * _MEASURED_FLOPS[model] / flops_per_token, (
-        f"bare forward of {model} on {device}, scaled by model FLOPs/token ({flops_per_token / 1e9:.2f} against "
-        f"{_MEASURED_FLOPS[model] / 1e9:.2f} GFLOP)")
+    saes = sae_flops_per_token(plan)
+    return bare * _MEASURED_FLOPS[model] / (flops_per_token + saes), (
+        f"bare forward of {model} on {device} at its FLOP rate over model {flops_per_token / 1e9:.2f} + SAE encoders "
+        f"{saes / 1e9:.2f} GFLOP/token (measured: model {_MEASURED_FLOPS[model] / 1e9:.2f})")
