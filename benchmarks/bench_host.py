@@ -134,15 +134,16 @@ def filled_buffers(plan: ExtractPlan, seed: int = 0) -> tuple[UnitBuffers, int, 
     return buf, int(mask.sum()), time.perf_counter() - start
 
 
+_ALL = set(os.sched_getaffinity(0))  # the CPUs this process may use at start
+
+
 def pin(cores: int) -> None:
-    """Every thread of this process (zarr's event loop and pools included) on the first ``cores`` CPUs."""
-    cpus = set(sorted(os.sched_getaffinity(0) | _ALL)[:cores])
+    """Every thread of this process (zarr's event loop and pools included; threads started later
+    inherit it) on the first ``cores`` of its CPUs."""
+    cpus = set(sorted(_ALL)[:cores])
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):  # a thread that just ended
             os.sched_setaffinity(int(tid), cpus)
-
-
-_ALL = set(os.sched_getaffinity(0))
 
 
 def write_units(store: Store, plan: ExtractPlan, buf: UnitBuffers, counted: int, units: list[int]) -> tuple[float, float]:
