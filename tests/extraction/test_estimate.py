@@ -43,3 +43,4 @@ def test_plan_matches_a_real_run_within_5_percent(coded_store: Path, tmp_path: P
     assert cli(["plan", str(config), "--tokens", "1000000000"]) == 0
     text = capsys.readouterr().out
     assert "GPU-hours" in text and "scaled by model FLOPs" in text and "weights per worker" in text
+    assert "host cores per GPU" in text and "bench_host.py" in text  # from the measured per-core rates (tests/extraction/test_host.py)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from actstore.extraction.host import HostCores, host_cores
 from actstore.extraction.memory import WorkerMemory, sae_flops_per_token
 from actstore.extraction.plan import ExtractPlan
 from actstore.index.profile import PROFILE_ARRAYS, PROFILE_TOP
@@ -98,6 +99,7 @@ class RunEstimate:
     assumptions: list[str] = field(default_factory=list)
     worker: WorkerMemory | None = None  # a worker's device and host memory (given the model's shapes)
     saes: list[dict[str, Any]] = field(default_factory=list)  # name, site, d_in, d_sae, mean L0, source
+    host: HostCores | None = None  # host cores per GPU (GPU workers only)
 
     @property
     def stored_bytes(self) -> int:
@@ -112,7 +114,8 @@ class RunEstimate:
                 "arrays": [asdict(a) for a in self.arrays], "stored_bytes": self.stored_bytes, "objects": self.objects,
                 "requests": self.requests, "weights_bytes_per_worker": self.weights_bytes, "blocks_per_worker": self.blocks,
                 "gpu_hours": self.gpu_hours, "gpu_hours_source": self.gpu_hours_source, "assumptions": self.assumptions,
-                "worker": None if self.worker is None else self.worker.as_dict(), "saes": self.saes}
+                "worker": None if self.worker is None else self.worker.as_dict(), "saes": self.saes,
+                "host_cores_per_gpu": None if self.host is None else asdict(self.host)}
 
     def render(self) -> str:
         """The estimate as text: arrays, totals, requests, worker memory, GPU-hours, assumptions."""
@@ -130,6 +133,8 @@ class RunEstimate:
             lines += self.worker.render()
         hours = "unknown" if self.gpu_hours is None else f"{self.gpu_hours:,.1f}"
         lines.append(f"GPU-hours: {hours} ({self.gpu_hours_source})")
+        if self.host is not None:
+            lines.append(self.host.render())
         lines += [f"assumed: {a}" for a in self.assumptions]
         return "\n".join(lines)
 
@@ -250,8 +255,10 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
                        "its codes; HEADs for manifest checks; extraction retries add to these")
     gpu_hours, source = _gpu_hours(plan, tokens, flops_per_token)
     blocks = max(int(s.name.split(".")[1]) for s in plan.sites) + 1
+    bare, bare_source = _bare_forward(plan, flops_per_token)
+    host = host_cores(plan, bare, bare_source) if bare and plan.device == "cuda" else None
     return RunEstimate(tokens, n_ctx, n_units, arrays, requests, weights_bytes, blocks, gpu_hours, source, assumptions,
-                       worker, saes)
+                       worker, saes, host)
 
 
 def _stats_bytes(n_units: int, widths: dict[str, int], kinds: dict[str, tuple[str, str]],
@@ -316,3 +323,21 @@ def _gpu_hours(plan: ExtractPlan, tokens: int, flops_per_token: float | None) ->
         return tokens / tok_s * scale / 3600, f"measured for {model} on {device} ({source}), scaled by FLOPs: {how}"
     return tokens / tok_s * scale / 3600, (f"scaled by model FLOPs (plus the SAE encoders') per token from the {model} measurement on {device} "
                                            f"({source}): {how}; not measured for this model")
+
+
+def _bare_forward(plan: ExtractPlan, flops_per_token: float | None) -> tuple[float | None, str]:
+    """The device's best rate (tokens/s) the host must keep up with: the measured bare forward of
+    the model (:data:`MEASURED`, else Gemma 2 2B's) at its FLOP rate, over the config's model and
+    SAE encoder FLOPs per token (78 encoders are more work than the model: the device is slower)."""
+    name = str(plan.model_meta.get("name") or "")
+    measured = next(((m, d) for m, d in MEASURED if name.endswith(m)), None)
+    if measured is None and flops_per_token is None:
+        return None, ""
+    model, device = measured or ("gemma-2-2b", "NVIDIA H100 80GB HBM3")
+    bare = MEASURED[(model, device)][1]
+    if flops_per_token is None:
+        return bare, f"bare forward of {model} on {device}"
+    saes = sae_flops_per_token(plan)
+    return bare * _MEASURED_FLOPS[model] / (flops_per_token + saes), (
+        f"bare forward of {model} on {device} at its FLOP rate over model {flops_per_token / 1e9:.2f} + SAE encoders "
+        f"{saes / 1e9:.2f} GFLOP/token (measured: model {_MEASURED_FLOPS[model] / 1e9:.2f})")

@@ -28,7 +28,7 @@ from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, site_stats_path
 from actstore.store.store import Store, Write
 
-__all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage"]
+__all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "commit_unit", "encode_codes", "tensor_to_storage"]
 
 
 class UnitReport(NamedTuple):
@@ -187,14 +187,12 @@ class UnitRunner:
             computing = time.perf_counter()
             buf, counted = self._compute_unit(unit, rows)
             computed = time.perf_counter()
-        _write_unit(self.store, self.plan, unit, rows, buf)
-        with self._spare_lock:
-            self._spare.append(buf)
-        fault_point("before_manifest", unit)
-        hold(self._delay)
-        n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
-        self.store.manifests.commit(self.plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
-                                                          "counted": counted, "run": self.run_attempt})
+        try:
+            n_tokens = commit_unit(self.store, self.plan, unit, buf, counted=counted, run=self.run_attempt,
+                                   delay=self._delay)
+        finally:
+            with self._spare_lock:
+                self._spare.append(buf)
         end = time.perf_counter()
         return UnitReport(unit, n_tokens, end - start, retries_so_far() - retries_before, computed - computing,
                           end - computed)
@@ -240,6 +238,24 @@ class UnitRunner:
                     return self._spare.pop(i).reset()
             self._spare = self._spare[-1:]  # a shorter last unit: keep one set, never grow
         return UnitBuffers(self.plan.sites, self.plan.saes, n_ctx, ctx_len, self.device, pinned=self.device.type == "cuda")
+
+
+def commit_unit(store: Store, plan: ExtractPlan, unit: int, buf: UnitBuffers, *, counted: int, run: str = "",
+                delay: float = 0.0) -> int:
+    """Everything a unit needs after the device, on the host: its statistics rows, whole-shard
+    writes of its buffers (shard assembly, compression, store writes), then its manifest, last.
+    Returns the unit's tokens. ``counted``: tokens its statistics count; ``run``: the run
+    record's attempt id; ``delay``: a test-only wait before the manifest. Workers and
+    ``benchmarks/bench_host.py`` (the host path replayed at GPU shapes) share this path."""
+    contexts = store.grid.contexts(unit)
+    rows = slice(contexts.start, contexts.stop)
+    _write_unit(store, plan, unit, rows, buf)
+    fault_point("before_manifest", unit)
+    hold(delay)
+    n_tokens = len(contexts) * store.meta.ctx_len
+    store.manifests.commit(plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
+                                              "counted": counted, "run": run})
+    return n_tokens
 
 
 def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: UnitBuffers) -> None:

@@ -23,6 +23,7 @@ from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
 from actstore.store.manifests import ManifestBook
 from actstore.store.metadata import ATTRIBUTE, RootMetadata, parse_root_metadata
+from actstore.store.shards import write_whole_shard
 
 if TYPE_CHECKING:
     import polars as pl
@@ -278,8 +279,11 @@ class Store:
 
         Chunks equal to the fill value are written like any other (zarr's ``write_empty_chunks``):
         skipping them would save nothing on dense activations and codes, and the check is a
-        comparison of every value, measured at ~1 s per 65k-token unit of a GPU worker."""
-        self.array(path).with_config({"write_empty_chunks": True})[rows] = values
+        comparison of every value, measured at ~1 s per 65k-token unit of a GPU worker. A whole
+        shard is encoded in the calling thread (:func:`~actstore.store.shards.write_whole_shard`)."""
+        arr = self.array(path).with_config({"write_empty_chunks": True})
+        if not write_whole_shard(arr, rows, values):
+            arr[rows] = values
 
     def write_many(self, writes: Sequence[Write]) -> None:
         """Several whole-shard writes of distinct objects, concurrently (on object storage a
