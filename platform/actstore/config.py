@@ -255,7 +255,10 @@ class SaeConfig(_Frozen):
     code_cap: int = Field(
         default=256, ge=1, description="Latents stored per token; tokens with a larger L0 keep the largest and are counted."
     )
-    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="Stored dtype of code values.")
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="bfloat16", description="Stored dtype of code values: bfloat16 (default) keeps each float32 code rounded "
+        "to nearest (relative error at most 2**-8) in 2 bytes; float32 keeps it exactly for about 2 more bytes per non-zero "
+        "in the codes and in the index (docs/storage.md).")
 
 
 class WorkersConfig(_Frozen):
@@ -295,6 +298,11 @@ class IndexConfig(_Frozen):
     bucket_nnz: int = Field(
         default=8_000_000, ge=1,
         description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~32 bytes each).",
+    )
+    block: int = Field(
+        default=4096, ge=1,
+        description="Occurrences per block of a latent's list, stored in token order as gaps: a top k reads and sorts "
+        "one block; larger blocks store tokens in fewer bytes (docs/storage.md).",
     )
 
 

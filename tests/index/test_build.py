@@ -14,7 +14,7 @@ from actstore.index.build import descending_key
 from actstore.index.layout import bucket_array, index_stage, map_stage
 from actstore.index.reference import occurrences_reference
 from actstore.store.layout import FLAG_BOS
-from tests.coded_store import BUCKET_NNZ, SAE
+from tests.coded_store import BLOCK, BUCKET_NNZ, SAE
 from tests.helpers import store_hashes
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -72,7 +72,7 @@ def test_interrupted_build_resumes_to_the_same_bytes(coded_store: Path, tmp_path
         store.files.remove(f"_manifests/{index_stage(SAE)}/{bucket:08d}.json")
         shutil.rmtree(copy / bucket_array(SAE, bucket, ""))
     store.files.remove(f"_manifests/{index_stage(SAE)}/{1:08d}.json")  # a bucket written but not committed
-    resumed = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ)
+    resumed = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ, block=BLOCK)
     assert resumed.complete and _index_hashes(copy) == before
 
 
@@ -81,7 +81,7 @@ def test_index_on_a_store_being_written_covers_committed_units(coded_store: Path
     shutil.copytree(coded_store, copy)
     last = actstore.open(str(copy)).meta.n_units - 1
     (copy / f"_manifests/extract/{last:08d}.json").unlink()  # the last unit is not committed yet
-    plan = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ)
+    plan = run_index(str(copy), SAE, bucket_nnz=BUCKET_NNZ, block=BLOCK)
     store = actstore.open(str(copy))
     assert plan.units == list(range(last))
     assert _index_as_lists(store) == occurrences_reference(store, SAE)
@@ -92,11 +92,11 @@ def test_index_on_s3(coded_store: Path, s3_endpoint: str, s3_bucket: str) -> Non
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
     # what indexing and top_k read: metadata, token arrays, the codes, `fired`, the tokenizer, manifests
-    for part in ("zarr.json", "tokens/ids", "tokens/doc", "tokens/flags", f"codes/{SAE}/idx", f"codes/{SAE}/val",
+    for part in ("zarr.json", "tokens/ids", "tokens/doc", "tokens/flags", f"codes/{SAE}/latent", f"codes/{SAE}/value", f"codes/{SAE}/l0",
                  f"stats/saes/{SAE}/fired", "tokenizer", "_manifests/tokens", "_manifests/extract"):
         fs.put(str(coded_store / part), f"{s3_bucket}/store/{part}", recursive=True)
     url, opts = f"s3://{s3_bucket}/store", {"endpoint_url": s3_endpoint}
-    run_index(url, SAE, storage_options=opts, bucket_nnz=BUCKET_NNZ)
+    run_index(url, SAE, storage_options=opts, bucket_nnz=BUCKET_NNZ, block=BLOCK)
     remote, local = actstore.open(url, storage_options=opts), actstore.open(str(coded_store))
     some = range(0, local.sae(SAE).info.d_sae, 9)
     assert _index_as_lists(remote, some) == _index_as_lists(local, some)

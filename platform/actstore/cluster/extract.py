@@ -32,6 +32,7 @@ from actstore.extraction.stages import added_stage, require_weights, stage_plans
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location, check_access
+from actstore.store.codes import require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
 from actstore.store.stats import merge_stats
@@ -128,7 +129,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
         if config.index.build and complete:
             for sae in plan.saes:
                 run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
-                          bucket_nnz=config.index.bucket_nnz, progress=progress)
+                          bucket_nnz=config.index.bucket_nnz, block=config.index.block, progress=progress)
         record.status = "complete" if complete else "incomplete"
     except BaseException as exc:
         record.status = "failed"
@@ -145,6 +146,8 @@ def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
     if not Store.exists(location):
         return
     store = Store.open(location.url, storage_options=location.storage_options, mode="r")
+    if plan.saes:
+        require_current_codes(store, "extract SAE codes")
     _check_extract_settings(store, plan)
     open_existing(location, plan.config.ingest_config())
 

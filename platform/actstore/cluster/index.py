@@ -16,7 +16,7 @@ import ray
 
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
-from actstore.index.build import BUCKET_NNZ, map_unit, plan_index, reduce_bucket
+from actstore.index.build import BLOCK, BUCKET_NNZ, map_unit, plan_index, reduce_bucket
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
 from actstore.store._fs import Location
 from actstore.store.store import Store
@@ -36,18 +36,21 @@ def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, 
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
-              ray_config: RayConfig | None = None, progress: bool = False) -> IndexPlan:
+              block: int | None = None, ray_config: RayConfig | None = None, progress: bool = False) -> IndexPlan:
     """Build (or resume, or bring up to date) the index of ``sae`` and return its plan.
 
     Indexes the extraction units committed when it starts, so it also runs on a store that is
-    still being written; run it again later to cover the new units.
+    still being written; run it again later to cover the new units. ``block``: occurrences per
+    block (default: the existing index's, else :data:`BLOCK`); an index in the older layout, or
+    with another block, is built again.
     """
     store = Store.open(url, storage_options=storage_options, mode="r+")
-    fresh = plan_index(store, sae, bucket_nnz=bucket_nnz)
     plan = _current_plan(store, sae)
-    if plan is not None and plan.complete and plan.units == fresh.units:
+    fresh = plan_index(store, sae, bucket_nnz=bucket_nnz, block=block or (plan.block if plan is not None else None) or BLOCK)
+    same = plan is not None and (plan.units, plan.block) == (fresh.units, fresh.block)  # an older layout is rebuilt
+    if plan is not None and plan.complete and same:
         return plan
-    if plan is None or plan.units != fresh.units:
+    if plan is None or not same:
         plan = _start_build(store, fresh)
     ensure_ray(ray_config)
     location = store.location

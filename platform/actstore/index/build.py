@@ -3,9 +3,10 @@
 Map (one task per extraction unit): read the unit's token-major codes once, drop BOS/padding,
 group the non-zeros by latent bucket and write them to one staging object, bucket after bucket,
 so a reduce task reads its part of a unit with one range read. The unit's manifest records how
-many entries each bucket got. Reduce (one task per bucket): read its part of every unit, sort by
-(latent, value descending, token), write the bucket's CSR arrays, then its manifest. Memory is
-bounded by a unit (map) and a bucket (reduce); the plan picks buckets small enough.
+many entries each bucket got. Reduce (one task per bucket): read its part of every unit, rank by
+(latent, value descending, token), lay each latent's ranks out in blocks (``index/postings.py``),
+write the bucket's arrays, then its manifest. Memory is bounded by a unit (map) and a bucket
+(reduce); the plan picks buckets small enough.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ import zarr
 from actstore.config import IndexConfig
 from actstore.errors import ConfigError, UnitNotDoneError
 from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stage, staging_key
+from actstore.index.postings import block_layout, descending_key
+from actstore.store.codes import read_codes, require_current_codes
 from actstore.store.dtypes import numpy_dtype, storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, Compression, compressors, token_array
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
-__all__ = ["BUCKET_NNZ", "CHUNK", "descending_key", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket"]
+__all__ = ["BLOCK", "BUCKET_NNZ", "CHUNK", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket"]
 
 BUCKET_NNZ = IndexConfig.model_fields["bucket_nnz"].default
+BLOCK = IndexConfig.model_fields["block"].default
 CHUNK = 65_536  # entries per inner chunk of the token and value arrays: the unit of a top-k read
+# each bucket array's dtype and codec chain (benchmarks/bench_code_bytes.py compares them on real codes)
+ARRAYS: dict[str, Compression] = {"offsets": "zstd", "token_gap": "shuffle-zstd", "value": "bitshuffle-zstd"}
 
 
-def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
+def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ, block: int = BLOCK,
                exclude_flags: int = FLAG_BOS | FLAG_PAD) -> IndexPlan:
     """Split the latents into buckets of at most ``bucket_nnz`` expected entries.
 
@@ -40,8 +46,9 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
     if info is None:
         known = [s.name for s in store.meta.saes]
         raise ConfigError(f"the store at {store.location.url!r} has no SAE {sae!r}; it has {known or 'none'}")
-    if bucket_nnz < 1:
-        raise ConfigError(f"bucket_nnz must be positive, got {bucket_nnz}")
+    require_current_codes(store, f"index SAE {sae!r}")
+    if bucket_nnz < 1 or block < 1:
+        raise ConfigError(f"bucket_nnz and block must be positive, got {bucket_nnz} and {block}")
     units = store.units_done(info.stage)
     if not units:
         raise UnitNotDoneError(f"no unit of stage {info.stage!r} of {store.location.url!r} is committed yet; nothing to index")
@@ -49,7 +56,7 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ,
     n_buckets = min(info.d_sae, max(1, math.ceil(expected / bucket_nnz)))
     per_bucket = math.ceil(info.d_sae / n_buckets)
     return IndexPlan(sae=sae, d_sae=info.d_sae, latents_per_bucket=per_bucket, n_buckets=math.ceil(info.d_sae / per_bucket),
-                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype)
+                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype, block=block)
 
 
 def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
@@ -60,8 +67,9 @@ def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
     """
     contexts = store.grid.contexts(unit)
     rows = slice(contexts.start, contexts.stop)
-    idx = np.asarray(store.array(code_array(plan.sae, "idx"))[rows]).reshape(-1)
-    val = np.asarray(store.array(code_array(plan.sae, "val"))[rows]).reshape(-1)
+    codes = read_codes(store, plan.sae, rows, checked=False)  # the plan's units are committed
+    assert codes.idx is not None and codes.val is not None
+    idx, val = codes.idx.reshape(-1), codes.val.reshape(-1).view(storage_dtype(plan.value_dtype))
     flags = np.asarray(store.array(token_array("flags"))[rows]).reshape(-1)
     cap = idx.size // flags.size
     keep = (idx >= 0) & np.repeat((flags & plan.exclude_flags) == 0, cap)
@@ -96,18 +104,12 @@ def read_bucket_part(store: Store, plan: IndexPlan, unit: int, bucket: int, coun
     return token + first_token, latent, value
 
 
-def descending_key(values: np.ndarray) -> np.ndarray:
-    """uint32 keys whose ascending order is the values' descending order (any sign, float32-exact)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    ascending = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
-    return ~ascending
-
-
 def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
-    """Sort one bucket's entries from every unit and write its CSR arrays; return its size.
+    """Rank one bucket's entries from every unit and write its arrays in blocks; return its size.
 
     ``counts`` maps each unit of the plan to its per-bucket entry counts (the map manifests).
     """
+    assert plan.block is not None, "new indexes are written in blocks (run_index starts a new build for an older plan)"
     parts = [read_bucket_part(store, plan, u, bucket, counts[u]) for u in plan.units]
     token = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     latent = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
@@ -119,20 +121,26 @@ def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, 
     # Entries arrive in token order (units ascending, tokens ascending within a unit), and the
     # sort is stable: ties in (latent, value) stay in token order.
     order = np.argsort((local << np.uint64(32)) | descending_key(values).astype(np.uint64), kind="stable")
+    del values
     offsets = np.zeros(len(lats) + 1, np.int64)
     np.cumsum(np.bincount(local.astype(np.int64), minlength=len(lats)), out=offsets[1:])
-    _write_bucket(store, plan, bucket, offsets, token[order], stored[order])
+    token, stored, local = token[order], stored[order], local[order].astype(np.int64)
+    del order
+    in_blocks, gaps = block_layout(local, token, offsets, plan.block, store.meta.n_ctx * store.meta.ctx_len)
+    _write_bucket(store, plan, bucket, {"offsets": offsets, "token_gap": gaps, "value": stored[in_blocks]})
     store.manifests.commit(index_stage(plan.sae), bucket, {"build": plan.build_id, "nnz": int(token.size)})
     return int(token.size)
 
 
-def _write_bucket(store: Store, plan: IndexPlan, bucket: int, offsets: np.ndarray, token: np.ndarray, value: np.ndarray) -> None:
+def _write_bucket(store: Store, plan: IndexPlan, bucket: int, arrays: dict[str, np.ndarray]) -> None:
     """Whole arrays in one go; sharded into one object each once larger than a chunk."""
-    for name, data, logical in (("offsets", offsets, "int64"), ("token", token, "int64"), ("value", value, plan.value_dtype)):
+    for name, data in arrays.items():
+        logical = plan.value_dtype if name == "value" else "int64"
         n = max(int(data.size), 1)
         chunk = n if name == "offsets" else min(n, CHUNK)
         shard = math.ceil(n / chunk) * chunk
         arr = zarr.create_array(store=store.group.store, name=bucket_array(plan.sae, bucket, name), shape=data.shape,
                                 chunks=(chunk,), shards=None if shard == chunk else (shard,), dtype=data.dtype,
-                                fill_value=0, attributes={"logical_dtype": logical, "per_token": False}, overwrite=True)
+                                fill_value=0, compressors=compressors(ARRAYS[name], data.dtype.itemsize),
+                                attributes={"logical_dtype": logical, "per_token": False}, overwrite=True)
         arr[...] = data

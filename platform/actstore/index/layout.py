@@ -1,10 +1,12 @@
 """Where an SAE's feature-major index lives, and the plan it was built from.
 
 ``index/<sae>/`` holds one group per latent bucket ``b<k>`` (latents ``[k*L, (k+1)*L)``) with
-three arrays: ``offsets`` (``L + 1`` int64, CSR offsets), ``token`` (int64 flat token index
+three arrays: ``offsets`` (``L + 1`` int64, CSR offsets), the tokens (flat index
 ``ctx * ctx_len + pos``) and ``value`` (the codes' value dtype). Occurrences of latent ``l``
-are ``token[offsets[i]:offsets[i+1]]`` with ``i = l - k*L``, sorted by value descending, ties
-by token ascending. Bucket ``k`` is written by one task only, so it owns its objects.
+are entries ``offsets[i]:offsets[i+1]`` with ``i = l - k*L``, ranked by value descending, ties
+by token ascending. Format 3 stores them in blocks of ``block`` ranks, each in token order with
+the tokens as gaps (``token_gap``, see ``index/postings.py``); the older layout stores absolute
+tokens in rank order (``token``). Bucket ``k`` is written by one task only, so it owns its objects.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class IndexPlan(BaseModel):
     units: list[int] = Field(description="Extraction units indexed (those committed when the build started).")
     exclude_flags: int = Field(description="Token flags left out of the index (BOS | PAD by default).")
     value_dtype: str = Field(description="Logical dtype of the value arrays (that of the codes).")
+    block: int | None = Field(default=None, description="Ranks per block of the format 3 layout (entries in token "
+                              "order within a block, tokens as gaps: token_gap); None: the older layout (token).")
     nnz: int | None = Field(default=None, description="Occurrences indexed; set when the build completes.")
     complete: bool = Field(default=False, description="Every bucket is written.")
 
@@ -50,7 +54,7 @@ def index_group(sae: str) -> str:
 
 
 def bucket_array(sae: str, bucket: int, name: str) -> str:
-    """``offsets``, ``token`` or ``value`` of a bucket."""
+    """``offsets``, ``token_gap`` (``token`` in the older layout) or ``value`` of a bucket."""
     return f"index/{sae}/b{bucket:05d}/{name}"
 
 

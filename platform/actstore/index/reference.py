@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
+from actstore.store.codes import read_codes
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
 from actstore.store.store import Store
 
 __all__ = ["occurrences_reference"]
@@ -17,7 +18,8 @@ def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = FLAG_B
     for unit in store.units_done(store.sae_stage(sae)):
         rows = store.grid.contexts(unit)
         sl = slice(rows.start, rows.stop)
-        idx, val = store.read(code_array(sae, "idx"), sl), store.read(code_array(sae, "val"), sl)
+        idx, val = read_codes(store, sae, sl)
+        assert idx is not None and val is not None
         flags = store.read(token_array("flags"), sl)
         for c in range(idx.shape[0]):
             for p in range(ctx_len):

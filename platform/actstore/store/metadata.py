@@ -2,8 +2,9 @@
 attribute, parsed with an explicit format-version check first.
 
 Versions: 1, the first format; 2 adds the tokenizer inside the store (``tokenizer.file``,
-``tokenizer/tokenizer.json``). Version 1 stores are still read (their tokenizer is loaded from
-the recorded source) and ``actstore upgrade`` turns them into version 2.
+``tokenizer/tokenizer.json``); 3 stores codes and indexes in a compact layout (``store/codes.py``,
+``index/layout.py``). Older stores are still read (a version 1 store's tokenizer is loaded from
+the recorded source) and ``actstore upgrade`` turns them into version 3.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ __all__ = [
 ]
 
 FORMAT_NAME: Literal["actstore"] = "actstore"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 ATTRIBUTE = "actstore"
 
 
