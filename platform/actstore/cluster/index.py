@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import ray
 
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
@@ -31,8 +32,8 @@ def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]
     return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
 
 
-def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
-    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, counts)
+def _reduce(location: Location, plan: IndexPlan, bucket: int, spans: np.ndarray) -> int:
+    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, spans)
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
@@ -56,10 +57,14 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
     location = store.location
     with unwrapped_errors():
         counts = _run_maps(store, plan, progress)
-        todo = [b for b in range(plan.n_buckets) if b not in set(store.manifests.done(index_stage(sae)))]
-        counts_ref = ray.put(counts)
+        done = set(store.manifests.done(index_stage(sae)))
+        todo = [b for b in range(plan.n_buckets) if b not in done]
+        # [units, buckets]: where each bucket's entries start in each unit's staged object, and how many
+        by_unit = np.array([counts[u] for u in plan.units], np.int64).reshape(len(plan.units), plan.n_buckets)
+        starts = np.cumsum(by_unit, axis=1) - by_unit
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
-        drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress=progress)
+        drain((reduce.remote(location, plan, b, np.stack([starts[:, b], by_unit[:, b]], axis=1)) for b in todo), len(todo),
+              "index reduce", progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
 

@@ -26,7 +26,7 @@ from actstore.store.layout import FLAG_BOS, FLAG_PAD, Compression, compressors, 
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
-__all__ = ["BLOCK", "BUCKET_NNZ", "CHUNK", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket"]
+__all__ = ["BLOCK", "BUCKET_NNZ", "CHUNK", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket", "staging_dtypes"]
 
 BUCKET_NNZ = IndexConfig.model_fields["bucket_nnz"].default
 BLOCK = IndexConfig.model_fields["block"].default
@@ -62,8 +62,9 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ, block: i
 def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
     """Stage one unit's non-zeros grouped by bucket; commit and return the entries per bucket.
 
-    Staged object: for each bucket in order, its entries' unit-local token index (uint32),
-    latent (int32) and value (storage dtype), each as a contiguous run.
+    Staged object: for each bucket in order, its entries' unit-local token index, bucket-local
+    latent and value (storage dtype), each as a contiguous run, in the narrowest types that hold
+    them (:func:`staging_dtypes`).
     """
     contexts = store.grid.contexts(unit)
     rows = slice(contexts.start, contexts.stop)
@@ -78,45 +79,56 @@ def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
     bucket = (latent // plan.latents_per_bucket).astype(np.uint16 if plan.n_buckets <= 2**16 else np.int64)
     order = np.argsort(bucket, kind="stable")  # keeps token order within a bucket
     counts = np.bincount(bucket, minlength=plan.n_buckets)
-    token, latent, value = (at // cap).astype(np.uint32)[order], latent[order], val[at][order]
+    token_type, latent_type = staging_dtypes(store, plan)
+    token = (at // cap).astype(token_type)[order]
+    local = (latent % plan.latents_per_bucket).astype(latent_type)[order]
+    value = val[at][order]
     parts, start = [], 0
     for n in counts.tolist():
-        parts += [token[start : start + n].tobytes(), latent[start : start + n].tobytes(), value[start : start + n].tobytes()]
+        parts += [token[start : start + n].tobytes(), local[start : start + n].tobytes(), value[start : start + n].tobytes()]
         start += n
     store.files.write_bytes(staging_key(plan, unit), b"".join(parts))
     store.manifests.commit(map_stage(plan.sae), unit, {"build": plan.build_id, "counts": counts.tolist()})
     return [int(c) for c in counts]
 
 
-def _entry_bytes(plan: IndexPlan) -> int:
-    return 4 + 4 + storage_dtype(plan.value_dtype).itemsize
+def staging_dtypes(store: Store, plan: IndexPlan) -> tuple[np.dtype, np.dtype]:
+    """Staged (unit-local token, bucket-local latent) dtypes: uint16 when a unit has at most 65,536
+    token slots (64 contexts of 1,024) or a bucket at most 65,536 latents, else uint32."""
+    def narrow(n: int) -> np.dtype:
+        return np.dtype(np.uint16 if n <= 2**16 else np.uint32)
+
+    return narrow(store.meta.contexts_per_unit * store.meta.ctx_len), narrow(plan.latents_per_bucket)
 
 
-def read_bucket_part(store: Store, plan: IndexPlan, unit: int, bucket: int, counts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(global token, latent, stored value) of one unit's entries in one bucket."""
-    n, size = counts[bucket], _entry_bytes(plan)
-    start = sum(counts[:bucket]) * size
-    raw = store.files.read_range(staging_key(plan, unit), start, start + n * size) if n else b""
-    token = np.frombuffer(raw, np.uint32, n, 0).astype(np.int64)
-    latent = np.frombuffer(raw, np.int32, n, 4 * n)
-    value = np.frombuffer(raw, storage_dtype(plan.value_dtype), n, 8 * n)
+def read_bucket_part(store: Store, plan: IndexPlan, unit: int, start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(global token, bucket-local latent, stored value) of the ``n`` entries a unit staged for a
+    bucket, the first being its ``start``-th entry of the unit (the counts of the buckets before)."""
+    token_type, latent_type = staging_dtypes(store, plan)
+    value_type = storage_dtype(plan.value_dtype)
+    size = token_type.itemsize + latent_type.itemsize + value_type.itemsize
+    raw = store.files.read_range(staging_key(plan, unit), start * size, (start + n) * size) if n else b""
+    token = np.frombuffer(raw, token_type, n, 0).astype(np.int64)
+    latent = np.frombuffer(raw, latent_type, n, token_type.itemsize * n)
+    value = np.frombuffer(raw, value_type, n, (token_type.itemsize + latent_type.itemsize) * n)
     first_token = store.grid.contexts(unit).start * store.meta.ctx_len
     return token + first_token, latent, value
 
 
-def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
+def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray) -> int:
     """Rank one bucket's entries from every unit and write its arrays in blocks; return its size.
 
-    ``counts`` maps each unit of the plan to its per-bucket entry counts (the map manifests).
+    ``spans`` [units, 2]: for each unit of the plan (in order), the bucket's first entry in the
+    unit's staged object and its count (from the map manifests): the task gets its bucket's
+    column only, so its memory does not grow with the number of buckets.
     """
     assert plan.block is not None, "new indexes are written in blocks (run_index starts a new build for an older plan)"
-    parts = [read_bucket_part(store, plan, u, bucket, counts[u]) for u in plan.units]
+    parts = [read_bucket_part(store, plan, u, int(start), int(n)) for u, (start, n) in zip(plan.units, spans, strict=True)]
     token = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    latent = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+    local = (np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint16)).astype(np.uint64)
     stored = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, storage_dtype(plan.value_dtype))
     del parts
     lats = plan.latents(bucket)
-    local = (latent - lats.start).astype(np.uint64)
     values = stored.view(numpy_dtype(plan.value_dtype)).astype(np.float32)
     # Entries arrive in token order (units ascending, tokens ascending within a unit), and the
     # sort is stable: ties in (latent, value) stay in token order.
