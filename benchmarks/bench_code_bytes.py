@@ -93,7 +93,8 @@ def index_candidates(latent: np.ndarray, token: np.ndarray, value: np.ndarray, d
         for codec in ("shuffle", "bitshuffle"):
             out[f"blocks of {block}: token gaps int64, {codec}"] = encoded_bytes(gaps, codec, chunks)
         for dtype in dtypes:
-            out[f"blocks of {block}: values {dtype}, bitshuffle"] = encoded_bytes(as_dtype(value[order], dtype), "bitshuffle", chunks)
+            for codec in ("shuffle", "bitshuffle"):
+                out[f"blocks of {block}: values {dtype}, {codec}"] = encoded_bytes(as_dtype(value[order], dtype), codec, chunks)
     return out
 
 
@@ -129,11 +130,12 @@ def main() -> None:
     idx, val = codes.idx, codes.val.astype(np.float32)
     nnz = int((idx >= 0).sum())
     root = Path(args.store)
-    index_nnz = store.sae(args.sae).index.nnz or 1
     print(f"{args.store} (format {store.meta.format_version}), SAE {args.sae}: d_sae {info.d_sae}, code cap {info.code_cap}, "
-          f"values {info.value_dtype}, {store.meta.n_ctx * store.meta.ctx_len:,} token slots")
-    print(f"as stored: codes {stored_bytes(root / 'codes' / args.sae) / nnz:.2f} B/non-zero ({nnz:,}), "
-          f"index {stored_bytes(root / 'index' / args.sae) / index_nnz:.2f} B/non-zero ({index_nnz:,})")
+          f"values {info.value_dtype}, {store.meta.n_ctx * store.meta.ctx_len:,} token slots, mean L0 {nnz / idx[..., 0].size:.1f}")
+    indexed = (root / "index" / args.sae).exists()
+    index_nnz = store.sae(args.sae).index.nnz or 1 if indexed else 1
+    print(f"as stored: codes {stored_bytes(root / 'codes' / args.sae) / nnz:.2f} B/non-zero ({nnz:,})"
+          + (f", index {stored_bytes(root / 'index' / args.sae) / index_nnz:.2f} B/non-zero ({index_nnz:,})" if indexed else ""))
     dtypes = ["float32", "bfloat16", "float16"] if info.value_dtype == "float32" else [info.value_dtype]
     l0 = encoded_bytes(store.read(f"codes/{args.sae}/l0", slice(None)), "zstd", (store.meta.contexts_per_unit, store.meta.ctx_len))
     report(f"codes, each part alone (l0: {l0 / nnz:.3f} B/non-zero in every layout)",

@@ -57,14 +57,14 @@ def activations(dtype: str, n_ctx: int) -> dict[str, np.ndarray]:
 
 
 def candidates(itemsize: int) -> dict[str, list | None]:
-    """The store's chains (actstore.store.layout.CODECS: those a site can configure and the codes'
-    bitshuffle-zstd) and a few others, for comparison."""
+    """The configurable chains (actstore.store.layout.CODECS) and a few others, for comparison."""
     def blosc(cname: str, level: int, shuffle: str, blocksize: int = 0) -> list:
         return [BloscCodec(cname=cname, clevel=level, shuffle=shuffle, typesize=itemsize, blocksize=blocksize)]  # type: ignore[arg-type]
 
     return {**{name: compressors(name, itemsize) for name in CODECS},
             "blosc zstd5 shuffle 1M": blosc("zstd", 5, "shuffle", 2**20),
             "blosc zstd1 shuffle auto-block": blosc("zstd", 1, "shuffle"),
+            "blosc zstd1 bitshuffle 1M": blosc("zstd", 1, "bitshuffle", 2**20),
             "blosc lz4 5 shuffle 1M": blosc("lz4", 5, "shuffle", 2**20)}
 
 

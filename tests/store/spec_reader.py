@@ -60,8 +60,8 @@ def chain_codecs(chain: str, itemsize: int) -> list[tuple[str, dict[str, Any]]]:
         return []
     if chain == "zstd":
         return [("zstd", {"level": 0, "checksum": False})]
-    shuffle = {"shuffle-zstd": "shuffle", "bitshuffle-zstd": "bitshuffle"}[chain]
-    return [("blosc", {"cname": "zstd", "clevel": 1, "shuffle": shuffle, "typesize": itemsize, "blocksize": SHUFFLE_BLOCK})]
+    assert chain == "shuffle-zstd", chain
+    return [("blosc", {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "typesize": itemsize, "blocksize": SHUFFLE_BLOCK})]
 
 
 class ArraySpec(NamedTuple):
@@ -180,9 +180,9 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
         name, shape = sae["name"], (n_ctx, ctx_len, sae["code_cap"])
         if meta["format_version"] >= 3:
             ids = "uint16" if sae["d_sae"] <= 65536 else "uint32"
-            out += [ArraySpec(f"codes/{name}/latent", ids, shape, True, 0, chain_codecs("bitshuffle-zstd", storage(ids).itemsize)),
+            out += [ArraySpec(f"codes/{name}/latent", ids, shape, True, 0, chain_codecs("shuffle-zstd", storage(ids).itemsize)),
                     ArraySpec(f"codes/{name}/value", sae["value_dtype"], shape, True, 0,
-                              chain_codecs("bitshuffle-zstd", storage(sae["value_dtype"]).itemsize))]
+                              chain_codecs("shuffle-zstd", storage(sae["value_dtype"]).itemsize))]
         else:
             out += [ArraySpec(f"codes/{name}/idx", "int32", shape, True, -1),
                     ArraySpec(f"codes/{name}/val", sae["value_dtype"], shape, True, 0)]
@@ -205,7 +205,7 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
                 else:
                     out += [ArraySpec(bucket(name, b, "token_gap"), "int64", (nnz,), False, None, chain_codecs("shuffle-zstd", 8)),
                             ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False, None,
-                                      chain_codecs("bitshuffle-zstd", storage(plan["value_dtype"]).itemsize))]
+                                      chain_codecs("shuffle-zstd", storage(plan["value_dtype"]).itemsize))]
     for name, attrs in logits_saes(root, meta).items():
         d_sae = next(s["d_sae"] for s in meta["saes"] if s["name"] == name)
         out += [ArraySpec(f"logits/{name}/{a}", dt, (d_sae, attrs["k"]), False) for a, dt in LOGITS.items()]

@@ -80,7 +80,7 @@ def _copy_without_source(coded_store: Path, tmp_path: Path) -> Path:
 def test_a_copied_store_without_the_source_answers_top(coded_store: Path, tmp_path: Path) -> None:
     store = actstore.open(str(coded_store))
     info = store.meta.tokenizer
-    assert store.meta.format_version == 2 and info.file == TOKENIZER_KEY
+    assert store.meta.format_version == 3 and info.file == TOKENIZER_KEY
     assert tokenizer_sha256((coded_store / TOKENIZER_KEY).read_text()) == info.sha256
     latent = int(store.sae(SAE).density().sort("count")["latent"][-1])
     expected = store.sae(SAE).top_k(latent, k=5, window=4, per_doc=None).to_dicts()

@@ -48,13 +48,14 @@ L0_BYTES = 0.5
 SAE_STATS_BYTES = {"fired": 3, "sum": 8, "max": 4, "hist": 12}
 
 ARRAY_META_BYTES, FRAME_BYTES = 700, 45  # an array's zarr.json; a compressed object's frame and headers
-BLOSC_FRAME_BYTES = 350  # a bit-shuffled object's headers and zstd tables (a few KB of codes: ~350 B more than their entropy)
-# Stored bytes per non-zero, measured on the demo's real codes (benchmarks/bench_code_bytes.py,
-# docs/storage.md): a bit-shuffled latent id keeps about its bits of entropy (log2 d_sae); values
-# by dtype, in the codes (ordered by value within a token) and in the index (token order within
-# a block). Index tokens are gaps within a block: about log2(mean gap) + 1.5 bits.
-CODE_VALUE_BYTES = {"bfloat16": 1.06, "float16": 1.45, "float32": 3.05}
-INDEX_VALUE_BYTES = {"bfloat16": 1.19, "float16": 1.57, "float32": 3.19}
+BLOSC_FRAME_BYTES = 350  # a shuffled object's headers and zstd tables (a few KB of codes: ~350 B more than their entropy)
+# Stored bytes per non-zero through byte shuffle and zstd, measured on the demo's real codes and
+# on synthetic ones (benchmarks/bench_code_bytes.py, docs/storage.md): a latent id keeps about
+# its bits of entropy (log2 d_sae) and 0.15 bytes more; values by dtype, in the codes (ordered by
+# value within a token) and in the index (token order within a block). Index tokens are gaps
+# within a block: about log2(mean gap) + 1.5 bits.
+CODE_VALUE_BYTES = {"bfloat16": 1.2, "float16": 1.33, "float32": 3.1}
+INDEX_VALUE_BYTES = {"bfloat16": 1.3, "float16": 1.7, "float32": 3.24}
 
 # Throughput measured by benchmarks/bench_gpu.py (extraction pipeline, bf16, 3 sites with 16k
 # JumpReLU SAEs, local store): (model shape, device) -> tokens/s, with its source
@@ -183,7 +184,7 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
         value_bytes = storage_dtype(sae.value_dtype).itemsize
         arrays += [
             _per_token(f"codes/{sae.name}/latent", plan, n_ctx, n_units, sae.code_cap, latent_dtype(sae.d_sae),
-                       stored_per_token=used * math.log2(sae.d_sae) / 8, frame=BLOSC_FRAME_BYTES),
+                       stored_per_token=used * (math.log2(sae.d_sae) / 8 + 0.15), frame=BLOSC_FRAME_BYTES),
             _per_token(f"codes/{sae.name}/value", plan, n_ctx, n_units, sae.code_cap, sae.value_dtype,
                        stored_per_token=used * CODE_VALUE_BYTES.get(sae.value_dtype, value_bytes), frame=BLOSC_FRAME_BYTES),
             _per_token(f"codes/{sae.name}/l0", plan, n_ctx, n_units, 1, "int32", stored_per_token=L0_BYTES),

@@ -32,7 +32,7 @@ BUCKET_NNZ = IndexConfig.model_fields["bucket_nnz"].default
 BLOCK = IndexConfig.model_fields["block"].default
 CHUNK = 65_536  # entries per inner chunk of the token and value arrays: the unit of a top-k read
 # each bucket array's dtype and codec chain (benchmarks/bench_code_bytes.py compares them on real codes)
-ARRAYS: dict[str, Compression] = {"offsets": "zstd", "token_gap": "shuffle-zstd", "value": "bitshuffle-zstd"}
+ARRAYS: dict[str, Compression] = {"offsets": "zstd", "token_gap": "shuffle-zstd", "value": "shuffle-zstd"}
 
 
 def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ, block: int = BLOCK,
@@ -129,14 +129,15 @@ def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray)
     stored = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, storage_dtype(plan.value_dtype))
     del parts
     lats = plan.latents(bucket)
-    values = stored.view(numpy_dtype(plan.value_dtype)).astype(np.float32)
     # Entries arrive in token order (units ascending, tokens ascending within a unit), and the
     # sort is stable: ties in (latent, value) stay in token order.
-    order = np.argsort((local << np.uint64(32)) | descending_key(values).astype(np.uint64), kind="stable")
-    del values
+    key = local << np.uint64(32)
+    key |= descending_key(stored.view(numpy_dtype(plan.value_dtype)))
+    order = np.argsort(key, kind="stable")
+    del key
     offsets = np.zeros(len(lats) + 1, np.int64)
-    np.cumsum(np.bincount(local.astype(np.int64), minlength=len(lats)), out=offsets[1:])
-    token, stored, local = token[order], stored[order], local[order].astype(np.int64)
+    np.cumsum(np.bincount(local.view(np.int64), minlength=len(lats)), out=offsets[1:])
+    token, stored, local = token[order], stored[order], local[order].view(np.int64)
     del order
     in_blocks, gaps = block_layout(local, token, offsets, plan.block, store.meta.n_ctx * store.meta.ctx_len)
     _write_bucket(store, plan, bucket, {"offsets": offsets, "token_gap": gaps, "value": stored[in_blocks]})

@@ -38,14 +38,20 @@ def block_layout(latent: np.ndarray, token: np.ndarray, offsets: np.ndarray, blo
     rank order (each latent's entries together, by value descending); ``order`` reorders them
     by token within each block of ``block`` ranks, ``gaps`` are the reordered tokens as gaps."""
     n = token.size
-    which = (np.arange(n, dtype=np.int64) - offsets[latent]) // block  # the entry's block within its latent
+    which = np.arange(n, dtype=np.int64)
+    which -= offsets[latent]
+    which //= block  # the entry's block within its latent
     first = np.ones(n, bool)  # the first entry of each block
     first[1:] = (latent[1:] != latent[:-1]) | (which[1:] != which[:-1])
-    segment = np.cumsum(first, dtype=np.int64) - 1  # blocks numbered across the bucket
-    if n and int(segment[-1]) < 2**62 // max(n_tokens, 1):  # one integer sort when the key fits
-        order = np.argsort(segment * n_tokens + token)  # keys are distinct: a token occurs once per latent
+    del which
+    key = np.cumsum(first, dtype=np.int64)  # blocks numbered across the bucket, from 1
+    if n and int(key[-1]) < 2**62 // max(n_tokens, 1):  # one integer sort when the key fits
+        key *= n_tokens
+        key += token
+        order = np.argsort(key)  # keys are distinct: a token occurs once per latent
     else:
-        order = np.lexsort((token, segment))
+        order = np.lexsort((token, key))
+    del key
     sorted_tokens = token[order]  # segments keep their places: ``first`` still marks each block's start
     gaps = np.diff(sorted_tokens, prepend=np.int64(0))
     gaps[first] = sorted_tokens[first]

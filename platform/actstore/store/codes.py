@@ -2,7 +2,7 @@
 
 Format 3 (``codes/<sae>/latent``, ``value``, ``l0``): latent ids in the narrowest unsigned type
 that holds them (uint16 up to 65,536 latents), slots past a token's L0 holding 0, both arrays
-bit-shuffled before zstd. Formats 1 and 2 (``idx``, ``val``, ``l0``): int32 ids with -1 past
+byte-shuffled before zstd. Formats 1 and 2 (``idx``, ``val``, ``l0``): int32 ids with -1 past
 the L0, plain zstd. ``schemas/STORE.md`` specifies both. Readers get one form whatever the
 layout: ids as int32 with -1 past the token's L0 (at most ``code_cap``), values as stored.
 """
@@ -52,14 +52,15 @@ def create_code_arrays(group: zarr.Group, grid: UnitGrid, sae: SaeInfo, *, l0: b
     """The format 3 code arrays of ``sae`` (overwriting any of those names; coordinator only);
     ``l0=False`` leaves the L0 array, the same in every format, as it is (an upgrade).
 
-    Ids and values go through bit shuffle then zstd: the high bits of an id or of a value's
-    exponent take few distinct values, and shuffle puts them together (on the demo's real codes
-    1.38 bytes per id instead of 1.71 as int32; benchmarks/bench_code_bytes.py measures every choice)."""
+    Ids and values go through byte shuffle then zstd: the high byte of an id or of a value takes
+    few distinct values, and shuffle puts them together; the empty slots' zeros cost almost
+    nothing (benchmarks/bench_code_bytes.py measures the choices: bit shuffle is a little better
+    on codes without empty slots and worse with them)."""
     axes = {"axes": ["ctx", "pos", "slot"], "sae": sae.name}
     create_unit_array(group, code_array(sae.name, "latent"), grid, (sae.code_cap,), latent_dtype(sae.d_sae),
-                      compression="bitshuffle-zstd", attributes=axes)
+                      compression="shuffle-zstd", attributes=axes)
     create_unit_array(group, code_array(sae.name, "value"), grid, (sae.code_cap,), sae.value_dtype,
-                      compression="bitshuffle-zstd", attributes=axes)
+                      compression="shuffle-zstd", attributes=axes)
     if l0:
         create_unit_array(group, code_array(sae.name, "l0"), grid, (), "int32", attributes={"axes": ["ctx", "pos"], "sae": sae.name})
 

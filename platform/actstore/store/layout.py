@@ -52,10 +52,9 @@ TARGET_INNER_CHUNK_BYTES = 4 * 2**20
 # shuffle (the i-th byte of every value together: bfloat16's sign+exponent bytes apart from its
 # mantissa bytes) then zstd level 1 over 1 MiB blocks: on real SmolLM2 activations 1.45x smaller
 # than raw for bfloat16 and 1.18x for float32, where zstd alone gives 1.28x and 1.08x
-# (benchmarks/bench_codecs.py measures every chain). ``bitshuffle-zstd`` shuffles bits instead
-# of bytes: on SAE codes (small integer ids, bfloat16 values) it beats byte shuffle
-# (benchmarks/bench_code_bytes.py); on activations it does not.
-Compression = Literal["none", "zstd", "shuffle-zstd", "bitshuffle-zstd"]
+# (benchmarks/bench_codecs.py measures every chain). Format 3 SAE codes and index arrays use
+# ``shuffle-zstd`` too (benchmarks/bench_code_bytes.py measures the choices on codes).
+Compression = Literal["none", "zstd", "shuffle-zstd"]
 CODECS: tuple[Compression, ...] = get_args(Compression)
 SHUFFLE_BLOCK_BYTES = 2**20
 
@@ -66,8 +65,7 @@ def compressors(compression: Compression, itemsize: int) -> list[Any] | None:
         return None
     if compression == "zstd":
         return [ZstdCodec(level=0)]
-    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle" if compression == "bitshuffle-zstd" else "shuffle",
-                       typesize=itemsize, blocksize=SHUFFLE_BLOCK_BYTES)]
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=itemsize, blocksize=SHUFFLE_BLOCK_BYTES)]
 
 
 def token_array(name: str) -> str:
