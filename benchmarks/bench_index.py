@@ -1,7 +1,7 @@
 """The feature-major index at two corpus sizes in one run (default 10M and 100M token slots).
 
 For each size: a synthetic store of SAE codes (16,384 latents, L0 uniform in [L0/2, 3 L0/2]
-per token, mean 20 by default, Zipf-distributed latent frequencies, bf16 values, code cap 2 L0),
+per token, mean 16 by default, Zipf-distributed latent frequencies, bf16 values, code cap 2 L0),
 the index built on the local Ray cluster (2 CPUs) while the memory of the driver and of every
 Ray worker process is sampled, then, for latents at count quantiles (median ... densest):
 top-20 occurrences with the store just opened (cold: nothing cached but the OS's page cache) and
@@ -13,7 +13,7 @@ the next is generated (disk), unless ``--keep``.
 Goals: top-k at the largest size within 1.5x of the smallest; peak memory of a build task flat
 in corpus size; index top-k >= 100x faster than the scan and under 50 ms.
 
-Run: ``.venv/bin/python benchmarks/bench_index.py [--tokens 10000000,100000000] [--l0 20] [--keep DIR]``
+Run: ``.venv/bin/python benchmarks/bench_index.py [--tokens 10000000,100000000] [--l0 16] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from benchmarks.synthetic import make_store, scratch
 
 SAE, CTX_LEN, K = "bench", 1024, 20
 QUANTILES = (0.5, 0.75, 0.9, 0.99, 1.0)
+STAGING_BYTES = 6  # per non-zero while the index builds (unit-local uint16 token, bucket-local uint16 latent, bf16 value)
+SPARE_DISK = 15 * 2**30  # what a size must leave free on the disk (it is shared)
 
 
 class PeakMemory:
@@ -155,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="10000000,100000000", help="comma-separated corpus sizes (token slots)")
     parser.add_argument("--d-sae", type=int, default=16_384)
-    parser.add_argument("--l0", type=int, default=20, help="mean L0 (uniform in [L0/2, 3 L0/2] per token)")
+    parser.add_argument("--l0", type=int, default=16, help="mean L0 (uniform in [L0/2, 3 L0/2] per token)")
     parser.add_argument("--keep", help="folder for the stores, kept (default: a temporary one, each size removed after use)")
     args = parser.parse_args()
     sizes = [int(float(t)) for t in args.tokens.split(",")]
@@ -165,10 +167,16 @@ def main() -> None:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    results = []
+    results: list[dict[str, Any]] = []
     for i, tokens in enumerate(sizes):
         root = base / f"{tokens}"
-        print(f"{tokens:,} tokens:", flush=True)
+        per_nnz = results[-1]["codes_b"] + results[-1]["index_b"] + STAGING_BYTES if results else 14.0
+        need, free = tokens * args.l0 * per_nnz, shutil.disk_usage(base).free
+        print(f"{tokens:,} tokens: needs about {need / 2**30:,.1f} GiB at the build's peak ({per_nnz:.1f} B per non-zero), "
+              f"{free / 2**30:,.1f} GiB free", flush=True)
+        if free - need < SPARE_DISK:
+            sys.exit(f"not enough disk for {tokens:,} tokens at L0 {args.l0}: it would leave less than "
+                     f"{SPARE_DISK / 2**30:.0f} GiB free; pass a smaller --l0 or --tokens")
         results.append(measure(root, tokens, args.d_sae, args.l0, scan=i == 0))
         report(results[-1])
         if not args.keep:

@@ -297,7 +297,7 @@ class IndexConfig(_Frozen):
     build: bool = Field(default=False, description="Build every SAE's index once extraction is finalized.")
     bucket_nnz: int = Field(
         default=8_000_000, ge=1,
-        description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~32 bytes each).",
+        description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~50 bytes each).",
     )
     block: int = Field(
         default=4096, ge=1,

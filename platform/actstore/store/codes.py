@@ -22,8 +22,8 @@ from actstore.store.metadata import FORMAT_VERSION, SaeInfo
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["CODES_VERSION", "CodeRows", "code_parts", "create_code_arrays", "latent_dtype", "read_codes",
-           "require_current_codes"]
+__all__ = ["CODES_VERSION", "LEGACY_PARTS", "PARTS", "CodeRows", "code_parts", "create_code_arrays", "latent_dtype",
+           "read_codes", "require_current_codes", "unpack_ids"]
 
 CODES_VERSION = 3  # the first format version with the compact layout
 LEGACY_PARTS = ("idx", "val", "l0")
