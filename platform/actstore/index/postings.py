@@ -85,7 +85,9 @@ def read_postings(store: Store, plan: IndexPlan, bucket: int, run: tuple[int, in
             last = first + int(np.searchsorted(which, which[below[0]], side="right"))
             values, which = values[: last - first], which[: last - first]
     tokens = _block_tokens(np.asarray(store.array(bucket_array(plan.sae, bucket, "token_gap"))[first:last]), which)
-    order = np.lexsort((tokens, descending_key(values), which))
+    key = (which - which[0]).astype(np.uint64) << np.uint64(32)
+    key |= descending_key(values)
+    order = np.argsort(key, kind="stable")  # a block is stored by token: ties in value stay by token
     tokens, values = tokens[order][start - first : stop - first], values[order][start - first : stop - first]
     if min_value is not None:
         keep = int(np.searchsorted(-values, -np.float32(min_value), side="right"))
