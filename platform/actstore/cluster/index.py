@@ -17,8 +17,9 @@ import ray
 
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
-from actstore.index.build import BLOCK, BUCKET_NNZ, map_unit, plan_index, reduce_bucket
+from actstore.index.build import BLOCK, BUCKET_NNZ, map_unit, plan_index
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
+from actstore.index.reduce import reduce_bucket
 from actstore.store._fs import Location
 from actstore.store.store import Store
 
@@ -32,8 +33,9 @@ def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]
     return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
 
 
-def _reduce(location: Location, plan: IndexPlan, bucket: int, spans: np.ndarray) -> int:
-    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, bucket, spans)
+def _reduce(location: Location, plan: IndexPlan, bucket: int, spans: np.ndarray, limit: int) -> int:
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+    return reduce_bucket(store, plan, bucket, spans, limit=limit)
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
@@ -63,8 +65,8 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
         by_unit = np.array([counts[u] for u in plan.units], np.int64).reshape(len(plan.units), plan.n_buckets)
         starts = np.cumsum(by_unit, axis=1) - by_unit
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
-        drain((reduce.remote(location, plan, b, np.stack([starts[:, b], by_unit[:, b]], axis=1)) for b in todo), len(todo),
-              "index reduce", progress=progress)
+        drain((reduce.remote(location, plan, b, np.stack([starts[:, b], by_unit[:, b]], axis=1), bucket_nnz) for b in todo),
+              len(todo), "index reduce", progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
 

@@ -3,10 +3,10 @@
 Map (one task per extraction unit): read the unit's token-major codes once, drop BOS/padding,
 group the non-zeros by latent bucket and write them to one staging object, bucket after bucket,
 so a reduce task reads its part of a unit with one range read. The unit's manifest records how
-many entries each bucket got. Reduce (one task per bucket): read its part of every unit, rank by
-(latent, value descending, token), lay each latent's ranks out in blocks (``index/postings.py``),
-write the bucket's arrays, then its manifest. Memory is bounded by a unit (map) and a bucket
-(reduce); the plan picks buckets small enough.
+many entries each bucket got. Reduce (one task per bucket, ``index/reduce.py``): read its part of
+every unit, rank by (latent, value descending, token), lay each latent's ranks out in blocks
+(``index/postings.py``), write the bucket's arrays, then its manifest. Memory is bounded by a
+unit (map) and ``bucket_nnz`` entries (reduce: a larger bucket is reduced in slices).
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import zarr
 
 from actstore.config import IndexConfig
 from actstore.errors import ConfigError, UnitNotDoneError
-from actstore.index.layout import IndexPlan, bucket_array, index_stage, map_stage, staging_key
-from actstore.index.postings import block_layout, descending_key
+from actstore.index.layout import IndexPlan, map_stage, staging_key
 from actstore.store.codes import read_codes, require_current_codes
-from actstore.store.dtypes import numpy_dtype, storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, Compression, compressors, token_array
+from actstore.store.dtypes import storage_dtype
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, Compression, token_array
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
-__all__ = ["BLOCK", "BUCKET_NNZ", "CHUNK", "map_unit", "plan_index", "read_bucket_part", "reduce_bucket", "staging_dtypes"]
+__all__ = ["ARRAYS", "BLOCK", "BUCKET_NNZ", "CHUNK", "map_unit", "plan_index", "read_bucket_part", "staging_dtypes"]
 
 BUCKET_NNZ = IndexConfig.model_fields["bucket_nnz"].default
 BLOCK = IndexConfig.model_fields["block"].default
@@ -113,47 +111,3 @@ def read_bucket_part(store: Store, plan: IndexPlan, unit: int, start: int, n: in
     value = np.frombuffer(raw, value_type, n, (token_type.itemsize + latent_type.itemsize) * n)
     first_token = store.grid.contexts(unit).start * store.meta.ctx_len
     return token + first_token, latent, value
-
-
-def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray) -> int:
-    """Rank one bucket's entries from every unit and write its arrays in blocks; return its size.
-
-    ``spans`` [units, 2]: for each unit of the plan (in order), the bucket's first entry in the
-    unit's staged object and its count (from the map manifests): the task gets its bucket's
-    column only, so its memory does not grow with the number of buckets.
-    """
-    assert plan.block is not None, "new indexes are written in blocks (run_index starts a new build for an older plan)"
-    parts = [read_bucket_part(store, plan, u, int(start), int(n)) for u, (start, n) in zip(plan.units, spans, strict=True)]
-    token = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    local = (np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint16)).astype(np.uint64)
-    stored = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, storage_dtype(plan.value_dtype))
-    del parts
-    lats = plan.latents(bucket)
-    # Entries arrive in token order (units ascending, tokens ascending within a unit), and the
-    # sort is stable: ties in (latent, value) stay in token order.
-    key = local << np.uint64(32)
-    key |= descending_key(stored.view(numpy_dtype(plan.value_dtype)))
-    order = np.argsort(key, kind="stable")
-    del key
-    offsets = np.zeros(len(lats) + 1, np.int64)
-    np.cumsum(np.bincount(local.view(np.int64), minlength=len(lats)), out=offsets[1:])
-    token, stored, local = token[order], stored[order], local[order].view(np.int64)
-    del order
-    in_blocks, gaps = block_layout(local, token, offsets, plan.block, store.meta.n_ctx * store.meta.ctx_len)
-    _write_bucket(store, plan, bucket, {"offsets": offsets, "token_gap": gaps, "value": stored[in_blocks]})
-    store.manifests.commit(index_stage(plan.sae), bucket, {"build": plan.build_id, "nnz": int(token.size)})
-    return int(token.size)
-
-
-def _write_bucket(store: Store, plan: IndexPlan, bucket: int, arrays: dict[str, np.ndarray]) -> None:
-    """Whole arrays in one go; sharded into one object each once larger than a chunk."""
-    for name, data in arrays.items():
-        logical = plan.value_dtype if name == "value" else "int64"
-        n = max(int(data.size), 1)
-        chunk = n if name == "offsets" else min(n, CHUNK)
-        shard = math.ceil(n / chunk) * chunk
-        arr = zarr.create_array(store=store.group.store, name=bucket_array(plan.sae, bucket, name), shape=data.shape,
-                                chunks=(chunk,), shards=None if shard == chunk else (shard,), dtype=data.dtype,
-                                fill_value=0, compressors=compressors(ARRAYS[name], data.dtype.itemsize),
-                                attributes={"logical_dtype": logical, "per_token": False}, overwrite=True)
-        arr[...] = data

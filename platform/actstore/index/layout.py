@@ -16,7 +16,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["INDEX_ATTRIBUTE", "IndexPlan", "bucket_array", "index_group", "index_stage", "map_stage", "staging_key"]
+__all__ = ["INDEX_ATTRIBUTE", "IndexPlan", "bucket_array", "index_group", "index_stage", "map_stage", "spill_key",
+           "staging_key"]
 
 INDEX_ATTRIBUTE = "actstore_index"
 
@@ -70,3 +71,8 @@ def index_stage(sae: str) -> str:
 
 def staging_key(plan: IndexPlan, unit: int) -> str:
     return f"_staging/index/{plan.sae}/{plan.build_id}/u{unit:08d}.bin"
+
+
+def spill_key(plan: IndexPlan, bucket: int, group: int) -> str:
+    """A large bucket's entries from one group of units, by slice (``index/reduce.py``)."""
+    return f"_staging/index/{plan.sae}/{plan.build_id}/b{bucket:05d}-{group:05d}.bin"

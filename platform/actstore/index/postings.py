@@ -32,13 +32,14 @@ def descending_key(values: np.ndarray) -> np.ndarray:
     return ~ascending
 
 
-def block_layout(latent: np.ndarray, token: np.ndarray, offsets: np.ndarray, block: int,
-                 n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+def block_layout(latent: np.ndarray, token: np.ndarray, offsets: np.ndarray, block: int, n_tokens: int,
+                 *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(order, gaps) that store entries in blocks: ``latent`` (bucket-local) and ``token`` are in
-    rank order (each latent's entries together, by value descending); ``order`` reorders them
-    by token within each block of ``block`` ranks, ``gaps`` are the reordered tokens as gaps."""
+    rank order (each latent's entries together, by value descending), the first at position
+    ``start`` of the bucket (a block's first entry); ``order`` reorders them by token within each
+    block of ``block`` ranks, ``gaps`` are the reordered tokens as gaps."""
     n = token.size
-    which = np.arange(n, dtype=np.int64)
+    which = np.arange(start, start + n, dtype=np.int64)
     which -= offsets[latent]
     which //= block  # the entry's block within its latent
     first = np.ones(n, bool)  # the first entry of each block
