@@ -104,10 +104,12 @@ def test_index_on_s3(coded_store: Path, s3_endpoint: str, s3_bucket: str) -> Non
     assert remote.sae(SAE).top_k(latent, k=5).equals(local.sae(SAE).top_k(latent, k=5))
 
 
-def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp_path: Path, monkeypatch) -> None:
-    """Run here, without Ray, with a memory limit of 40 entries, chunks of 16 and shards of 64:
-    every bucket is larger than the limit, so each is reduced in slices (dense latents split by
-    value), blocks cross slices, arrays span shards; the postings still equal the brute force."""
+@pytest.mark.parametrize("split", ["dense latents", "whole latents"])
+def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp_path: Path, monkeypatch, split: str) -> None:
+    """Run here, without Ray, with chunks of 16 and shards of 64 and a memory limit below every
+    bucket's size, so each is reduced in slices: of 40 entries, dense latents split by value, or
+    of whole latents (a limit over 8x the largest latent); blocks cross slices, arrays span
+    shards; the postings still equal the brute force."""
     from actstore.index import reduce
     from actstore.index.build import map_unit, plan_index
     from actstore.index.layout import INDEX_ATTRIBUTE, index_group
@@ -118,13 +120,14 @@ def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp
     shutil.copytree(coded_store, copy, ignore=shutil.ignore_patterns("index", "_manifests"))
     shutil.copytree(coded_store / "_manifests", copy / "_manifests", ignore=shutil.ignore_patterns("index-*"))
     store = actstore.open(str(copy), mode="r+")
-    plan = plan_index(store, SAE, bucket_nnz=2000, block=BLOCK)
+    limit = 40 if split == "dense latents" else 8 * int(store.sae(SAE).density()["count"].max()) + 8
+    plan = plan_index(store, SAE, bucket_nnz=2000 if split == "dense latents" else 10**6, block=BLOCK)
     store.group.require_group(index_group(SAE)).attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
     counts = np.array([map_unit(store, plan, u) for u in plan.units])
     starts = np.cumsum(counts, axis=1) - counts
-    sizes = [reduce.reduce_bucket(store, plan, b, np.stack([starts[:, b], counts[:, b]], 1), limit=40)
+    sizes = [reduce.reduce_bucket(store, plan, b, np.stack([starts[:, b], counts[:, b]], 1), limit=limit)
              for b in range(plan.n_buckets)]
-    assert min(sizes) > 40 and any((copy / f"_staging/index/{SAE}/{plan.build_id}").glob("b*-*.bin"))
+    assert min(sizes) > limit and any((copy / f"_staging/index/{SAE}/{plan.build_id}").glob("b*-*.bin"))
     store.group[index_group(SAE)].attrs[INDEX_ATTRIBUTE] = plan.model_copy(update={"nnz": sum(sizes), "complete": True}).model_dump(mode="json")
     assert len(list((copy / bucket_array(SAE, 0, "token_gap") / "c").iterdir())) > 1  # several shards
     fresh = actstore.open(str(copy))

@@ -114,7 +114,7 @@ def _reduce_in_slices(store: Store, plan: IndexPlan, bucket: int, spans: np.ndar
         rank = rank_of[local]
         mine = rank >= 0
         hist += np.bincount((rank[mine] << PREFIX_BITS) + _prefix(plan, stored[mine]), minlength=hist.size)
-    bounds = _slice_bounds(counts, dense, hist.reshape(dense.size, -1), limit)
+    bounds = _slice_bounds(counts, dense, hist.reshape(dense.size, 1 << PREFIX_BITS), limit)
     per_group = [_spill(store, plan, bucket, g, _read(store, plan, spans, group), bounds, rank_of)
                  for g, group in enumerate(groups)]  # pass 2
     offsets, carry, start = _offsets(counts), _read(store, plan, spans, []), 0
@@ -206,7 +206,7 @@ def _create(store: Store, plan: IndexPlan, bucket: int, name: str, size: int, dt
     shards of :data:`SHARD` once larger than a chunk."""
     n = max(size, 1)
     chunk = n if name == "offsets" else min(n, CHUNK)
-    shard = min(math.ceil(n / chunk) * chunk, SHARD)
+    shard = chunk if name == "offsets" else min(math.ceil(n / chunk) * chunk, SHARD)
     return zarr.create_array(store=store.group.store, name=bucket_array(plan.sae, bucket, name), shape=(size,),
                              chunks=(chunk,), shards=None if shard == chunk else (shard,), dtype=dtype, fill_value=0,
                              compressors=compressors(ARRAYS[name], dtype.itemsize),
