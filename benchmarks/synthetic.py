@@ -1,9 +1,11 @@
-"""Synthetic stores for the benchmarks: token arrays (one document per context, BOS first), and
-optionally stored activations of one site and/or codes of one SAE, every unit committed."""
+"""Synthetic stores for the benchmarks: token arrays (one document per context, BOS first), the
+documents table (``source`` names one of :data:`SOURCES` in turn), and optionally stored
+activations of one site and/or codes of one SAE, every unit committed."""
 
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import tempfile
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from actstore._version import __version__
 from actstore.store._fs import Location
@@ -35,7 +39,9 @@ from actstore.store.metadata import (
 from actstore.store.stats import create_stats_arrays, merge_stats, sae_stats_path, site_stats_path
 from actstore.store.store import EXTRACT_STAGE, TOKENS_STAGE, Store, utc_now
 
-__all__ = ["make_store", "on_moto", "scratch"]
+__all__ = ["SOURCES", "make_store", "on_moto", "scratch"]
+
+SOURCES = ("corpus/web.jsonl", "corpus/code.jsonl", "corpus/books.jsonl", "corpus/news.jsonl")
 
 
 def scratch(name: str) -> Path:
@@ -72,6 +78,7 @@ def make_store(url: str, n_tokens: int, *, ctx_len: int = 1024, per_unit: int = 
     for info in saes:
         create_code_arrays(store.group, grid, info)
     create_stats_arrays(store.group, grid, {s.name: s.d for s in sites}, {s.name: s.d_sae for s in saes})
+    _write_documents(store, n_ctx, ctx_len)
     rng = np.random.default_rng(seed)
     if sae:
         p = 1.0 / np.arange(1, sae[1] + 1) ** 0.8
@@ -116,6 +123,18 @@ def make_store(url: str, n_tokens: int, *, ctx_len: int = 1024, per_unit: int = 
     merge_stats(store.group, list(range(grid.n_units)), [s.name for s in sites], [s.name for s in saes])
     store.update_meta(stages={**store.meta.stages, EXTRACT_STAGE: StageInfo(units_total=n_units, complete=True)})
     return store
+
+
+def _write_documents(store: Store, n_docs: int, ctx_len: int) -> None:
+    """The documents table as ingestion writes it: one document per context, ``ctx_len - 1`` tokens."""
+    doc = np.arange(n_docs, dtype=np.int64)
+    table = pa.table({"doc": doc, "source": pa.array([SOURCES[d % len(SOURCES)] for d in range(n_docs)], pa.string()),
+                      "row": doc // len(SOURCES), "key": pa.nulls(n_docs, pa.string()),
+                      "n_tokens": np.full(n_docs, ctx_len - 1, np.int64), "n_tokens_stored": np.full(n_docs, ctx_len - 1, np.int64),
+                      "repaired": np.zeros(n_docs, bool)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    store.files.write_bytes("documents/part-000000.parquet", sink.getvalue())
 
 
 @contextmanager

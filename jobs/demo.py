@@ -3,9 +3,14 @@
 1. ingest and extract the layer-15 residual stream into a local store (runs/demo);
 2. train a small TopK SAE from the store (runs/demo-sae/topk-2048, SAELens format);
 3. encode the stored activations with it and build its feature-major index;
-4. print the top contexts of a frequent and two mid-density latents, firing token marked;
-5. explain and score the two mid-density ones with the local SmolLM2-135M-Instruct, add one manual label,
-   and search the explanations and by example.
+4. print the top contexts of a frequent and two mid-density latents, firing token marked, and
+   their token profiles (exact, kept with the index);
+5. explain a mid-density one and the three latents most specific to asyncio (two) and to json
+   (one) with the local SmolLM2-135M-Instruct and score that and their token profiles (embedding
+   scorer, LLM judges, each checked against a shuffled baseline), add one manual label, and
+   search the explanations and by example;
+6. contrast the asyncio modules with the json package: latents firing more in one, tested per
+   context (json has five documents), with their labels and q-values.
 
 Runs on the embedded default: a local Ray cluster and local folders. Running it again resumes:
 finished steps are kept (delete runs/ to start over).
@@ -27,6 +32,7 @@ from actstore.query.render import render_examples
 
 CONFIGS = Path(__file__).parent / "configs"
 SAE_NAME = "topk-2048"
+ASYNCIO, JSON = "source LIKE '%asyncio%'", "source LIKE '%json%'"
 
 
 def _step(title: str, start: float) -> None:
@@ -60,8 +66,17 @@ def main() -> int:
         row = density.row(latent, named=True)
         _step(f"4. latent {latent} ({kind}: fires on {row['density']:.2%} of tokens, max {row['max']:.2f}), "
               "top 5 contexts, one per document, [[firing token]]", start)
-        print(render_examples(latents.top_k(latent, k=5, window=10), lead=("rank",)))
-    if _explain(train.store.url, [latent for kind, latent in chosen if kind == "mid-density"], start):
+        print(render_examples(latents.top_k(latent, k=5, window=10, per_doc=1), lead=("rank",)))
+        print(f"$ actstore profile runs/demo --sae {SAE_NAME} --latent {latent} --top 3")
+        cli(["profile", train.store.url, "--sae", SAE_NAME, "--latent", str(latent), "--top", "3"])
+    ranked = latents.contrast(ASYNCIO, JSON).frame
+    specific = [*ranked.filter(pl.col("log2_ratio") > 0).head(2)["latent"], *ranked.filter(pl.col("log2_ratio") < 0).head(1)["latent"]]
+    mid = chosen[1][1]
+    if _explain(train.store.url, [mid, *[latent for latent in specific if latent != mid]], start):
+        return 1
+    _step("6. contrast: which latents fire more in the asyncio modules than in the json package, and the reverse", start)
+    print(f'$ actstore contrast runs/demo --sae {SAE_NAME} --a "{ASYNCIO}" --b "{JSON}" --top 10')
+    if cli(["contrast", train.store.url, "--sae", SAE_NAME, "--a", ASYNCIO, "--b", JSON, "--top", "10"]):
         return 1
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Try (after `source .venv/bin/activate`): actstore top runs/demo --sae {SAE_NAME} --latent {chosen[1][1]}")
     return 0
@@ -69,7 +84,8 @@ def main() -> int:
 
 def _explain(url: str, ids: list[int], start: float) -> int:
     """Step 5: automatic explanations with scores, a manual label, and searches."""
-    _step("5. explain the mid-density latents with SmolLM2-135M-Instruct, judge them on held-out windows", start)
+    _step("5. explain a mid-density latent and the three most specific to asyncio or json (step 6) with "
+          "SmolLM2-135M-Instruct, score that and their token profiles on held-out windows", start)
     if cli(["explain", url, "--sae", SAE_NAME, "--latents", ",".join(map(str, ids)),
             "--config", str(CONFIGS / "demo-explain.yaml"), "-q"]):
         return 1
@@ -83,8 +99,8 @@ def _explain(url: str, ids: list[int], start: float) -> int:
         cli(["label", url, "--sae", SAE_NAME, "--latent", str(ids[0]), label, "--author", "demo"])
     else:
         print(f"latent {ids[0]} already has the label {label!r}; kept")
-    print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r}")
-    cli(["search", url, "--sae", SAE_NAME, word])
+    print(f"$ actstore search runs/demo --sae {SAE_NAME} {word!r} --top 5")
+    cli(["search", url, "--sae", SAE_NAME, word, "--top", "5"])
     print("\n$ actstore search runs/demo --sae topk-2048 --by-example ' await' --top 5")
     return cli(["search", url, "--sae", SAE_NAME, "--by-example", " await", "--top", "5"])
 

@@ -86,3 +86,11 @@ def coded_store(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path, 
     from tests.coded_store import build_coded_store
 
     return build_coded_store(tmp_path_factory.mktemp("coded"), tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def planted_store(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Path:
+    """A store with planted codes over a multilingual, hostile corpus (see tests/planted_store.py)."""
+    from tests.planted_store import build_planted_store
+
+    return build_planted_store(tmp_path_factory.mktemp("planted"))

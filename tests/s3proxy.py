@@ -4,12 +4,17 @@ Every ``every``-th request is answered ``500 InternalError`` (an S3 error body) 
 the server, and every ``reset_every``-th has its connection closed with no answer at all. Both
 are transient faults a real object store produces. ``every=0``/``reset_every=0`` fail nothing:
 the proxy then only counts, and ``log`` keeps every request's method and path (request budgets).
+``outage(seconds)`` makes the endpoint go away for a while, as a restarting server does: open
+connections are dropped, new ones refused, then it listens again on the same port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -31,6 +36,16 @@ class FlakyProxy:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                super().finish()
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -71,9 +86,31 @@ class FlakyProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
         self._local = threading.local()
+        self._handler = Handler
+        self._connections: set[socket.socket] = set()
+        self._restart: threading.Thread | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def outage(self, seconds: float) -> None:
+        """Stop listening and drop every open connection now; listen again after ``seconds``."""
+        port = self.server.server_address[1]
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):  # closed by the client meanwhile
+                    conn.shutdown(socket.SHUT_RDWR)
+
+        def restart() -> None:
+            time.sleep(seconds)
+            self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+            self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+            self.thread.start()
+
+        self._restart = threading.Thread(target=restart, daemon=True)
+        self._restart.start()
 
     def _upstream_connection(self) -> http.client.HTTPConnection:
         """One kept-alive connection to the server per proxy thread."""
@@ -87,5 +124,7 @@ class FlakyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._restart is not None:
+            self._restart.join()
         self.server.shutdown()
         self.server.server_close()

@@ -4,22 +4,29 @@ No package registry ships KubeRay's CRDs, so the rules below are written down fr
 API types (the source its CRDs are generated from), `ray-project/kuberay`:
 `ray-operator/apis/ray/v1/rayjob_types.go` at commit f6ef3f7b and
 `ray-operator/apis/ray/v1/raycluster_types.go` at commit 3275ee09 (the ray.io/v1 API): the field
-names and JSON types of RayJobSpec, RayClusterSpec, HeadGroupSpec and WorkerGroupSpec, which of
-them are required (no `omitempty`), and that unknown fields are refused (structural schemas
-prune them, so a misspelt field silently does nothing).
+names and JSON types of RayJobSpec, RayClusterSpec, HeadGroupSpec, WorkerGroupSpec and
+AutoscalerOptions, which of them are required (no `omitempty`), and that unknown fields are
+refused (structural schemas prune them, so a misspelt field silently does nothing).
+
+The RayJob that is applied is written by `infra/kuberay/rayjob.py` from the template; the tests
+run it as a user does and check its jobId against `actstore run-id` of its entrypoint.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from actstore.cli import main as cli
+from actstore.cli import run_id_of
 from actstore.config import ExtractConfig, TrainConfig, load_config
+from actstore.errors import ConfigError
 from actstore.explain.config import ExplainConfig
 
 INFRA = Path(__file__).parents[1] / "infra"
@@ -44,6 +51,12 @@ RAYCLUSTER_SPEC = {
 }
 HEAD_GROUP = {"template": (_OBJ, True), "headService": (_OBJ, False), "enableIngress": (_BOOL, False),
               "rayStartParams": (_MAP, True), "serviceType": (_STR, False)}
+AUTOSCALER_OPTIONS = {
+    "resources": (_OBJ, False), "image": (_STR, False), "imagePullPolicy": (_STR, False), "securityContext": (_OBJ, False),
+    "idleTimeoutSeconds": (_INT, False), "upscalingMode": (_STR, False), "env": (_LIST, False), "envFrom": (_LIST, False),
+    "volumeMounts": (_LIST, False),
+}
+UPSCALING_MODES = {"Default", "Aggressive", "Conservative"}  # the kubebuilder enum of UpscalingMode
 WORKER_GROUP = {
     "suspend": (_BOOL, False), "groupName": (_STR, True), "replicas": (_INT, False), "minReplicas": (_INT, True),
     "maxReplicas": (_INT, True), "idleTimeoutSeconds": (_INT, False), "rayStartParams": (_MAP, True),
@@ -85,13 +98,16 @@ def _check_cluster_spec(spec: dict, where: str) -> None:
     _check_fields(spec, RAYCLUSTER_SPEC, where)
     _check_fields(spec["headGroupSpec"], HEAD_GROUP, f"{where}.headGroupSpec")
     assert spec["workerGroupSpecs"], "no worker group"
+    # autoscaling: extractions ask for workers the cluster cannot hold yet, and the autoscaler adds pods
+    assert spec["enableInTreeAutoscaling"] is True
+    _check_fields(spec["autoscalerOptions"], AUTOSCALER_OPTIONS, f"{where}.autoscalerOptions")
+    assert spec["autoscalerOptions"].get("upscalingMode", "Default") in UPSCALING_MODES
     for group in spec["workerGroupSpecs"]:
         _check_fields(group, WORKER_GROUP, f"{where}.workerGroupSpecs[{group['groupName']}]")
-        # fixed size: workers are counted when a job starts, so an autoscaler's extra GPUs would idle
-        assert group["minReplicas"] == group["replicas"] == group["maxReplicas"] >= 1
+        assert 0 <= group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
+        assert group["minReplicas"] < group["maxReplicas"], "min = max: the autoscaler has nothing to do"
         for container in group["template"]["spec"]["containers"]:
             assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1  # a GPU worker group
-    assert spec["enableInTreeAutoscaling"] is False
     hf_home = _dockerfile_env()["HF_HOME"]
     for pod in _pods(spec):
         volumes = {v["name"] for v in pod.get("volumes", [])}
@@ -121,26 +137,60 @@ def _image_path(path: str) -> Path:
     return REPO / relative
 
 
-def test_rayjob_manifest() -> None:
+def _entrypoint(job: dict) -> list[str]:
+    """The entrypoint's arguments after the job file, with the config as a repository path."""
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[0] == "python" and _image_path(argv[1]).is_file(), f"entrypoint names no job file: {argv}"
+    return [str(_image_path(argv[2])), *argv[3:]]
+
+
+def _max_workers(job: dict) -> int:
+    """The entrypoint's --max-workers: one worker per GPU of the worker group's maxReplicas pods."""
+    args = _entrypoint(job)
+    [group] = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert int(args[args.index("--max-workers") + 1]) == group["maxReplicas"] * int(group["rayStartParams"]["num-gpus"])
+    return group["maxReplicas"]
+
+
+def test_rayjob_template() -> None:
     job = _load("rayjob.yaml")
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     _check_fields(spec, RAYJOB_SPEC, "RayJob.spec")
     assert spec["shutdownAfterJobFinishes"] is True
     yaml.safe_load(spec["runtimeEnvYAML"])
-    argv = shlex.split(spec["entrypoint"])
-    assert argv[0] == "python" and _image_path(argv[1]).is_file(), f"entrypoint names no job file: {argv}"
-    config = load_config(_image_path(argv[2]), ExtractConfig)  # the config it names is real and valid
-    assert config.saes and config.model.id == "google/gemma-2-2b"
-    _check_cluster_spec(spec["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
-
-
-def test_rayjob_id_is_the_run_id_of_its_entrypoint(capsys) -> None:
-    spec = _load("rayjob.yaml")["spec"]
-    args = shlex.split(spec["entrypoint"])[2:]
+    args = _entrypoint(job)
+    config = load_config(args[0], ExtractConfig)  # the config it names is real and valid
+    assert config.saes and config.model.id == "google/gemma-2-2b" and config.workers.num_gpus == 1
     assert "--store" in args and "--corpus" in args  # pointed at a bucket without rebuilding the image
-    assert cli(["run-id", str(_image_path(args[0])), *args[1:]]) == 0
-    assert spec["jobId"] == capsys.readouterr().out.strip()
+    _max_workers(job)
+    _check_cluster_spec(spec["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
+    # as shipped, it points at the example bucket: refused before any work (and no run id is made for it)
+    with pytest.raises(ConfigError, match="names the placeholder bucket 'my-bucket' of an example config"):
+        run_id_of(args)
+
+
+def test_rayjob_written_for_a_bucket_has_the_run_id_of_its_entrypoint() -> None:
+    """infra/kuberay/rayjob.py, run as docs/kubernetes.md says: a valid RayJob whose jobId is
+    `actstore run-id` of its own entrypoint's arguments; placeholders are refused."""
+    script = [sys.executable, str(INFRA / "kuberay" / "rayjob.py")]
+    corpus = "s3://research-data/corpora/pile/*.jsonl.zst"
+    done = subprocess.run([*script, "--store", "s3://research-data/actstore/run1", "--corpus", corpus, "--max-replicas", "6"],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    job = yaml.safe_load(done.stdout)
+    _check_fields(job["spec"], RAYJOB_SPEC, "RayJob.spec")
+    _check_cluster_spec(job["spec"]["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
+    assert _entrypoint(job)[1:] == ["--store", "s3://research-data/actstore/run1", "--corpus", corpus, "--max-workers", "6"]
+    assert _max_workers(job) == 6
+    assert job["spec"]["jobId"] == run_id_of(_entrypoint(job)) != _load("rayjob.yaml")["spec"]["jobId"]
+    assert done.stdout.count("\n#") == (INFRA / "kuberay" / "rayjob.yaml").read_text().count("\n#")  # comments kept
+    refused = subprocess.run([*script, "--store", "s3://my-bucket/run", "--corpus", corpus], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr.strip() == ("rayjob.py: error: store.url 's3://my-bucket/run' names the placeholder bucket "
+                                      "'my-bucket' of an example config; point it at your own (--store URL, or store.url "
+                                      "in the config)")
 
 
 def test_raycluster_manifest() -> None:
@@ -181,3 +231,21 @@ def test_example_configs_are_valid() -> None:
         keys = set(yaml.safe_load(path.read_text()))
         kind = TrainConfig if "out" in keys else ExplainConfig if "backend" in keys else ExtractConfig
         load_config(path, kind)
+
+
+def test_a_job_submitted_under_another_configs_run_id_is_refused(monkeypatch) -> None:
+    """Inside a Ray job the driver finds its submission id in the job's metadata (Ray's job
+    supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR for the entrypoint, ray/dashboard/modules/job/
+    job_supervisor.py): an actstore-extract id that is not the config's run id is refused."""
+    from actstore.cluster.preflight import refuse_other_submission_id
+
+    run = "actstore-extract-87a1d61de4fe"
+    for submitted, refused in ((run, False), ("actstore-extract-0123456789ab", True), ("raysubmit_XyZ", False)):
+        monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", f'{{"runtime_env": {{}}, "metadata": {{"job_submission_id": "{submitted}"}}}}')
+        if refused:
+            with pytest.raises(ConfigError, match=f"submitted as '{submitted}', but its config's run id is '{run}'"):
+                refuse_other_submission_id(run)
+        else:
+            refuse_other_submission_id(run)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    refuse_other_submission_id(run)  # not a Ray job

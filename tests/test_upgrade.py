@@ -1,7 +1,8 @@
 """Stores of older formats, written here as those versions wrote them: v2 (codes as int32 ids
-with -1 past the L0, the index as absolute tokens in rank order) and v1 (also no tokenizer
-inside). Both are read as they are, refused by writers, and upgraded in place to v3 by
-`actstore upgrade` with every code and posting unchanged."""
+with -1 past the L0, the index as absolute tokens in rank order, SAEs by path only) and v1 (also
+no tokenizer inside). Both are read as they are, refused by writers, and upgraded in place to v3
+by `actstore upgrade` with every code and posting unchanged and the SAE copied in
+(tests/live/test_portable.py upgrades a v2 store whose SAE lies elsewhere)."""
 
 from __future__ import annotations
 
@@ -16,48 +17,24 @@ import actstore
 from actstore.cli import main
 from actstore.cluster.encode import run_encode
 from actstore.cluster.index import run_index
-from actstore.index.layout import INDEX_ATTRIBUTE, bucket_array
 from actstore.store.codes import read_codes
-from actstore.store.dtypes import numpy_dtype, to_storage
-from actstore.store.layout import create_unit_array
 from actstore.store.metadata import ATTRIBUTE
 from actstore.store.tokenizer import TOKENIZER_KEY, read_tokenizer
 from actstore.upgrade import upgrade_store
 from tests.coded_store import SAE
+from tests.older_formats import as_v2
 from tests.store import spec_reader as spec
 
 V2_TOKENIZER_FIELDS = ("file", "sha256", "special_tokens", "clean_up_spaces")
 
 
 def _as_v2(coded_store: Path, copy: Path) -> Path:
-    """A copy of the coded store as format v2 wrote it: codes as ``idx`` (int32, -1 past the L0)
-    and ``val``, the index as ``token`` (absolute, rank order) and ``value``, all plain zstd."""
-    shutil.copytree(coded_store, copy)
-    store = actstore.open(str(copy))
-    info, latents = store.meta.saes[0], store.sae(SAE)
-    codes, plan = read_codes(store, SAE, slice(None)), latents.index
-    group = zarr.open_group(str(copy), mode="r+")
-    axes = {"axes": ["ctx", "pos", "slot"], "sae": SAE}
-    create_unit_array(group, f"codes/{SAE}/idx", store.grid, (info.code_cap,), "int32", fill_value=-1, attributes=axes)[...] = codes.idx
-    create_unit_array(group, f"codes/{SAE}/val", store.grid, (info.code_cap,), info.value_dtype,
-                      attributes=axes)[...] = to_storage(np.asarray(codes.val), info.value_dtype)
-    for name in ("latent", "value"):
-        del group[f"codes/{SAE}/{name}"]
-    for b in range(plan.n_buckets):
-        ranked = [latents.postings(latent) for latent in plan.latents(b)]
-        del group[bucket_array(SAE, b, "token_gap")], group[bucket_array(SAE, b, "value")]
-        values = np.concatenate([v for _, v in ranked]).astype(numpy_dtype(info.value_dtype))
-        for name, data, logical in (("token", np.concatenate([t for t, _ in ranked]), "int64"),
-                                    ("value", to_storage(values, info.value_dtype), info.value_dtype)):
-            zarr.create_array(group.store, name=bucket_array(SAE, b, name), shape=data.shape, chunks=(max(data.size, 1),),
-                              dtype=data.dtype, fill_value=0, attributes={"logical_dtype": logical, "per_token": False})[...] = data
-    group[f"index/{SAE}"].attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json", exclude={"block"})
-    group.attrs[ATTRIBUTE] = {**dict(group.attrs[ATTRIBUTE]), "format_version": 2}
-    return copy
+    """A copy of the coded store as format v2 wrote it (tests/older_formats.py)."""
+    return as_v2(Path(shutil.copytree(coded_store, copy)))
 
 
 def _as_v1(coded_store: Path, copy: Path, **tokenizer_changes: object) -> Path:
-    """A copy of the coded store as format v1 wrote it: the v2 layout, no tokenizer file, no v2 fields."""
+    """A copy of the coded store as format v1 wrote it: the v2 layout, no tokenizer file, no v2 or v3 fields."""
     _as_v2(coded_store, copy)
     shutil.rmtree(copy / "tokenizer")
     group = zarr.open_group(str(copy), mode="r+")
@@ -83,9 +60,11 @@ def test_a_v1_store_reads_through_its_source_and_upgrades(coded_store: Path, tmp
     store = actstore.open(str(v1))
     assert store.meta.format_version == 3 and (v1 / TOKENIZER_KEY).exists()
     assert store.meta.tokenizer == actstore.open(str(coded_store)).meta.tokenizer
+    assert store.meta.saes == actstore.open(str(coded_store)).meta.saes  # the SAE found where it was, copied in
+    assert (v1 / "saes" / SAE / "params.npz").read_bytes() == (coded_store / "saes" / SAE / "params.npz").read_bytes()
     assert len(read_tokenizer(store.files, store.meta.tokenizer)) == store.meta.tokenizer.vocab_size
     assert _top(v1, latent) == expected
-    assert upgrade_store(str(v1)) == (str(v1), 3, 3)  # nothing left to do
+    assert upgrade_store(str(v1)) == (str(v1), 3, 3, (), ())  # nothing left to do
 
 
 def test_a_v2_store_reads_as_written_is_refused_by_writers_and_upgrades(coded_store: Path, tmp_path: Path) -> None:
@@ -112,12 +91,12 @@ def test_a_v2_store_reads_as_written_is_refused_by_writers_and_upgrades(coded_st
     for write in (lambda: run_index(str(v2), SAE), lambda: run_encode(str(v2), old.meta.saes[0].source, name="b")):
         with pytest.raises(actstore.StoreMismatchError, match=r"format version 2; run `actstore upgrade .*` first"):
             write()
-    assert upgrade_store(str(v2)) == (str(v2), 2, 3)
+    assert upgrade_store(str(v2)) == (str(v2), 2, 3, (), (SAE,))  # the SAE found where it was, copied in
     new = actstore.open(str(v2))
     assert {p.name for p in (v2 / "codes" / SAE).iterdir()} == {"latent", "value", "l0", "zarr.json"}
-    assert new.meta.saes == old.meta.saes and new.sae(SAE).index.block == 4096  # values unchanged: no rounding
+    assert new.meta.saes == current.meta.saes and new.sae(SAE).index.block == 4096  # values unchanged: no rounding
     same_as_current(new)
-    assert upgrade_store(str(v2)) == (str(v2), 3, 3)
+    assert upgrade_store(str(v2)) == (str(v2), 3, 3, (), ())
 
 
 def test_upgrade_refuses_a_source_that_is_no_longer_the_tokenizer(coded_store: Path, tmp_path: Path) -> None:

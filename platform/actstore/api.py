@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from actstore.latents import Latents
     from actstore.loader.activations import ActivationLoader
+    from actstore.query.filters import DocumentSet, Where
     from actstore.query.tokens import TextMatches
 
 __all__ = ["Store", "open_store"]
@@ -37,17 +38,29 @@ class Store(_storage.Store):
 
         return Latents(self, name)
 
-    def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> pl.DataFrame:
-        """Stored places of a token sequence (text or ids), with token windows (polars)."""
+    def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16,
+                    where: Where | None = None) -> pl.DataFrame:
+        """Stored places of a token sequence (text or ids), with token windows (polars); ``where``:
+        a document filter (polars expression or SQL WHERE clause over ``documents()``' columns)."""
         from actstore.query.tokens import find_tokens
 
-        return find_tokens(self, sequence, limit=limit, window=window)
+        return find_tokens(self, sequence, limit=limit, window=window, where=where)
 
-    def find_text(self, text: str, *, limit: int | None = 100, window: int = 16) -> TextMatches:
+    def find_text(self, text: str, *, limit: int | None = 100, window: int = 16,
+                  where: Where | None = None) -> TextMatches:
         """Stored places of ``text`` as typed and word-initial, all counted (a ``TextMatches``)."""
         from actstore.query.tokens import find_text
 
-        return find_text(self, text, limit=limit, window=window)
+        return find_text(self, text, limit=limit, window=window, where=where)
+
+    def select_documents(self, where: Where) -> DocumentSet:
+        """The documents a filter matches, placed on the token axis: pass it as ``where=`` to many
+        queries to resolve the filter once."""
+        from actstore.query.filters import resolve_where
+
+        found = resolve_where(self, where)
+        assert found is not None
+        return found
 
     def loader(self, site: str, *, batch_size: int, **options: Any) -> ActivationLoader:
         """Shuffled, rank-sharded, resumable batches of a site's activations (torch tensors).

@@ -10,10 +10,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from actstore.cli_live import add_live_verbs
+from actstore.cli_contrast import add_contrast_verb
+from actstore.cli_live import add_live_verbs, add_sae_path_option, sae_paths
 from actstore.errors import ActstoreError, ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "run_id_of"]
 
 
 def _human_bytes(n: int) -> str:
@@ -64,19 +65,33 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_id(args: argparse.Namespace) -> int:
+    print(_run_id(args))
+    return 0
+
+
+def run_id_of(argv: Sequence[str]) -> str:
+    """The run id of ``actstore extract ARGV`` (``CONFIG [--store URL] [--corpus GLOB]...``), as
+    ``actstore run-id ARGV`` prints it: the same parser and overrides. Placeholder buckets raise
+    :class:`ConfigError`."""
+    return _run_id(_parser().parse_args(["run-id", *argv]))
+
+
+def _run_id(args: argparse.Namespace) -> str:
+    from actstore.cluster.preflight import refuse_placeholders
     from actstore.cluster.settings import redacted_config
     from actstore.config import ExtractConfig, load_config
     from actstore.store.runs import run_id
 
     config = load_config(args.config, ExtractConfig, **_overrides(args))
-    print(run_id("extract", config.store.url, redacted_config(config)))
-    return 0
+    refuse_placeholders(config)
+    return run_id("extract", config.store.url, redacted_config(config))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config values given on the command line (``None``: keep the file's)."""
     return {"store.url": args.store, "corpus.paths": args.corpus,
-            "context.max_tokens": getattr(args, "max_tokens", None)}
+            "context.max_tokens": getattr(args, "max_tokens", None),
+            "workers.max_workers": getattr(args, "max_workers", None)}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -89,10 +104,14 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     from actstore.upgrade import upgrade_store
 
     result = upgrade_store(args.store)
-    if result.from_version == result.to_version:
+    if result.from_version == result.to_version and not result.recorded:
         print(f"{result.url}: already format v{result.to_version}; nothing to do")
-    else:
+    elif result.from_version != result.to_version:
         print(f"{result.url}: upgraded from format v{result.from_version} to v{result.to_version}")
+    for name in result.recorded:
+        print(f"{result.url}: SAE {name!r} recorded where its files are here (copied into the store when small)")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -110,6 +129,8 @@ def _print_info(store: object, *, as_json: bool) -> int:
     print(f"documents   {info.n_documents:,}")
     print(f"tokenizer   {info.tokenizer}")
     print(f"model       {info.model or '-'}")
+    for tag, name in info.models.items():
+        print(f"  model {tag:<6} {name} (sites {tag}.blocks...)")
     print(f"sites       {', '.join(info.sites) or '-'}")
     print(f"saes        {', '.join(info.saes) or '-'}")
     print(f"bytes       {_human_bytes(info.bytes)} ({info.bytes / max(info.n_tokens, 1):.2f} per document token)")
@@ -137,7 +158,7 @@ def _color() -> bool:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from actstore.api import open_store
-    from actstore.cluster.index import run_index
+    from actstore.cluster.index import keep_logits, run_index
     from actstore.index.build import BUCKET_NNZ
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
@@ -145,6 +166,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, block=args.block, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
+    if not args.no_logits:
+        print(keep_logits(open_store(args.store), saes))
     return 0
 
 
@@ -176,9 +199,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     latents = _latents(args)
     if args.quantiles:
-        frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window)
+        frame = latents.quantile_examples(args.latent, bins=args.quantiles, per_bin=args.k, kind=args.kind, window=args.window,
+                                          where=args.where)
         return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("bin",)))
-    frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None)
+    frame = latents.top_k(args.latent, k=args.k, window=args.window, per_doc=args.per_doc or None, where=args.where)
     return _emit(frame, args, lambda: render_examples(frame, color=_color(), lead=("rank",)) + _logits_line(latents, args.latent))
 
 
@@ -197,7 +221,7 @@ def _logits_line(latents: Any, latent: int) -> str:
 def _cmd_density(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
-    frame = _latents(args).density(args.latent)
+    frame = _latents(args).density(args.latent, where=args.where)
     if args.latent is None:
         frame = frame.sort("count", descending=True).head(args.top)
     return _emit(frame, args, lambda: render_frame(frame.drop("hist")))
@@ -209,7 +233,7 @@ def _cmd_at(args: argparse.Namespace) -> int:
     span = tuple(int(x) for x in args.span.split(":")) if args.span else None
     latents = _latents(args)
     frame = latents.features_at(ctx=args.ctx, doc=args.doc, span=span, agg=args.agg, top=args.top,
-                                max_density=args.max_density)
+                                max_density=args.max_density, where=args.where)
     where = f"ctx {args.ctx}" if args.ctx is not None else f"doc {args.doc}"
     text = lambda: (f"{where}{' span ' + args.span if args.span else ''}: "  # noqa: E731
                     f"{json.dumps(latents.text_at(ctx=args.ctx, doc=args.doc, span=span))}\n{render_frame(frame)}")
@@ -219,8 +243,22 @@ def _cmd_at(args: argparse.Namespace) -> int:
 def _cmd_cofiring(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
-    frame = _latents(args).cofiring(args.latent, top=args.top)
+    frame = _latents(args).cofiring(args.latent, top=args.top, where=args.where)
     return _emit(frame, args, lambda: render_frame(frame))
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from actstore.query.render import render_frame
+
+    latents = _latents(args)
+    frame = latents.token_profile(args.latent)
+    quoted = lambda c: pl.col(c).map_elements(lambda t: json.dumps(t, ensure_ascii=False), return_dtype=pl.String)  # noqa: E731
+    shown = frame.filter(pl.col("rank") < args.top).select(
+        "kind", quoted("prev"), quoted("token"), "count", "corpus", *(pl.col(c).round(3) for c in ("precision", "recall", "mass_share")))
+    text = lambda: f"latent {args.latent}: {latents.profile_text(args.latent)}\n{render_frame(shown)}"  # noqa: E731
+    return _emit(frame, args, text)
 
 
 def _cmd_find(args: argparse.Namespace) -> int:
@@ -230,7 +268,7 @@ def _cmd_find(args: argparse.Namespace) -> int:
 
     store = open_store(args.store)
     forms = [(args.text, [int(x) for x in args.text.split(",")])] if args.ids else text_forms(store, args.text)
-    found = find_sequences(store, forms, limit=args.limit, window=args.window)
+    found = find_sequences(store, forms, limit=args.limit, window=args.window, where=args.where)
     return _emit(found.matches, args, lambda: render_matches(found, color=_color()))
 
 
@@ -239,7 +277,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     features = [int(x) for x in args.latents.split(",")]
     summary = export_neuronpedia(_latents(args), features, args.out, model_id=args.model_id, source_id=args.source_id,
-                                 k=args.k, **({"creator_id": args.creator_id} if args.creator_id else {}))
+                                 k=args.k, where=args.where, **({"creator_id": args.creator_id} if args.creator_id else {}))
     print(f"wrote {summary.folder}: " + ", ".join(f"{name} {n}" for name, n in summary.rows.items()))
     return 0
 
@@ -247,7 +285,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from actstore.web.server import serve
 
-    serve(args.store, host=args.host, port=args.port, model=args.model)
+    if args.sae_path and not args.model:
+        raise ConfigError("--sae-path says where the live model's SAEs are: it needs --model")
+    serve(args.store, host=args.host, port=args.port, model=args.model, sae_paths=sae_paths(args.sae_path),
+          workers=args.workers)
     return 0
 
 
@@ -265,41 +306,51 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config, ExplainConfig) if args.config else ExplainConfig()
     ids = [int(x) for x in args.latents.split(",")] if args.latents else None
     s = run_explain(args.store, args.sae, latents=ids, densest=args.densest, config=config, progress=not args.quiet)
-    print(f"explained {s.made} latents ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
-          f"{s.prompt_tokens / max(s.made, 1):.0f} prompt tokens each; {s.cached} already done, "
-          f"{s.skipped} skipped (too few occurrences)")
+    print(f"made {s.made} explanations ({s.unparsed} answers unparsed) in {s.seconds:.0f} s, "
+          f"{s.prompt_tokens:,} explainer prompt tokens; {s.cached} already done, "
+          f"{s.skipped} latents skipped (too few occurrences)")
     return 0
 
 
 def _cmd_explanations(args: argparse.Namespace) -> int:
+    from actstore.explain.table import readable
     from actstore.query.render import render_frame
 
-    frame = _latents(args).explanations(current=args.current, latent=args.latent)
-    if not args.current:
-        frame = frame.select("latent", "kind", "author", "text", "parsed", "detection_balanced_accuracy",
-                             "fuzzing_balanced_accuracy", "created")
-    return _emit(frame, args, lambda: render_frame(frame))
+    latents = _latents(args)
+    frame = latents.explanations(current=args.current, latent=args.latent)
+    shown = readable(latents.explanations(latent=args.latent), current=args.current)
+    return _emit(frame, args, lambda: render_frame(shown))
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
     latents = _latents(args)
-    frame = latents.search_by_example(args.text, top=args.top) if args.by_example else latents.search(args.text, top=args.top)
+    if args.where and not args.by_example:
+        raise ConfigError("--where filters the documents --by-example searches; explanations are not documents")
+    frame = (latents.search_by_example(args.text, top=args.top, where=args.where) if args.by_example
+             else latents.search(args.text, top=args.top))
     return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
 
 
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
-                  json_flag: bool = True) -> argparse.ArgumentParser:
+                  json_flag: bool = True, where: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("store", help="store URL or path")
     parser.add_argument("--sae", required=True, help="SAE name in the store")
+    if where:
+        _where_flag(parser)
     if latent is not None:
         parser.add_argument("--latent", type=int, required=latent, help="latent id")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON records")
     parser.set_defaults(run=run)
     return parser
+
+
+def _where_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--where", help="only documents matching this SQL WHERE clause over the documents table, "
+                                        "e.g. \"source LIKE '%%asyncio%%'\"")
 
 
 def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.ArgumentParser:
@@ -313,6 +364,10 @@ def _job_parser(verbs: Any, verb: str, help_text: str, run: Any) -> argparse.Arg
     return parser
 
 
+_MAX_WORKERS_HELP = ("workers to ask for at once, overriding workers.max_workers (an autoscaler adds nodes for "
+                     "those the cluster cannot hold yet)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actstore", description="Corpus-scale activation and SAE-code stores.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -320,7 +375,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = _job_parser(verbs, "ingest", "tokenize a corpus into a store's token arrays", _cmd_ingest)
     ingest.add_argument("--workers", type=int, help="tokenizer workers (default: the cluster's CPUs)")
-    _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract = _job_parser(verbs, "extract", "ingest if needed, capture sites, encode with SAEs, write the store", _cmd_extract)
+    extract.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
 
     plan = verbs.add_parser("plan", help="estimate an extraction before running it: bytes, objects, requests, memory, GPU-hours")
     plan.add_argument("config", help="extract config file")
@@ -336,6 +392,8 @@ def _parser() -> argparse.ArgumentParser:
     rid.add_argument("config", help="extract config file")
     rid.add_argument("--store", help="store URL, overriding store.url")
     rid.add_argument("--corpus", action="append", help="corpus path or glob, overriding corpus.paths (repeatable)")
+    rid.add_argument("--max-tokens", type=int, help="cap on document tokens, overriding context.max_tokens")
+    rid.add_argument("--max-workers", type=int, help=_MAX_WORKERS_HELP)
     rid.set_defaults(run=_cmd_run_id)
 
     info = verbs.add_parser("info", help="describe a store: metadata, units done, tokens, bytes")
@@ -355,6 +413,8 @@ def _parser() -> argparse.ArgumentParser:
                        "task; default: the index config's default)")
     index.add_argument("--block", type=int, help="occurrences per block of a latent's list (default: the existing "
                        "index's, else 4096; another value builds the index again)")
+    index.add_argument("--no-logits", action="store_true", help="do not also keep the output logits (W_dec @ W_U) "
+                       "when the model and SAE files are on this machine")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     index.set_defaults(run=_cmd_index)
 
@@ -381,7 +441,7 @@ def _parser() -> argparse.ArgumentParser:
     top = _query_parser(verbs, "top", "top contexts of a latent, firing token highlighted", _cmd_top)
     top.add_argument("--k", type=int, default=20, help="examples (per bin with --quantiles)")
     top.add_argument("--window", type=int, default=12, help="tokens either side")
-    top.add_argument("--per-doc", type=int, default=1, help="examples per document at most (0: no limit)")
+    top.add_argument("--per-doc", type=int, default=0, help="examples per document at most (default 0: no limit, the true top k)")
     top.add_argument("--quantiles", type=int, metavar="BINS", help="sample from this many activation bins instead")
     top.add_argument("--kind", choices=["count", "width"], default="count", help="equal-count or equal-width bins")
 
@@ -401,6 +461,10 @@ def _parser() -> argparse.ArgumentParser:
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
 
+    prof = _query_parser(verbs, "profile", "the tokens and bigrams a latent fires on: precision, recall, mass (exact)",
+                         _cmd_profile)
+    prof.add_argument("--top", type=int, default=8, help="tokens and bigrams shown of each (the JSON has all kept)")
+
     find = verbs.add_parser("find", help="stored contexts containing a text (as typed and word-initial) or token ids")
     find.add_argument("store", help="store URL or path")
     find.add_argument("text", help="text (searched as typed and with a leading space), or comma-separated ids with --ids")
@@ -408,6 +472,7 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("--limit", type=int, default=20)
     find.add_argument("--window", type=int, default=12)
     find.add_argument("--json", action="store_true", help="print JSON records")
+    _where_flag(find)
     find.set_defaults(run=_cmd_find)
 
     export = _query_parser(verbs, "export", "write latents in Neuronpedia's bulk-import format (gzipped JSONL)",
@@ -420,6 +485,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "Neuronpedia's own seed creates; see docs/neuronpedia.md)")
     export.add_argument("--k", type=int, default=20, help="top examples per latent")
     add_live_verbs(verbs)
+    add_contrast_verb(verbs)
 
     srv = verbs.add_parser("serve", help="browse a store in a web browser (read-only; 127.0.0.1 by default)")
     srv.add_argument("store", help="store URL or path")
@@ -427,15 +493,17 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port")
     srv.add_argument("--model", action="store_true",
                      help="load the store's model and SAEs: features on your text and steering (needs torch)")
+    srv.add_argument("--workers", type=int, help="server processes (default: one per CPU, at most 4; 1 with --model)")
+    add_sae_path_option(srv)
     srv.set_defaults(run=_cmd_serve)
 
     label = _query_parser(verbs, "label", "add a manual label of a latent (its current explanation)", _cmd_label,
-                          json_flag=False)
+                          json_flag=False, where=False)
     label.add_argument("text", help="the label")
     label.add_argument("--author", help="who labels (default: $USER)")
 
     explain = _query_parser(verbs, "explain", "explain latents with an LLM and score the explanations (resumable)",
-                            _cmd_explain, latent=None, json_flag=False)
+                            _cmd_explain, latent=None, json_flag=False, where=False)
     which = explain.add_mutually_exclusive_group(required=True)
     which.add_argument("--latents", help="comma-separated latent ids")
     which.add_argument("--densest", type=int, help="the N latents firing most often")
@@ -443,8 +511,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     table = _query_parser(verbs, "explanations", "list a SAE's labels and explanations with their scores",
-                          _cmd_explanations, latent=False)
-    table.add_argument("--current", action="store_true", help="one per latent: latest label, else best-scored")
+                          _cmd_explanations, latent=False, where=False)
+    table.add_argument("--current", action="store_true",
+                       help="one per latent: latest label, else best-scored (informative scorers), else its token profile")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
                            _cmd_search, latent=None)

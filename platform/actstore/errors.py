@@ -11,6 +11,7 @@ __all__ = [
     "ActstoreError",
     "ConfigError",
     "CorpusError",
+    "DecoderNotFoundError",
     "LiveNotAttachedError",
     "NotFoundError",
     "RequestError",
@@ -70,6 +71,10 @@ class IndexNotFoundError(ActstoreError, LookupError):
 
 class LogitsNotFoundError(ActstoreError, LookupError):
     """An SAE's output logits were asked for, and they have not been computed into the store."""
+
+
+class DecoderNotFoundError(ActstoreError, LookupError):
+    """An SAE's decoder weights cannot be loaded on this machine (its recorded files are not here)."""
 
 
 class NotFoundError(ActstoreError, LookupError):

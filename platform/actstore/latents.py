@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from actstore.contrast.documents import Contrast, Unit, contrast_documents
+from actstore.contrast.models import ModelContrast, contrast_models
+from actstore.explain.profile import profile_text, token_profile
 from actstore.explain.search import search_by_example, search_explanations
 from actstore.explain.table import (
     PartCache,
@@ -25,6 +28,7 @@ from actstore.explain.table import (
     human_row,
     scan_explanations,
 )
+from actstore.query.filters import Where
 from actstore.query.latents import SaeLatents
 
 if TYPE_CHECKING:
@@ -62,7 +66,39 @@ class Latents(SaeLatents):
         match, score, density."""
         return search_explanations(self, text, top=top)
 
-    def search_by_example(self, text: str, *, top: int = 20) -> pl.DataFrame:
-        """Latents firing where the stored corpus holds ``text``, ranked by how unusual their
-        value is for them (percentile from the stored histograms), with their current label."""
-        return search_by_example(self, text, top=top)
+    def search_by_example(self, text: str, *, top: int = 20, where: Where | None = None) -> pl.DataFrame:
+        """Latents firing where the stored corpus holds ``text`` (in the documents ``where``
+        matches), ranked by how unusual their value is for them (percentile from the stored
+        histograms), with their current label."""
+        return search_by_example(self, text, top=top, where=self.select_documents(where))
+
+    def contrast(self, a: Where, b: Where | None = None, *, unit: Unit = "auto", prior: float = 1.0,
+                 level: float = 0.95) -> Contrast:
+        """Which latents fire more in the documents ``a`` matches than in those ``b`` matches (all
+        others by default), tested per document (per context when a side has few documents):
+        rates, log2 rate ratio with a confidence interval, Mann-Whitney p and BH q per latent,
+        with current labels. See :mod:`actstore.contrast.documents`."""
+        labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
+        return contrast_documents(self, a, b, unit=unit, prior=prior, level=level, labels=labels)
+
+    def contrast_models(self, a: str, b: str, *, where: Where | None = None, unit: Unit = "auto", level: float = 0.95,
+                        sites: bool = True) -> ModelContrast:
+        """Which latents change from model ``a`` to model ``b`` on the same stored tokens (tags:
+        ``base`` is the store's own model), this SAE encoding both: rates and means in each,
+        tokens firing in one only, each document's mean change tested by the Wilcoxon signed-rank
+        test over documents, BH q per latent, with current labels; and how far every site both
+        store moves. See :mod:`actstore.contrast.models`."""
+        labels = self.explanations(current=True).select("latent", pl.col("text").alias("label"))
+        return contrast_models(self.store, self.name, a, b, where=self.select_documents(where), unit=unit, level=level,
+                               labels=labels, sites=sites)
+
+    def token_profile(self, latent: int) -> pl.DataFrame:
+        """The tokens (``kind`` token) and preceding-token bigrams (``kind`` bigram) ``latent``
+        fires on most, exact, kept with the index: count, corpus (occurrences among the indexed
+        tokens), precision, recall, mass_share (``actstore.explain.profile.PROFILE_SCHEMA``)."""
+        return token_profile(self, latent)
+
+    def profile_text(self, latent: int) -> str | None:
+        """:meth:`token_profile` in words (e.g. ``the token " await"``): the ``kind: profile``
+        explanation that ``actstore explain`` scores; None for a latent that never fires."""
+        return profile_text(self, latent)

@@ -22,9 +22,11 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
+from actstore.explain.table import SCORERS
 
 if TYPE_CHECKING:
     from actstore.latents import Latents
+    from actstore.query.filters import Where
 
 __all__ = ["DEFAULT_CREATOR_ID", "EXPLANATION_COLUMNS", "ExportSummary", "explanation_rows", "export_neuronpedia",
            "stored_explanations"]
@@ -46,11 +48,14 @@ class ExportSummary(NamedTuple):
 
 def export_neuronpedia(latents: Latents, features: Sequence[int], out: str | Path, *, model_id: str, source_id: str,
                        creator_id: str = DEFAULT_CREATOR_ID, k: int = 20, window: int = 32, quantile_bins: int = 5,
-                       per_bin: int = 2, hist_bins: int = 50, explanations: pl.DataFrame | None = None) -> ExportSummary:
+                       per_bin: int = 2, hist_bins: int = 50, explanations: pl.DataFrame | None = None,
+                       where: Where | None = None) -> ExportSummary:
     """Write the export of ``features`` of one SAE. ``source_id`` is Neuronpedia's
     ``<layer>-<source set>`` (e.g. ``12-gemmascope-res-16k``); ``creator_id`` must be an existing
     Neuronpedia user id. ``explanations``: rows of :data:`EXPLANATION_COLUMNS` (see
-    :func:`explanation_rows`); by default the store's own labels and explanations of ``features``."""
+    :func:`explanation_rows`); by default the store's own labels and explanations of ``features``.
+    ``where``: a document filter; examples, densities and histograms then come from the
+    matching documents only."""
     match = _SOURCE_ID.fullmatch(source_id)
     if not _MODEL_ID.fullmatch(model_id) or match is None:
         raise ConfigError(f"Neuronpedia ids: the model id must be lower-case letters, digits, '-' or '_' (got {model_id!r}) "
@@ -58,15 +63,16 @@ def export_neuronpedia(latents: Latents, features: Sequence[int], out: str | Pat
     set_name = match["set"]
     folder = Path(out) / model_id / source_id
     key = {"modelId": model_id, "layer": source_id, "creatorId": creator_id}
-    density = latents.density()
+    where = latents.select_documents(where)  # resolved once, before anything is written
+    density = latents.density(where=where)
     neurons, activations = [], []
     for latent in features:
         d = density.row(int(latent), named=True)
         neurons.append({**key, "index": str(latent), "sourceSetName": set_name, "hookName": latents.info.site,
                         "maxActApprox": float(d["max"]), "frac_nonzero": float(d["density"]),
-                        **_frequency_histogram(latents, int(latent), hist_bins)})
+                        **_frequency_histogram(latents, int(latent), hist_bins, where)})
         activations += _activations(latents, int(latent), key, float(d["max"]), int(d["count"]), k=k, window=window,
-                                    bins=quantile_bins, per_bin=per_bin)
+                                    bins=quantile_bins, per_bin=per_bin, where=where)
     tables = {
         "model.jsonl": [_model(latents, model_id, creator_id)],
         "sourceset.jsonl": [{"modelId": model_id, "name": set_name, "creatorId": creator_id, "creatorName": "actstore",
@@ -96,10 +102,10 @@ def _model(latents: Latents, model_id: str, creator_id: str) -> dict[str, Any]:
             "instruct": model_id.endswith("-it"), "visibility": "PUBLIC"}
 
 
-def _frequency_histogram(latents: Latents, latent: int, bins: int) -> dict[str, list[float]]:
+def _frequency_histogram(latents: Latents, latent: int, bins: int, where: Where | None) -> dict[str, list[float]]:
     """Equal-width bins over [0, max] of the latent's values (Neuronpedia plots them on a linear
     axis and labels bar ``i`` as ``value ± half the spacing``): bar values are the bin centres."""
-    _, values = latents.postings(latent)
+    _, values = latents.all_postings(latent, where=where)
     if values.size == 0:
         return {"freq_hist_data_bar_heights": [], "freq_hist_data_bar_values": []}
     heights, edges = np.histogram(values.astype(np.float64), bins=bins, range=(0.0, float(values.max())))
@@ -108,15 +114,16 @@ def _frequency_histogram(latents: Latents, latent: int, bins: int) -> dict[str, 
 
 
 def _activations(latents: Latents, latent: int, key: dict[str, str], max_value: float, count: int, *, k: int,
-                 window: int, bins: int, per_bin: int) -> list[dict[str, Any]]:
+                 window: int, bins: int, per_bin: int, where: Where | None) -> list[dict[str, Any]]:
     """Top examples (``binMin`` -1, ``binMax`` the latent's max, ``binContains`` -1, as
     SAEDashboard writes them), then samples of equal-width intervals with the fraction of the
     latent's occurrences each holds; ``qualifyingTokenIndex`` is the sampled token."""
-    rows = [(row, "top", -1.0, max_value, -1.0) for row in latents.top_k(latent, k=k, window=window).iter_rows(named=True)]
+    rows = [(row, "top", -1.0, max_value, -1.0)
+            for row in latents.top_k(latent, k=k, window=window, where=where).iter_rows(named=True)]
     if count:
         rows += [(row, f"bin{row['bin']}", float(row["bin_min"]), float(row["bin_max"]), row["bin_count"] / count)
-                 for row in latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind="width",
-                                                      window=window).iter_rows(named=True)]
+                 for row in latents.quantile_examples(latent, bins=bins, per_bin=per_bin, kind="width", window=window,
+                                                      where=where).iter_rows(named=True)]
     out = []
     for row, kind, bin_min, bin_max, contains in rows:
         values = [float(v) for v in row["values"]]
@@ -132,9 +139,10 @@ def _activations(latents: Latents, latent: int, key: dict[str, str], max_value: 
 
 def stored_explanations(latents: Latents, features: Sequence[int]) -> pl.DataFrame:
     """The store's labels and parsed explanations of ``features`` as :data:`EXPLANATION_COLUMNS`,
-    each row's scorer metrics (``detection_*``, ``fuzzing_*``) gathered into ``scores``."""
+    each row's scorer metrics and checks (``embedding_*``, ``detection_*``, ``fuzzing_*``) gathered
+    into ``scores``."""
     table = latents.explanations().filter(pl.col("latent").is_in([int(f) for f in features]) & pl.col("text").is_not_null())
-    metrics = [c for c in table.columns if c.startswith(("detection_", "fuzzing_"))]
+    metrics = [c for c in table.columns if c.startswith(tuple(f"{s}_" for s in SCORERS))]
     scores = pl.struct(metrics) if metrics else pl.lit(None)
     return table.select("latent", "text", "kind", "author", scores.alias("scores"))
 

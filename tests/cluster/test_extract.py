@@ -127,6 +127,10 @@ def test_sae_width_mismatch_is_refused_before_any_work(assets, tmp_path) -> None
     with pytest.raises(actstore.ConfigError, match=r"d_in=128 but site 'blocks\.1\.hook_resid_post' of this model is 64 wide"):
         run_extract(config)
     assert not (tmp_path / "s" / "zarr.json").exists()
+    data = _config(assets, str(tmp_path / "s")).model_dump()  # 3 CPUs a worker on a 2-CPU cluster, no fixed count
+    with pytest.raises(actstore.ActstoreError, match=r"cannot hold one worker of 3 CPU .* set workers\.max_workers"):
+        run_extract(ExtractConfig.model_validate({**data, "workers": {"num_cpus": 3}}))
+    assert not (tmp_path / "s" / "zarr.json").exists()
 
 
 def test_unknown_site_and_unknown_layer(assets, tmp_path) -> None:

@@ -1,6 +1,7 @@
 """The explainer backends end to end with the real SmolLM2: the local one on a Ray actor, and the
-OpenAI-compatible one against a real HTTP server on 127.0.0.1 serving the same model. Cache
-keys make a rerun a no-op and an interrupted run resume; no secret reaches the store or logs."""
+OpenAI-compatible one against ``transformers serve`` (a real OpenAI-compatible server) on
+127.0.0.1 serving the same model. Cache keys make a rerun a no-op and an interrupted run resume;
+no secret reaches the store or logs."""
 
 from __future__ import annotations
 
@@ -16,23 +17,23 @@ from actstore.cluster.explain import run_explain
 from actstore.errors import ConfigError
 from actstore.explain.config import ExplainConfig
 from tests.coded_store import SAE
-from tests.explain.chat_server import ChatServer
+from tests.explain.served import MODEL, Served
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a few SmolLM2 calls; slow on a loaded CPU
 SECRET = "sk-test-4f9a1c-never-store-me"
 TINY = {"examples": {"top": 2, "bins": 1, "per_bin": 0, "test_per_bin": 1, "negatives": 1, "window": 3,
-                     "min_occurrences": 5}, "sampling": {"max_new_tokens": 12}, "scorers": ["detection"]}
+                     "min_occurrences": 5}, "sampling": {"max_new_tokens": 12}, "scorers": ["detection"], "kinds": ["auto"]}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    chat = ChatServer(api_key=SECRET)
-    yield chat
-    chat.close()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served = Served(tmp_path_factory.mktemp("serve"))
+    yield served
+    served.close()
 
 
-def _openai(server: ChatServer, **changes) -> ExplainConfig:
-    backend = {"kind": "openai", "model": "smollm2-135m", "base_url": server.url, "concurrency": 1, "max_retries": 0}
+def _openai(server: Served, **changes) -> ExplainConfig:
+    backend = {"kind": "openai", "model": MODEL, "base_url": server.url, "concurrency": 1, "max_retries": 0}
     return ExplainConfig.model_validate({**TINY, "backend": backend, "commit_every": 1, **changes})
 
 
@@ -42,7 +43,7 @@ def _dense_latents(url: str, n: int) -> list[int]:
 
 
 def test_openai_path_resumes_after_an_interruption_and_keeps_the_key_out(
-        explain_store: Path, server: ChatServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        explain_store: Path, server: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     url = str(explain_store)
     a, b = _dense_latents(url, 2)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -62,12 +63,12 @@ def test_openai_path_resumes_after_an_interruption_and_keeps_the_key_out(
     again = run_explain(url, SAE, latents=[a, b], config=_openai(server))
     assert (again.made, again.cached) == (0, 2)
     table = actstore.open(url).sae(SAE).explanations().sort("latent")
-    assert sorted(table["latent"].to_list()) == sorted([a, b]) and set(table["author"]) == {"smollm2-135m"}
+    assert sorted(table["latent"].to_list()) == sorted([a, b]) and set(table["author"]) == {MODEL}
     served = [r for r in server.requests[before:] if "[EXPLANATION]" in r["messages"][0]["content"]]
     assert len(served) == 1 and (table["raw"].to_list()[0] or "") != ""  # the model's own words, recorded
     stored = b"".join(p.read_bytes() for p in explain_store.rglob("*") if p.is_file())
     assert SECRET.encode() not in stored
-    assert SECRET not in caplog.text
+    assert SECRET not in caplog.text and set(server.keys) == {f"Bearer {SECRET}"}  # the key reached the endpoint only
     # a sampling change makes a new result (never the old one); one token cannot hold an explanation
     terse = run_explain(url, SAE, latents=[a], config=_openai(server, sampling={"max_new_tokens": 1}))
     assert (terse.made, terse.unparsed) == (1, 1)

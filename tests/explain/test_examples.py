@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 import actstore
 from actstore.explain.config import ExampleConfig, ExplainConfig
 from actstore.explain.examples import draw_examples, split_occurrences
+from actstore.explain.profile import Profiles
 from actstore.explain.prompts import highlight, marked
-from actstore.explain.run import cache_key, plan_job
+from actstore.explain.run import cache_key, plan_jobs
 from actstore.query.windows import decode_tokens
 from actstore.store.codes import read_codes
 from tests.coded_store import SAE
@@ -43,8 +44,12 @@ def test_prompt_shows_the_right_windows_marked_and_negatives_are_off(explain_sto
     latents = store.sae(SAE)
     latent = int(latents.density().sort("count", descending=True)["latent"][3])
     config = ExplainConfig(examples=ExampleConfig(top=3, bins=3, per_bin=1, test_per_bin=2, window=4))
-    job = plan_job(latents, latent, config, density=0.1)
-    assert job is not None
+    profiles = Profiles(latents)
+    job, profiled = plan_jobs(latents, latent, config, density=0.1, profiles=profiles)
+    assert (job.kind, profiled.kind, profiled.text) == ("auto", "profile", profiles.describe(latent))
+    assert profiled.plain == job.plain and profiled.key != job.key  # one set of windows, two explanations
+    assert job.baseline_latent != latent and job.baseline_text == profiles.describe(job.baseline_latent)
+    assert profiles.evidence(latent) in job.messages[-1]["content"]  # the profile is the explainer's evidence
     column = _dense_column(store, latent)
     ids = store.read("tokens/ids", slice(None)).reshape(-1)
     doc = store.read("tokens/doc", slice(None)).reshape(-1)
@@ -63,7 +68,7 @@ def test_prompt_shows_the_right_windows_marked_and_negatives_are_off(explain_sto
     drawn = draw_examples(latents, latent, config.examples)
     assert drawn is not None and set(drawn.test["source"].to_list()) >= {"random"}
     assert job.labels == [1] * len(job.test_ids) + [0] * len(job.negative_ids)
-    assert plan_job(latents, latent, config, density=0.1) == job  # seeded: the same draw again
+    assert plan_jobs(latents, latent, config, density=0.1, profiles=profiles)[0] == job  # seeded: the same draw again
 
 
 def test_cache_key_changes_with_each_input() -> None:
@@ -72,6 +77,6 @@ def test_cache_key_changes_with_each_input() -> None:
     key = cache_key(**base)
     assert cache_key(**base) == key
     changes = dict(sae="s2", latent=2, templates="t2", model="m2", sampling='{"temperature": 1}', explainer_ids=[1, 5],
-                   test_ids=[6], negative_ids=[7])
+                   test_ids=[6], negative_ids=[7], kind="profile", text="the token x", baseline="the token y")
     for name, value in changes.items():
         assert cache_key(**{**base, name: value}) != key, name

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from actstore.explain.prompts import highlight, marked, parse_explanation, parse_judgement
-from actstore.explain.scorers import auroc, confusion, precision_at_density, score_answers
+from actstore.explain.prompts import FEW_SHOT, highlight, marked, parse_explanation, parse_judgement
+from actstore.explain.scorers import (
+    auroc,
+    checks,
+    confusion,
+    precision_at_density,
+    score_answers,
+    similarity_scores,
+)
 
 
 def test_metrics_of_a_hand_computed_confusion_matrix() -> None:
@@ -40,8 +48,30 @@ def test_auroc_counts_ties_half() -> None:
     assert precision_at_density(None, 0.1, 0.5) is None and precision_at_density(0.0, 0.0, 0.5) is None
 
 
+def test_informative_means_varied_answers_and_better_than_the_baseline() -> None:
+    labels = [1, 1, 1, 0, 0, 0]
+    good = score_answers(labels, [1, 1, 0, 0, 0, 1], [0.9, 0.8, 0.4, 0.1, 0.2, 0.6], density=0.1)
+    base = score_answers(labels, [1, 0, 1, 0, 1, 0], [0.6, 0.3, 0.7, 0.4, 0.8, 0.2], density=0.1)
+    c = checks(good, [1, 1, 0, 0, 0, 1], [0.9, 0.8, 0.4, 0.1, 0.2, 0.6], base)
+    assert c.informative and c.yes_rate == 0.5 and c.baseline == base.auroc and c.spread == pytest.approx(float(np.std([0.9, 0.8, 0.4, 0.1, 0.2, 0.6])))
+    assert not checks(good, [1, 1, 0, 0, 0, 1], [0.9] * 6, good).informative  # the baseline scores as well
+    always = score_answers(labels, [1] * 6, [0.9, 0.91, 0.9, 0.88, 0.9, 0.89], density=0.1)
+    said = checks(always, [1] * 6, [0.9, 0.91, 0.9, 0.88, 0.9, 0.89], None)
+    assert said.yes_rate == 1.0 and not said.informative  # "yes" to every window: no evidence, whatever its AUROC
+    sims = similarity_scores(labels, [0.5, 0.4, 0.45, 0.1, 0.2, 0.3])
+    assert sims.auroc == 1.0 and sims.balanced_accuracy is None and sims.n == 6
+    assert checks(sims, None, [0.5, 0.4, 0.45, 0.1, 0.2, 0.3], similarity_scores(labels, [0.1] * 6)).informative
+
+
 def test_parsing_answers() -> None:
-    assert parse_explanation("blah\n[EXPLANATION]: first try\n[EXPLANATION]:  the word future \nmore") == "the word future"
+    assert parse_explanation("blah\n[EXPLANATION]:  the word future \n[EXPLANATION]: more") == "the word future"
+    for _, answer in FEW_SHOT:  # a few-shot answer copied is no answer
+        assert parse_explanation(answer) is None and parse_explanation(answer.upper() + ".") is None
+    assert parse_explanation('[EXPLANATION]: the word "vexlorn" again') is None
+    assert parse_explanation('[EXPLANATION]: the words "blick" or "x"') is None
+    assert parse_explanation('[EXPLANATION]: the word "return"') == 'the word "return"'  # the right form, not a copy
+    assert parse_explanation('[EXPLANATION]: the token " self" before a dot') == 'the token " self" before a dot'
+    assert parse_explanation('[EXPLANATION]: "the keyword await"') == "the keyword await"
     assert parse_explanation("The word future.") is None
     assert parse_explanation("[EXPLANATION]:   \n") is None
     assert parse_explanation("[EXPLANATION]: the keyword <<await>> before a call") == "the keyword await before a call"

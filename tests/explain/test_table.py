@@ -30,7 +30,8 @@ from tests.coded_store import SAE
 def _auto(latent: int, text: str, detection: float, fuzzing: float, *, parsed: bool = True) -> dict:
     return {"latent": latent, "text": text if parsed else None, "kind": "auto", "author": "m", "parsed": parsed,
             "raw": text, "key": f"k{latent}{text}", "created": "2026-01-01T00:00:00+00:00",
-            "detection_balanced_accuracy": detection, "fuzzing_balanced_accuracy": fuzzing}
+            "detection_balanced_accuracy": detection, "fuzzing_balanced_accuracy": fuzzing,
+            "detection_informative": True, "fuzzing_informative": True}
 
 
 def test_table_on_s3_reads_only_committed_parts(s3_endpoint: str, s3_bucket: str) -> None:
@@ -47,6 +48,18 @@ def test_table_on_s3_reads_only_committed_parts(s3_endpoint: str, s3_bucket: str
     assert current.schema == CURRENT_SCHEMA
     assert current.select("latent", "text", "kind").rows() == [(1, "dates", "auto"), (2, "the comma", "human")]
     assert current["score"][0] == pytest.approx(0.85)
+    # what "current" means without informative scores: a profile beats an unscored answer, not the newest row
+    unscored = {**_auto(3, "newest words", 0.5, 0.5), "created": "2026-01-03T00:00:00+00:00",
+                "detection_informative": False, "fuzzing_informative": False}
+    profile = {**_auto(3, 'the token " x"', 0.5, 0.5), "kind": "profile", "author": "token-profile",
+               "detection_informative": False, "fuzzing_informative": False}
+    append_explanations(store, "sae", [unscored, profile])
+    third = current_explanations(scan_explanations(store, "sae")).filter(pl.col("latent") == 3).row(0, named=True)
+    assert (third["kind"], third["score"]) == ("profile", None)
+    append_explanations(store, "sae", [{**unscored, "key": "k3b", "text": "scored words", "fuzzing_informative": True,
+                                        "fuzzing_auroc": 0.7}])
+    third = current_explanations(scan_explanations(store, "sae")).filter(pl.col("latent") == 3).row(0, named=True)
+    assert (third["text"], third["score"]) == ("scored words", pytest.approx(0.7))  # its informative judge only
     with pytest.raises(ConfigError, match="unknown explanation columns"):
         append_explanations(store, "sae", [{"latent": 1, "api_key": "x"}])
 
@@ -95,7 +108,7 @@ def test_search_by_example_finds_a_latent_that_fires_there(explain_store: Path) 
     places = store.find_tokens(text, limit=None, window=0)
     assert places.height > 0
     hits = latents.search_by_example(text, top=5)
-    assert hits.height > 0 and hits["percentile"].is_sorted(descending=True)
+    assert hits.height > 0 and hits["evidence"].is_sorted(descending=True)
     best = int(hits["latent"][0])
     n = len(encode_text(store, text))
     idx = read_codes(store, SAE, slice(None), values=False).idx.reshape(-1, 20)

@@ -109,10 +109,12 @@ def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp
     """Run here, without Ray, with chunks of 16 and shards of 64 and a memory limit below every
     bucket's size, so each is reduced in slices: of 40 entries, dense latents split by value, or
     of whole latents (a limit over 8x the largest latent); blocks cross slices, arrays span
-    shards; the postings still equal the brute force."""
+    shards; the postings still equal the brute force, and the token profiles, counted group of
+    units by group of units, those of the build in one piece."""
     from actstore.index import reduce
     from actstore.index.build import map_unit, plan_index
     from actstore.index.layout import INDEX_ATTRIBUTE, index_group
+    from actstore.index.profile import create_profile_arrays, read_profile
 
     monkeypatch.setattr(reduce, "CHUNK", 16)
     monkeypatch.setattr(reduce, "SHARD", 64)
@@ -123,6 +125,7 @@ def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp
     limit = 40 if split == "dense latents" else 8 * int(store.sae(SAE).density()["count"].max()) + 8
     plan = plan_index(store, SAE, bucket_nnz=2000 if split == "dense latents" else 10**6, block=BLOCK)
     store.group.require_group(index_group(SAE)).attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
+    create_profile_arrays(store, plan)
     counts = np.array([map_unit(store, plan, u) for u in plan.units])
     starts = np.cumsum(counts, axis=1) - counts
     sizes = [reduce.reduce_bucket(store, plan, b, np.stack([starts[:, b], counts[:, b]], 1), limit=limit)
@@ -132,3 +135,6 @@ def test_buckets_larger_than_memory_are_reduced_in_slices(coded_store: Path, tmp
     assert len(list((copy / bucket_array(SAE, 0, "token_gap") / "c").iterdir())) > 1  # several shards
     fresh = actstore.open(str(copy))
     assert _index_as_lists(fresh) == occurrences_reference(fresh, SAE)
+    ours, whole = read_profile(fresh, SAE, slice(None)), read_profile(actstore.open(str(coded_store)), SAE, slice(None))
+    for name in ours.keys() - {"token_corpus", "bigram_corpus"}:  # those the driver writes after the reduces
+        assert np.allclose(ours[name], whole[name], rtol=1e-12), name

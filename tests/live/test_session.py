@@ -60,7 +60,15 @@ def test_features_on_stored_ids_equal_stored_codes(session: LiveSession) -> None
             # stored values are bfloat16 (the default): rounded to nearest, a relative error of at most 2**-8
             np.testing.assert_allclose(got["value"].to_numpy(), val[pos][keep].astype(np.float32), rtol=2**-8, atol=1e-5)
         assert frame.filter(pl.col("pos") == 0)["special"].all()  # BOS, flagged
+        latent = int(idx[1][0])  # one latent on every token: its stored code, 0 where it was not stored
+        stored = np.array([val[p][idx[p] == latent].sum() for p in range(len(ids))], np.float32)
+        np.testing.assert_allclose(session.latent_values(SAE, latent, ids)["value"].to_numpy(), stored, rtol=1e-5, atol=1e-5)
     assert 0 not in session.features(ids, top=20)["pos"].to_list()  # and left out by default
+    labelled = int(frame["latent"][-1])
+    session.sae(SAE).latents.label(labelled, "a label", author="test")  # read at once: no restart
+    frame = session.features(ids, top=20)
+    assert set(frame.filter(pl.col("latent") == labelled)["label"]) == {"a label"}
+    assert frame.filter(pl.col("latent") != labelled)["label"].null_count() == frame.filter(pl.col("latent") != labelled).height
 
 
 def test_percentiles_agree_with_corpus_values(session: LiveSession) -> None:
@@ -174,10 +182,15 @@ def test_sweep_frame(session: LiveSession) -> None:
 
 
 def test_logits_equal_numpy_and_show_in_top(session: LiveSession, store_copy: Path, capsys) -> None:
-    latents = actstore.open(str(store_copy)).sae(SAE)
-    with pytest.raises(LogitsNotFoundError, match="actstore logits"):
-        latents.logits(3)
-    keep_output_logits(session, SAE)
+    url = str(store_copy)
+    assert main(["index", url, "--no-logits"]) == 0
+    with pytest.raises(LogitsNotFoundError, match="actstore logits"):  # this store was indexed without them
+        actstore.open(url).sae(SAE).logits(3)
+    assert main(["index", url]) == 0  # kept with the index: the model and the SAE are on this machine
+    assert f"output logits kept for {SAE}" in capsys.readouterr().out
+    kept = actstore.open(url).sae(SAE).logits(17)
+    keep_output_logits(session, SAE)  # what `actstore logits` computes
+    assert actstore.open(url).sae(SAE).logits(17).equals(kept)
     vocab = len(session.tokenizer)
     W_U = session.model.get_output_embeddings().weight.detach().numpy()[:vocab].astype(np.float64)
     W_dec = load_sae(session.saes[SAE].info.source).W_dec.astype(np.float64)
@@ -206,6 +219,16 @@ def test_bad_input_is_refused(session: LiveSession, store_copy: Path) -> None:
         session.steer("the fox", [(SAE, 1, 1.0)], method="multiply")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="chat template"):
         session.steer("the fox", [(SAE, 1, 1.0)], chat=True)
+    for kwargs, message in (({"seed": 10**20}, "seed must be an integer in \\[0, 4294967295\\]"),
+                            ({"temperature": float("nan")}, "temperature must be a finite number >= 0, got nan"),
+                            ({"top_p": 1.5}, "top_p must be a finite number in \\(0, 1\\]"),
+                            ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            session.steer("the fox", [(SAE, 1, 1.0)], **kwargs)
+    with pytest.raises(ConfigError, match="strength must be a finite number, got inf"):
+        session.sweep("the fox", (SAE, 1, 0.0), strengths=[1.0, float("inf")])
+    with pytest.raises(ConfigError, match="max_density must be a finite number in \\[0, 1\\], got nan"):
+        session.features("the fox", max_density=float("nan"))
 
 
 def test_cli_inspect_and_steer(store_copy: Path, capsys) -> None:

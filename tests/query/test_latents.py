@@ -55,7 +55,7 @@ def test_top_k_agrees_with_numpy(latents, dense) -> None:
         if dense["doc"][t] not in seen:
             seen.add(dense["doc"][t])
             expected.append(t)
-    top = latents.top_k(latent, k=6, window=3)
+    top = latents.top_k(latent, k=6, window=3, per_doc=1)
     assert top.schema == pl.Schema({"rank": pl.Int64, **WINDOW_SCHEMA})
     ctx_len = latents.store.meta.ctx_len
     assert (top["ctx"] * ctx_len + top["pos"]).to_list() == expected[:6]
@@ -65,7 +65,7 @@ def test_top_k_agrees_with_numpy(latents, dense) -> None:
         assert row["token_ids"][row["focus"]] == dense["ids"][flat]
         assert row["values"][row["focus"]] == col[flat]
         assert max(row["values"]) <= row["value"] or row["rank"] > 0
-    every = latents.top_k(latent, k=6, per_doc=None)
+    every = latents.top_k(latent, k=6)  # the true top k by default
     assert (every["ctx"] * ctx_len + every["pos"]).to_list() == order[:6]
 
 

@@ -21,7 +21,6 @@ import zarr
 
 # STORE.md "Tokens": name -> (dtype, fill)
 TOKENS = {"ids": ("int32", 0), "doc": ("int64", -1), "pos": ("int32", -1), "flags": ("uint8", 4)}
-FLAG_BOS, FLAG_PAD = 1, 4
 HIST_BINS, L0_BINS = 58, 1025
 # STORE.md "Statistics": name -> (per-unit dtype, merged dtype, shape of one row given the width)
 SITE_STATS = {"count": ("int64", "int64", lambda d: ()), "sum": ("float64", "float64", lambda d: (d,)),
@@ -42,14 +41,23 @@ SHUFFLE_BLOCK = 1048576
 # STORE.md "Output logits": name -> dtype
 LOGITS = {"top_ids": "int32", "top_values": "float32", "bottom_ids": "int32", "bottom_values": "float32"}
 LOGITS_ATTRIBUTE = "actstore_logits"
+# STORE.md "Token profiles": name -> (dtype, one row of P per latent)
+PROFILE = {"count": ("int64", False), "mass": ("float64", False), "token_id": ("int32", True),
+           "token_count": ("int64", True), "token_mass": ("float64", True), "token_corpus": ("int64", True),
+           "bigram_prev": ("int32", True), "bigram_id": ("int32", True), "bigram_count": ("int64", True),
+           "bigram_mass": ("float64", True), "bigram_corpus": ("int64", True)}
 # STORE.md "Explanations": column -> type (string columns may be Arrow string or large_string)
 METRICS = {"balanced_accuracy": "float64", "precision": "float64", "recall": "float64", "f1": "float64",
-           "auroc": "float64", "n": "int64", "precision_at_density": "float64"}
-EXPLANATION_COLUMNS = {
+           "auroc": "float64", "n": "int64", "precision_at_density": "float64", "yes_rate": "float64",
+           "spread": "float64", "baseline": "float64", "informative": "bool"}
+REQUIRED_COLUMNS = {
     "latent": "int64", "text": "string", "kind": "string", "author": "string", "template_hash": "string",
     "sampling": "string", "explainer_examples": "list<int64>", "test_examples": "list<int64>",
     "negative_examples": "list<int64>", "parsed": "bool", "raw": "string", "key": "string", "created": "string",
-    **{f"{scorer}_{m}": dt for scorer in ("detection", "fuzzing") for m, dt in METRICS.items()},
+}
+EXPLANATION_COLUMNS = {
+    **REQUIRED_COLUMNS, "baseline_latent": "int64", "baseline_text": "string",
+    **{f"{scorer}_{m}": dt for scorer in ("embedding", "detection", "fuzzing") for m, dt in METRICS.items()},
 }
 EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
 
@@ -91,18 +99,52 @@ def root_metadata(root: Path) -> dict[str, Any]:
 
 
 def tokenizer_problems(root: Path, meta: dict[str, Any]) -> list[str]:
-    """The stored tokenizer.json (format 2) against the root record: present, and its SHA-256."""
+    """The stored tokenizer.json (format 2) and chat template against the root record: present,
+    and their SHA-256."""
     file = meta["tokenizer"].get("file")
     if meta["format_version"] < 2:
         return [] if file is None else [f"tokenizer.file is {file!r} in a version 1 store"]
-    if file != "tokenizer/tokenizer.json":
-        return [f"tokenizer.file is {file!r}, the spec says 'tokenizer/tokenizer.json'"]
-    if not (root / file).exists():
-        return [f"{file}: missing"]
-    digest = hashlib.sha256((root / file).read_bytes()).hexdigest()
-    if digest != meta["tokenizer"]["sha256"]:
-        return [f"{file}: SHA-256 {digest} differs from tokenizer.sha256 {meta['tokenizer']['sha256']}"]
-    return []
+    out = [] if file == "tokenizer/tokenizer.json" else [f"tokenizer.file is {file!r}, the spec says 'tokenizer/tokenizer.json'"]
+    template = meta["tokenizer"].get("chat_template")
+    if template is not None and template["file"] != "tokenizer/chat_template.jinja":
+        out.append(f"tokenizer.chat_template.file is {template['file']!r}, the spec says 'tokenizer/chat_template.jinja'")
+    for name, record in ((file, meta["tokenizer"]), *([(template["file"], template)] if template else [])):
+        if not (root / name).exists():
+            out.append(f"{name}: missing")
+            continue
+        digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
+        if digest != record["sha256"]:
+            out.append(f"{name}: SHA-256 {digest} differs from the recorded {record['sha256']}")
+    return out
+
+
+def sae_file_problems(root: Path, meta: dict[str, Any]) -> list[str]:
+    """Each SAE's copy inside the store (format 3, ``saes[].file``): the folder ``saes/<name>``
+    holding params.npz, or cfg.json and sae_weights.safetensors, whose bytes in that order hash
+    to the SAE's sha256."""
+    out = []
+    for sae in meta["saes"]:
+        file = sae.get("file")
+        if file is None:
+            continue
+        if meta["format_version"] < 3 or file != f"saes/{sae['name']}":
+            out.append(f"SAE {sae['name']}: file is {file!r} in a version {meta['format_version']} store")
+            continue
+        names = sorted(p.name for p in (root / file).iterdir()) if (root / file).is_dir() else []
+        order = ["params.npz"] if names == ["params.npz"] else ["cfg.json", "sae_weights.safetensors"]
+        if sorted(order) != names:
+            out.append(f"{file}: holds {names}, the spec says params.npz or cfg.json + sae_weights.safetensors")
+            continue
+        digest = hashlib.sha256(b"".join((root / file / name).read_bytes() for name in order)).hexdigest()
+        if digest != sae["sha256"]:
+            out.append(f"{file}: SHA-256 {digest} differs from the SAE's sha256 {sae['sha256']}")
+    return out
+
+
+def sae_files(meta: dict[str, Any]) -> set[str]:
+    """The objects of the SAE copies the root metadata names."""
+    return {f"{sae['file']}/{name}" for sae in meta["saes"] if sae.get("file")
+            for name in ("params.npz", "cfg.json", "sae_weights.safetensors")}
 
 
 def tokenizer(root: Path, meta: dict[str, Any]) -> Any:
@@ -137,18 +179,19 @@ def explanation_problems(root: Path, sae: str) -> list[str]:
         columns = {f.name: arrow_type(f.type) for f in table.schema}
         if hashlib.sha256(data).hexdigest() != record["sha256"] or table.num_rows != record["rows"]:
             out.append(f"{manifest.relative_to(root)}: its part's SHA-256 or row count differs")
-        if columns != EXPLANATION_COLUMNS:
+        if not REQUIRED_COLUMNS.items() <= columns.items() or not columns.items() <= EXPLANATION_COLUMNS.items():
             out.append(f"explanations/{sae}/{record['part']}: columns {columns}, the spec says {EXPLANATION_COLUMNS}")
     return out
 
 
 def explanations(root: Path, sae: str) -> Any:
-    """Every committed row of an SAE's explanations table, in the order of the manifests' ids."""
+    """Every committed row of an SAE's explanations table, in the order of the manifests' ids; a
+    column a part lacks is null there."""
     import pyarrow as pa
 
     folder = root / "explanations" / sae
     parts = [json.loads(m.read_text())["part"] for m in sorted((folder / "_committed").glob("*.json"))]
-    return pa.concat_tables([pq.read_table(folder / p) for p in parts])
+    return pa.concat_tables([pq.read_table(folder / p) for p in parts], promote_options="default")
 
 
 def logits_saes(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -206,6 +249,9 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
                     out += [ArraySpec(bucket(name, b, "token_gap"), "int64", (nnz,), False, None, chain_codecs("shuffle-zstd", 8)),
                             ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False, None,
                                       chain_codecs("shuffle-zstd", storage(plan["value_dtype"]).itemsize))]
+            top, d_sae = plan.get("profile_top", 0), plan["d_sae"]
+            out += [ArraySpec(f"index/{name}/profile/{a}", dt, (d_sae, top) if wide else (d_sae,), False)
+                    for a, (dt, wide) in PROFILE.items() if top]
     for name, attrs in logits_saes(root, meta).items():
         d_sae = next(s["d_sae"] for s in meta["saes"] if s["name"] == name)
         out += [ArraySpec(f"logits/{name}/{a}", dt, (d_sae, attrs["k"]), False) for a, dt in LOGITS.items()]
@@ -249,7 +295,8 @@ def check_store(root: Path) -> dict[str, tuple[str, str]]:
             problems.append(f"{spec.path}: attributes {sorted(extra)} are not in the spec")
         problems += layout_problems(root, spec, meta["contexts_per_unit"])
         checked[spec.path] = (str(arr.dtype), str(attrs.get("logical_dtype")))
-    problems += tokenizer_problems(root, meta) + unlisted_objects(root, meta, {s.path for s in specs})
+    problems += tokenizer_problems(root, meta) + sae_file_problems(root, meta)
+    problems += unlisted_objects(root, meta, {s.path for s in specs})
     for sae in meta["saes"]:
         problems += explanation_problems(root, sae["name"])
     assert not problems, "store differs from STORE.md:\n" + "\n".join(problems)
@@ -291,7 +338,8 @@ def unlisted_objects(root: Path, meta: dict[str, Any], arrays: set[str]) -> list
     groups = {"/".join(a.split("/")[:i]) for a in arrays for i in range(1, a.count("/") + 1)}
     with_attributes = {f"index/{s['name']}": "actstore_index" for s in meta["saes"]}
     with_attributes |= {f"logits/{name}": LOGITS_ATTRIBUTE for name in logits_saes(root, meta)}
-    side_files = {meta["tokenizer"].get("file")}
+    side_files = {meta["tokenizer"].get("file"), (meta["tokenizer"].get("chat_template") or {}).get("file")}
+    side_files |= sae_files(meta)
     stages = {"tokens", "extract"} | {s["stage"] for s in meta["saes"]} | {s.get("stage", "extract") for s in meta["sites"]}
     stages |= {f"index-{s['name']}" for s in meta["saes"]} | {f"index-{s['name']}-map" for s in meta["saes"]}
     manifest = re.compile(r"_manifests/(?P<stage>[^/]+)/\d{8}\.json")
@@ -379,13 +427,36 @@ def codes(root: Path, sae: str, version: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(full, latent.astype(np.int32), -1), read(root, f"codes/{sae}/value")
 
 
+def profile_from_codes(root: Path, sae: str, latent: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """A latent's firings by (preceding token id or -1, token id), and the indexed tokens by the
+    same key, from the tokens and codes as "Token profiles" defines them."""
+    flags = read(root, "tokens/flags")
+    ids = read(root, "tokens/ids").astype(np.int64)
+    idx = codes(root, sae, root_metadata(root)["format_version"])[0]
+    excluded = (flags & index_plan(root, sae)["exclude_flags"]) != 0  # type: ignore[index]
+    prev = np.full(ids.shape, -1, np.int64)
+    prev[:, 1:] = np.where(excluded[:, :-1], -1, ids[:, :-1])
+    keys = np.stack([prev[~excluded], ids[~excluded]], 1)
+    fires = (idx == latent).any(-1)[~excluded]
+    return _counted(keys[fires]), _counted(keys)
+
+
+def _counted(keys: np.ndarray) -> dict[tuple[int, int], int]:
+    if keys.size == 0:
+        return {}
+    found, counts = np.unique(keys, axis=0, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(found, counts, strict=True)}
+
+
 def occurrences_from_codes(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same list derived from the token-major codes: BOS and padding left out, value
-    descending, ties by token ascending."""
+    """The same list derived from the token-major codes: tokens whose flags intersect the index's
+    ``exclude_flags`` left out, value descending, ties by token ascending."""
+    plan = index_plan(root, sae)
+    assert plan is not None
     flags = read(root, "tokens/flags").reshape(-1)
     ids, vals = codes(root, sae, root_metadata(root)["format_version"])
     idx, val = ids.reshape(flags.size, -1), vals.reshape(flags.size, -1)
-    rows, slots = np.nonzero((idx == latent) & ((flags & (FLAG_BOS | FLAG_PAD)) == 0)[:, None])
+    rows, slots = np.nonzero((idx == latent) & ((flags & plan["exclude_flags"]) == 0)[:, None])
     values = val[rows, slots]
     order = np.lexsort((rows, -values.astype(np.float64)))
     return rows[order].astype(np.int64), values[order]

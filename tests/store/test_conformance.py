@@ -40,7 +40,29 @@ def full_store(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path, r
                                               "parsed": True, "explainer_examples": [1, 2], "key": "k5",
                                               "created": "2026-11-23T12:00:00+00:00", "detection_balanced_accuracy": 0.75,
                                               "detection_n": 8}])
+    _old_part(path / f"explanations/{SAE}")
     return path
+
+
+def _old_part(folder: Path) -> None:
+    """A part as actstore wrote it before the embedding scorer and the checks: fewer columns."""
+    import hashlib
+    import io
+    import json
+
+    import polars as pl
+
+    frame = pl.DataFrame({"latent": [7], "text": ["an older explanation"], "kind": ["auto"], "author": ["smollm2"],
+                          "template_hash": ["0" * 16], "sampling": ["{}"], "explainer_examples": [[1]], "test_examples": [[2]],
+                          "negative_examples": [[3]], "parsed": [True], "raw": ["an older explanation"], "key": ["old7"],
+                          "created": ["2026-11-01T12:00:00+00:00"], "detection_balanced_accuracy": [0.5], "detection_n": [4]})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    part = "f" * 32
+    (folder / f"part-{part}.parquet").write_bytes(buffer.getvalue())
+    (folder / f"_committed/{part}.json").write_text(json.dumps({
+        "part": f"part-{part}.parquet", "rows": 1, "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+        "created": "2026-11-01T12:00:00+00:00"}))
 
 
 @pytest.fixture(params=["coded_store", "full_store"])
@@ -124,7 +146,11 @@ def test_logits_and_tokenizer_decode_as_the_spec_says(full_store: Path) -> None:
 def test_explanations_decode_as_the_spec_says(full_store: Path) -> None:
     ours = spec.explanations(full_store, SAE).to_pylist()
     theirs = actstore.open(str(full_store)).sae(SAE).explanations().to_dicts()
-    assert sorted(ours, key=lambda r: r["key"]) == sorted(theirs, key=lambda r: r["key"]) and len(ours) == 3
+    assert sorted(ours, key=lambda r: r["key"]) == sorted(theirs, key=lambda r: r["key"]) and len(ours) == 4
+    older = next(r for r in theirs if r["key"] == "old7")  # a part from before the checks: read, never scored
+    assert older["detection_balanced_accuracy"] == 0.5 and older["detection_informative"] is None
+    current = actstore.open(str(full_store)).sae(SAE).explanations(current=True)
+    assert current.filter(latent=7)["score"].item() is None
 
 
 def test_statistics_and_index_decode_as_the_spec_says(store_path: Path) -> None:
@@ -149,3 +175,13 @@ def test_statistics_and_index_decode_as_the_spec_says(store_path: Path) -> None:
         assert np.array_equal(token, from_codes[0]) and np.array_equal(value, from_codes[1]), latent
         occ = latents.occurrences(latent)
         assert np.array_equal(occ["token"].to_numpy(), token) and np.array_equal(occ["value"].to_numpy(), value.astype(np.float32))
+    profile = {name: read(f"index/{SAE}/profile/{name}") for name in spec.PROFILE}
+    for latent in np.flatnonzero(profile["count"])[:8].tolist():  # the stored counts, as the spec defines them
+        fired, corpus = spec.profile_from_codes(store_path, SAE, latent)
+        kept = profile["token_id"][latent] >= 0
+        for tok, n, seen in zip(*(profile[f"token_{a}"][latent][kept] for a in ("id", "count", "corpus")), strict=True):
+            assert n == sum(v for (_, t), v in fired.items() if t == tok) and seen == sum(v for (_, t), v in corpus.items() if t == tok)
+        pairs = zip(*(profile[f"bigram_{a}"][latent][profile["bigram_id"][latent] >= 0] for a in ("prev", "id", "count", "corpus")), strict=True)
+        assert all(fired[(p, t)] == n and corpus[(p, t)] == seen for p, t, n, seen in pairs)
+        ours = latents.token_profile(latent)
+        assert ours.filter(kind="token")["count"].to_list() == profile["token_count"][latent][kept].tolist()

@@ -4,12 +4,15 @@ stopped, bucket absent, credentials refused, write denied by policy. The secret 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from actstore.errors import StorageAccessError
@@ -51,12 +54,62 @@ def _error(location: Location, *, write: bool = True) -> str:
     return message
 
 
-def test_unreachable_endpoint() -> None:
+def _requests_sent(caplog: pytest.LogCaptureFixture) -> int:
+    """HTTP requests botocore sent (one debug line each, retries included)."""
+    return sum(r.name == "botocore.endpoint" and r.getMessage().startswith("Sending http request") for r in caplog.records)
+
+
+def test_unreachable_endpoint_fails_at_start_after_one_request(caplog, tmp_path) -> None:
+    """Nothing listens at the endpoint: starting a job, or opening a store, fails after a single
+    request (no retries by actstore, s3fs or botocore) with actstore's line. With the default
+    client settings this took ~10 s (a job) and ~75 s (opening a store) of retries before."""
+    from actstore.api import open_store
+    from actstore.cluster.preflight import preflight
+    from actstore.config import IngestConfig
+    from actstore.store._retry import retries_so_far
+
     endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
-    fast = {"endpoint_url": endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
-    assert _error(Location("s3://data/run", fast)) == (
-        f"s3://data/run: cannot reach the storage endpoint {endpoint} (storage_options); check that the server "
-        "runs and that AWS_ENDPOINT_URL or storage_options.endpoint_url points at it")
+    expected = (f"s3://data/run: cannot reach the storage endpoint {endpoint} (storage_options); check that the server "
+                "runs and that AWS_ENDPOINT_URL or storage_options.endpoint_url points at it")
+    caplog.set_level(logging.DEBUG, logger="botocore.endpoint")
+    retries, start = retries_so_far(), time.perf_counter()
+    assert _error(Location("s3://data/run", {"endpoint_url": endpoint})) == expected
+    with pytest.raises(StorageAccessError) as err:
+        open_store("s3://data/run", storage_options={"endpoint_url": endpoint})
+    assert str(err.value) == expected
+    elapsed = time.perf_counter() - start
+    assert _requests_sent(caplog) == 2 and retries_so_far() == retries  # one request each, nothing retried
+
+    # a corpus on a dead endpoint stops an ingestion before anything is written
+    config = IngestConfig.model_validate({"store": {"url": str(tmp_path / "store")}, "tokenizer": {"id": "unused"},
+                                          "corpus": {"paths": ["s3://data/corpus/*.jsonl"],
+                                                     "storage_options": {"endpoint_url": endpoint}}})
+    with pytest.raises(StorageAccessError, match=r"^s3://data/corpus/\*\.jsonl: cannot reach the storage endpoint"):
+        preflight(config, Location(config.store.url))  # what run_ingest and run_extract do first
+    assert _requests_sent(caplog) == 3 and not (tmp_path / "store").exists()
+    print(f"\n[figure] dead endpoint: check_access + open_store failed in {elapsed:.2f} s, one request each")
+
+
+def test_connection_errors_mid_run_are_retried(s3_endpoint, s3_bucket) -> None:
+    """Once a job has started (its start-up checks passed), the endpoint going away for a while
+    (open connections dropped, new ones refused, as when the server restarts) costs retries, not
+    the job: a read of a Zarr array through actstore's store still returns the array."""
+    import zarr
+
+    from actstore.store._retry import retries_so_far
+    from tests.s3proxy import FlakyProxy
+
+    data = np.arange(4096, dtype=np.int32).reshape(64, 64)
+    with FlakyProxy(s3_endpoint, every=0, reset_every=0) as proxy:
+        # botocore's own retries off (s3fs does not retry a refused connection): actstore's layer must
+        opts = {"endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"total_max_attempts": 1}}}
+        location = Location(f"s3://{s3_bucket}/run", opts)
+        check_access(location, write=True)  # start-up
+        zarr.create_array(location.zarr_store(), name="a", shape=data.shape, chunks=(16, 64), dtype=data.dtype)[...] = data
+        retries = retries_so_far()
+        proxy.outage(1.0)
+        assert np.array_equal(zarr.open_array(location.zarr_store(read_only=True), path="a")[...], data)
+        assert retries_so_far() > retries
 
 
 def test_missing_bucket_names_the_endpoint_from_the_environment(s3_endpoint, monkeypatch) -> None:

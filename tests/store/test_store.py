@@ -39,7 +39,7 @@ def test_unknown_format_version_is_refused_clearly(store: Store) -> None:
     group = zarr.open_group(store.location.url, mode="r+")
     raw = dict(group.attrs[ATTRIBUTE])
     group.attrs[ATTRIBUTE] = {**raw, "format_version": 99}
-    with pytest.raises(actstore.UnsupportedFormatError, match="format version 99.*reads versions 1, 2"):
+    with pytest.raises(actstore.UnsupportedFormatError, match="format version 99.*reads versions 1, 2, 3"):
         actstore.open(store.location.url)
 
 

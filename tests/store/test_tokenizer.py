@@ -22,10 +22,11 @@ from actstore.store.tokenizer import (
     TOKENIZER_KEY,
     StoredTokenizer,
     read_tokenizer,
+    tokenizer_difference,
     tokenizer_sha256,
 )
 from tests.coded_store import SAE
-from tests.helpers import SAMPLE_TEXT
+from tests.helpers import SAMPLE_TEXT, make_tiny_tokenizer
 
 TEXTS = [SAMPLE_TEXT[:200], "  leading spaces, punctuation !? and don't", "x", "unseen ünïcödé 漢字 text"]
 
@@ -106,3 +107,18 @@ def test_a_damaged_tokenizer_file_is_refused(coded_store: Path, tmp_path: Path) 
     (copy / TOKENIZER_KEY).unlink()
     with pytest.raises(TokenizerError, match="lacks its tokenizer file"):
         read_tokenizer(store.files, store.meta.tokenizer)
+
+
+def test_tokenizers_differ_in_what_ids_mean_not_in_names(tiny_tokenizer: Path, tmp_path: Path) -> None:
+    """Model diffing compares tokenizer.json contents: a copy under another name is the same; another
+    vocabulary or another special token is not, and the difference is named."""
+    ours = tokenizer_json(load_tokenizer(HFSource(id=str(tiny_tokenizer))))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_tokenizer, copy)
+    assert tokenizer_difference(ours, tokenizer_json(load_tokenizer(HFSource(id=str(copy))))) is None
+    other = make_tiny_tokenizer(tmp_path / "other", extra_text="zebra quartz")
+    assert "vocabularies of" in str(tokenizer_difference(ours, tokenizer_json(load_tokenizer(HFSource(id=str(other))))))
+    marked = load_tokenizer(HFSource(id=str(copy)))
+    marked.add_special_tokens({"additional_special_tokens": ["<start_of_turn>"]})
+    assert tokenizer_difference(ours, tokenizer_json(marked)) == \
+        f"added tokens differ (id {len(marked) - 1}: '<start_of_turn>', special=True)"

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 
 import actstore
 from actstore.errors import LogitsNotFoundError
+from actstore.query.tokens import encode_text, find_sequences
 from actstore.web.app import create_app
 from tests.coded_store import SAE
 
@@ -33,15 +34,18 @@ def latents(web_store: Path):
     return actstore.open(str(web_store)).sae(SAE)
 
 
+SCORED = [c for s in ("embedding", "detection", "fuzzing") for c in (f"score_{s}", f"informative_{s}")]
+
+
 def _latents_table(latents) -> pl.DataFrame:
     """The SAE page's table from the Python API: density joined to the current explanations and
-    each judge's balanced accuracy of that explanation."""
-    judges = latents.explanations().select("key", score_detection="detection_balanced_accuracy",
-                                           score_fuzzing="fuzzing_balanced_accuracy")
+    each scorer's number of that explanation (AUROC, else balanced accuracy) and its check."""
+    judges = latents.explanations().select("key", *[e for s in ("embedding", "detection", "fuzzing") for e in (
+        pl.coalesce(f"{s}_auroc", f"{s}_balanced_accuracy").alias(f"score_{s}"), pl.col(f"{s}_informative").alias(f"informative_{s}"))])
     current = latents.explanations(current=True).join(judges, on="key").select(
-        "latent", "kind", "author", "score", "score_detection", "score_fuzzing", label="text")
+        "latent", "kind", "author", "score", *SCORED, label="text")
     return latents.density().drop("hist").join(current, on="latent", how="left").select(
-        "latent", "count", "density", "mean", "max", "label", "kind", "author", "score", "score_detection", "score_fuzzing")
+        "latent", "count", "density", "mean", "max", "label", "kind", "author", "score", *SCORED)
 
 
 def _mid_latent(latents) -> int:
@@ -55,7 +59,9 @@ def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> N
     assert got["top"] == latents.top_k(latent, k=7, window=5).to_dicts()
     for kind in ("count", "width"):
         assert got["quantiles"][kind] == latents.quantile_examples(latent, bins=3, per_bin=2, kind=kind, window=5).to_dicts()
-    assert got["cofiring"] == latents.cofiring(latent, top=20, limit=20).to_dicts()
+    assert got["cofiring"]["exact"] and [{k: v for k, v in r.items() if k != "label"} for r in got["cofiring"]["rows"]] == \
+        latents.cofiring(latent, top=20).to_dicts()
+    assert got["profile"] == latents.token_profile(latent).to_dicts() != [] and got["profile_text"] == latents.profile_text(latent)
     try:  # the browser tests keep the logits in the shared store (`actstore logits`)
         assert got["logits"] == latents.logits(latent).to_dicts()
     except LogitsNotFoundError:
@@ -67,8 +73,9 @@ def test_json_api_answers_equal_the_python_api(client: TestClient, latents) -> N
     frame = frame.filter(frame["density"] >= 0.01).sort(["density", "latent"])
     assert table["total"] == frame.height and table["rows"] == frame.slice(10, 10).to_dicts()
     store = latents.store
-    assert client.get("/api/search", params={"text": " of the store"}).json()["matches"] == \
-        store.find_tokens(" of the store", limit=20, window=12).to_dicts()
+    found = find_sequences(store, [(" of the store", encode_text(store, " of the store"))], limit=20, window=12)
+    searched = client.get("/api/search", params={"text": " of the store"}).json()
+    assert searched["matches"] == found.matches.to_dicts() and searched["total"] == found.total
     info = client.get("/api/store").json()
     assert info["info"] == store.info(with_bytes=False).to_dict()
     l0 = latents.l0_hist()
@@ -101,8 +108,9 @@ def test_explanation_panels_answer_like_the_python_api(client: TestClient, laten
         assert sorted(e["key"] for e in shown["explanations"]) == sorted(table["key"].to_list())
         assert [e["current"] for e in shown["explanations"]] == [True] + [False] * (table.height - 1)
     first = client.get(f"/api/sae/{SAE}/latent/{scored}").json()["explanations"]
-    assert [(e["text"], e["score"], e["score_detection"]) for e in first] == [
-        ("the future tense of verbs", pytest.approx(0.85), 0.9), (None, None, None), ("common words", pytest.approx(0.55), 0.6)]
+    assert [(e["text"], e["score"], e["score_detection"], e["informative_fuzzing"]) for e in first] == [
+        ("the future tense of verbs", pytest.approx(0.85), 0.9, True), (None, None, None, None),
+        ("common words", pytest.approx(0.6), 0.6, False)]  # its uninformative fuzzing judge is left out of the score
     second = client.get(f"/api/sae/{SAE}/latent/{labelled}").json()["explanations"]
     assert (second[0]["text"], second[0]["kind"], second[0]["author"], second[0]["score"]) == ("the word store", "human", "ann", None)
 
@@ -193,7 +201,8 @@ def test_on_s3(web_store: Path, s3_endpoint: str, s3_bucket: str, client: TestCl
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
-    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests", "explanations"):  # what the browser reads
+    for part in ("zarr.json", "tokens", "codes", "stats", "index", "_manifests", "explanations", "logits", "documents", "saes",
+                 "tokenizer"):  # what the browser reads
         fs.put(str(web_store / part), f"{s3_bucket}/store/{part}", recursive=True)
     remote = TestClient(create_app(f"s3://{s3_bucket}/store", storage_options={"endpoint_url": s3_endpoint}))
     latent = _mid_latent(latents)
@@ -204,7 +213,7 @@ def test_on_s3(web_store: Path, s3_endpoint: str, s3_bucket: str, client: TestCl
     page = remote.get(f"/sae/{SAE}/latent/{latent}")
     shown = remote.get(f"/api/sae/{SAE}/latent/{latent}").json()
     examples = len(shown["top"]) + len(shown["quantiles"]["count"]) + len(shown["quantiles"]["width"])
-    assert page.status_code == 200 and page.text.count('<mark class="tok focus') == examples
+    assert page.status_code == 200 and page.text.count('<mark class="focus"') == examples
 
 
 def test_a_store_still_being_written(web_store: Path, tmp_path: Path) -> None:
@@ -295,9 +304,107 @@ def test_live_api_answers_equal_the_session(live_client) -> None:
         assert answer.status_code == 400 and message in answer.json()["error"], answer.json()
 
 
+def _forwards(session) -> list[int]:
+    """A counter of the model's forward passes (a hook on the model, which runs as it is)."""
+    calls: list[int] = []
+    session.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_live_parameters_are_checked_before_the_model_runs(live_client, latents) -> None:
+    session, client = live_client
+    latent = int(latents.density().sort("count")["latent"][-1])
+    d_sae = latents.info.d_sae
+    steer, events = f"/api/sae/{SAE}/latent/{latent}/steer", f"/api/sae/{SAE}/latent/{latent}/steer/events"
+    forwards = _forwards(session)
+    for path, params, status, message in (
+            (steer, {"prompt": "a", "strength": "nan"}, 400, "strength must be a finite number in [-100, 100], got nan"),
+            (steer, {"prompt": "a", "strength": "inf"}, 400, "strength must be a finite number in [-100, 100], got inf"),
+            (steer, {"prompt": "a", "strength": "-101"}, 400, "strength must be a finite number in [-100, 100], got -101.0"),
+            (steer, {"prompt": "a", "strengths": "0,-inf"}, 400, "strength must be a finite number in [-100, 100], got -inf"),
+            (steer, {"prompt": "a", "seed": "1e20"}, 400, "seed must be an integer, got '1e20'"),
+            (steer, {"prompt": "a", "seed": str(10**20)}, 400, "seed must be an integer in [0, 4294967295], got 100000000000000000000"),
+            (steer, {"prompt": "a", "seed": "-1"}, 400, "seed must be an integer in [0, 4294967295], got -1"),
+            (steer, {"prompt": "a", "max_new_tokens": 0}, 400, "max_new_tokens must be an integer in [1, 64], got 0"),
+            (f"/api/sae/{SAE}/latent/{d_sae}/steer", {"prompt": "a"}, 400, f"latent {d_sae} is out of range"),
+            ("/api/sae/nope/latent/1/steer", {"prompt": "a"}, 404, "no SAE 'nope'"),
+            (events, {"prompt": " \r\n "}, 400, "the prompt is empty"),
+            (events, {"prompt": "a", "strength": "1e400"}, 400, "got inf"),
+            (f"/api/sae/{SAE}/latent/{latent}/activation", {"text": ""}, 400, "the text is empty"),
+            (f"/api/sae/{SAE}/latent/{latent}/activation", {"text": "a", "k": 1}, 400, "unknown query parameters ['k']"),
+            (f"/api/sae/{SAE}/latent/{d_sae}/activation", {"text": "a"}, 400, f"latent {d_sae} is out of range"),
+            ("/api/features", {"text": "a", "top": 0}, 400, "top must be an integer in [1, 20], got 0")):
+        answer = client.get(path, params=params)
+        assert (answer.status_code, answer.json()["status"]) == (status, status), (path, params, answer.text)
+        assert message in answer.json()["error"], (path, params, answer.json())
+    page = client.get(f"/sae/{SAE}/latent/{latent}/steer", params={"prompt": "a", "strength": "nan"})
+    assert page.status_code == 400 and "strength must be a finite number in [-100, 100], got nan" in page.text
+    assert forwards == []  # refused before the model ran
+    negative = client.get(steer, params={"prompt": "a", "strength": -5, "strengths": "", "max_new_tokens": 1})
+    assert negative.status_code == 200 and negative.json()["strength"] == -5.0 and forwards  # within the range
+
+
+def _events(lines) -> list[dict]:
+    """Server-sent events (``event:`` and ``data:`` lines, a blank line after each) as dicts."""
+    out, kind = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[len("event: "):]
+        elif line.startswith("data: "):
+            out.append(json.loads(line[len("data: "):]))
+            assert out[-1]["event"] == kind
+    return out
+
+
+def test_steering_streams_its_progress(live_client, latents) -> None:
+    """The event stream: the prompt (its newline kept), each token as it is drawn, the summary, each
+    sweep row after its tokens, then the same result as the JSON answer."""
+    session, client = live_client
+    latent = int(latents.density().sort("count")["latent"][-1])
+    prompt = "the future\nof the"
+    params = {"prompt": prompt.replace("\n", "\r\n"), "strength": 8, "strengths": "0,8", "max_new_tokens": 4}
+    with client.stream("GET", f"/api/sae/{SAE}/latent/{latent}/steer/events", params=params) as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        events = _events(answer.iter_lines())
+    result = events[-1]["view"]
+    assert [e["event"] for e in events[:1] + events[-1:]] == ["prompt", "result"] and result["prompt"] == prompt
+    assert events[0]["text"] == session.tokenizer.decode(session.tokenize(prompt)[1:]) and "\n" in events[0]["text"]
+    runs = [e.get("index", e["run"]) if e["event"] == "token" else e["event"] for e in events[1:-1]]
+    assert runs == (["default"] * 4 + ["steered"] * 4 + ["summary"] + [0] * 4 + ["row"] + [1] * 4 + ["row"])
+    tokens = [e for e in events if e["event"] == "token"]
+    for run, text in (("default", result["default_text"]), ("steered", result["steered_text"])):
+        mine = [e for e in tokens if e["run"] == run]
+        assert "".join(e["text"] for e in mine) == text and [e["step"] for e in mine] == [1, 2, 3, 4]
+    for i, row in enumerate(result["sweep"]):
+        assert "".join(e["text"] for e in tokens if e.get("index") == i) == row["text"]
+    assert [{k: v for k, v in e.items() if k not in ("event", "index")} for e in events if e["event"] == "row"] == result["sweep"]
+    answer = client.get(f"/api/sae/{SAE}/latent/{latent}/steer", params=params).json()
+    assert {**answer, "seconds": 0} == {**result, "seconds": 0}
+    page = client.get(f"/sae/{SAE}/latent/{latent}/steer", params=params)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count(f'<span class="prompt" title="the prompt">{prompt}</span>') == 2  # beside both continuations
+    assert f">{prompt}</textarea>" in page.text and '<p class="done note">' in page.text
+
+
+def test_activation_on_a_text(live_client, latents) -> None:
+    session, client = live_client
+    latent = int(latents.density().sort("count")["latent"][-1])
+    answer = client.get(f"/api/sae/{SAE}/latent/{latent}/activation", params={"text": "the future\r\nof the store"}).json()
+    frame = session.latent_values(SAE, latent, "the future\nof the store")
+    assert answer["text"] == "the future\nof the store" and answer["tokens"] == frame.slice(1).to_dicts()  # BOS left out
+    assert answer["store_max"] == pytest.approx(float(latents.density(latent)["max"][0]))
+    page = client.get(f"/sae/{SAE}/latent/{latent}", params={"text": "the future\nof the store"}).text
+    shaded = [t for t in answer["tokens"] if t["value"] > 0]
+    assert page.count('<div class="heatmap">') == 1 and shaded and 'class="tok s' in page.split('<div class="heatmap">')[1]
+
+
 def test_live_panels_without_a_model_say_how_to_attach(client: TestClient) -> None:
     answer = client.get("/api/features", params={"text": "the future"})
     assert answer.status_code == 404 and "--model" in answer.json()["error"]
     assert "--model" in client.get("/search", params={"mine": "the future"}).text
     assert "--model" in client.get(f"/sae/{SAE}/latent/1/steer", params={"prompt": "a"}).text
     assert "--model" in client.get(f"/sae/{SAE}/latent/1").text
+    assert "--model" in client.get(f"/sae/{SAE}/latent/1", params={"text": "the future"}).text
+    for path in (f"/api/sae/{SAE}/latent/1/activation", f"/api/sae/{SAE}/latent/1/steer/events"):
+        answer = client.get(path, params={"text": "a"} if "activation" in path else {"prompt": "a"})
+        assert answer.status_code == 404 and "--model" in answer.json()["error"]

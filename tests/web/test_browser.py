@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,14 +36,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(web_store: Path) -> Iterator[str]:
     """``actstore serve STORE --model --port P`` in its own process, as a user starts it (the
-    tiny Gemma 2 attached for the live panels), after ``actstore logits STORE`` kept the SAE's
-    output logits."""
-    from actstore.cli import main
+    tiny Gemma 2 attached for the live panels). The SAE's output logits were kept when its
+    index was built (the extraction's ``index: {build: true}``), no ``actstore logits`` run."""
+    yield from _serve(web_store, "--model")
 
-    assert main(["logits", str(web_store)]) == 0
+
+@pytest.fixture(scope="module")
+def planted_server(planted_store: Path) -> Iterator[str]:
+    """``actstore serve`` of the planted store without a model: as many processes as CPUs."""
+    yield from _serve(planted_store)
+
+
+def _serve(store: Path, *args: str) -> Iterator[str]:
     port = _free_port()
     exe = shutil.which("actstore", path=str(Path(sys.executable).parent)) or "actstore"
-    proc = subprocess.Popen([exe, "serve", str(web_store), "--model", "--port", str(port)], env=os.environ.copy(),
+    proc = subprocess.Popen([exe, "serve", str(store), *args, "--port", str(port)], env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -120,6 +128,11 @@ def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page
     assert page.locator("h3.bin").count() >= 2 and "occurrences" in page.locator("h3.bin").first.inner_text()
     assert page.locator("#export").is_visible()
     assert page.locator("table.logits-top tbody tr").count() == page.locator("table.logits-bottom tbody tr").count() > 0
+    top_of = lambda selector: page.locator(selector).first.bounding_box()["y"]  # noqa: E731
+    assert top_of("table.logits-top") < top_of("h2#top")  # beside the histogram, above the contexts
+    shade = marks.first.locator("span.tok").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert shade not in ("rgba(0, 0, 0, 0)", "rgb(255, 213, 79)")  # outlined, its own shade kept (not filled yellow)
+    assert marks.first.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
     _shot(page, "feature")
     link = page.locator("a.cofire").first
     target = int(link.inner_text())
@@ -132,7 +145,7 @@ def test_feature_page_marks_tokens_and_follows_a_cofiring_link(server: str, page
 
 def test_search_page(server: str, page, latents) -> None:
     page.goto(server + "/search")
-    page.fill("form.search input[name=text]", " of the store")
+    page.fill("form.search textarea[name=text]", " of the store")
     page.click("form.search button")
     page.wait_for_url("**text=**")
     expect = latents.store.find_tokens(" of the store", limit=20, window=12)
@@ -167,9 +180,11 @@ def test_explanation_panels(server: str, page, latents) -> None:
     assert page.locator("table.explanations tbody tr").count() == latents.explanations(latent=scored).height
     assert "could not be parsed" in page.locator("table.explanations").inner_text()
     assert {"detection", "fuzzing"} <= set(page.locator("table.explanations thead th").all_inner_texts())  # a column per judge
+    assert page.locator("table.explanations tr:has-text('common words') .uninformative").inner_text() == "uninformative"
+    assert page.locator("table.profile tbody tr").count() > 0  # the token profile panel
     _shot(page, "feature-explanations")
     page.goto(server + "/search")
-    page.fill("form.find input[name=find]", "future tense")
+    page.fill("form.find textarea[name=find]", "future tense")
     page.click("form.find button")
     page.wait_for_url("**find=**")
     link = page.locator("table.found a.latent").first
@@ -184,8 +199,8 @@ def test_explanation_panels(server: str, page, latents) -> None:
 def test_features_on_my_text(server: str, page) -> None:
     text = '<script>window.__pwned = "mine"</script> the future of the store'
     page.goto(server + "/search")
-    page.fill("input[name=mine]", text)
-    page.click("form.search:has(input[name=mine]) button")
+    page.fill("textarea[name=mine]", text)
+    page.click("form.search:has(textarea[name=mine]) button")
     page.wait_for_url("**mine=**")
     rows = page.locator("table.features tbody tr")
     assert rows.count() > 5 and page.evaluate("window.__pwned") is None
@@ -201,19 +216,104 @@ def test_features_on_my_text(server: str, page) -> None:
 
 
 def test_steering_page(server: str, page, latents) -> None:
+    """A multi-line prompt, shown with both continuations; the sweep table and its plots."""
     latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
     page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer")  # the form alone: nothing runs yet
     assert page.locator("section.default").count() == 0
-    page.fill("form.steer input[name=prompt]", "the future of")
+    prompt = "the future\nof the"
+    page.fill("form.steer textarea[name=prompt]", prompt)
     page.fill("input[name=max_new_tokens]", "3")
     page.fill("input[name=strengths]", "0,8")
     page.click("form.steer button")
     page.wait_for_url("**max_new_tokens=3**")
-    default, steered = page.locator("section.default pre").inner_text(), page.locator("section.steered pre").inner_text()
-    assert default and steered
+    page.wait_for_selector("p.done")
+    for side in ("default", "steered"):
+        assert page.locator(f"section.{side} pre .prompt").inner_text() == prompt  # the newline kept
+        assert page.locator(f"section.{side} pre .gen").inner_text()
+    assert page.locator("form.steer textarea[name=prompt]").input_value() == prompt
     assert page.locator("svg.plot polyline").count() == 2 and page.locator("svg.plot circle").count() == 4
-    assert page.locator("table.sweep tbody tr").count() == 2
+    assert page.locator("table.sweep tbody tr").count() == 2 and page.locator("table.sweep tbody td.n").count() == 8
     _shot(page, "steering")
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}/steer?prompt=a&strength=nan")
+    assert "strength must be a finite number in [-100, 100], got nan" in page.locator("main").inner_text()
+
+
+def test_feature_page_heatmap_of_my_text(server: str, page, latents) -> None:
+    """The latent's activation on every token of a typed (multi-line) text, shaded on the same
+    scale as the corpus windows, each value on hover as the API gives it."""
+    import json
+
+    latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
+    text = "the future of\nthe store <b>bold</b>"
+    page.goto(f"{server}/sae/{SAE}/latent/{latent}")
+    page.fill("textarea[name=text]", text)
+    page.click("#activate")
+    page.wait_for_url("**text=**")
+    with urllib.request.urlopen(f"{server}/api/sae/{SAE}/latent/{latent}/activation?"
+                                + urllib.parse.urlencode({"text": text}), timeout=60) as answer:
+        expected = json.loads(answer.read())
+    spans = page.locator("div.heatmap span.tok")
+    assert spans.count() == len(expected["tokens"]) > 5
+    top = expected["store_max"]
+    for i, token in enumerate(expected["tokens"]):
+        shade = min(int(10 * token["value"] / top), 9) if token["value"] > 0 else 0
+        assert f"s{shade}" in (spans.nth(i).get_attribute("class") or "").split()
+        assert float((spans.nth(i).get_attribute("title") or "nan").split()[0]) == pytest.approx(token["value"], rel=1e-3, abs=1e-6)
+    shown = "".join(spans.all_inner_texts()).replace("⏎\n", "\n")  # a newline shows as ⏎ and breaks the line
+    assert shown == "".join(t["token"] for t in expected["tokens"]) and shown.strip() == text  # newline and markup as text
+    assert page.locator("div.heatmap b").count() == 0 and page.locator("textarea[name=text]").input_value() == text
+    assert any(t["value"] > 0 for t in expected["tokens"]) == (page.locator("p.activation-max").inner_text().startswith("strongest"))
+    _shot(page, "feature-heatmap")
+
+
+def test_steering_page_shows_tokens_while_the_model_draws_them(web_store: Path, page, latents) -> None:
+    """The steering page arrives in pieces: with the model held after the steered run's second
+    token (a hook on the real model waits), Chromium already shows the prompt, the whole default
+    continuation and two steered tokens, and nothing after them; released, the page completes."""
+    import threading
+
+    import uvicorn
+
+    from actstore.live import open_session
+    from actstore.web.app import create_app
+
+    session = open_session(str(web_store), device="cpu")
+    n, forwards, hold, held = 6, [0], threading.Event(), threading.Event()
+
+    def gate(*_: object) -> None:
+        forwards[0] += 1
+        if forwards[0] == n + 3:  # the default run's n forwards, then the steered run's prompt and first step
+            held.set()
+            hold.wait(120)
+
+    session.model.register_forward_pre_hook(gate)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(str(web_store), session=session), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        latent = int(latents.density().sort(["count", "latent"])["latent"][-1])
+        page.goto(f"http://127.0.0.1:{port}/sae/{SAE}/latent/{latent}/steer?prompt=the+future&strength=8&strengths="
+                  f"&max_new_tokens={n}&seed=1", wait_until="commit")
+        assert held.wait(120)
+        page.wait_for_function("document.querySelectorAll('section.steered .gen').length == 1 && "
+                               "document.querySelector('section.steered .gen').textContent.length > 0")
+        partial = {side: page.locator(f"section.{side} .gen").inner_text() for side in ("default", "steered")}
+        assert page.locator("p.summary, p.done").count() == 0  # the rest is not there yet
+        _shot(page, "steering-in-progress")
+        hold.set()
+        page.wait_for_selector("p.done")
+        result = session.steer("the future", [(SAE, latent, 8.0)], unit="max", max_new_tokens=n, seed=1)
+        assert partial["default"] == page.locator("section.default .gen").inner_text() == result.default_text
+        assert result.steered_text.startswith(partial["steered"]) and len(partial["steered"]) < len(result.steered_text)
+        assert page.locator("section.steered .gen").inner_text() == result.steered_text
+    finally:
+        hold.set()
+        server.should_exit = True
+        thread.join(30)
 
 
 def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, latents) -> None:
@@ -240,3 +340,31 @@ def test_hostile_corpus_renders_as_text_and_runs_nothing(server: str, page, late
     assert HOSTILE[1].split(" an image")[0] in page.locator("main").inner_text()
     _shot(page, "hostile")
     assert page.outside == []  # every asset came from the app
+
+
+def test_text_outside_ascii_and_overrides(planted_server: str, page) -> None:
+    """A label holding a right-to-left override reads as typed, with the override shown; a
+    character split over tokens is marked whole; documents show by name; co-firing and similar
+    latents carry their labels."""
+    from tests.planted_store import ALWAYS, PAIR_A, PLANTED, SPLIT, TWIN_A, TWIN_B
+
+    page.goto(f"{planted_server}/sae/{PLANTED}?sort=label&order=asc")
+    cell = page.locator("table.latents td.label", has_text="evil.exe").first
+    assert "\u202e" not in cell.inner_text() and cell.locator("span.ctl").first.inner_text() == "RLO"
+    left = cell.evaluate("""td => { const w = document.createTreeWalker(td, NodeFilter.SHOW_TEXT); let n;
+        while ((n = w.nextNode())) { const i = n.data.indexOf("evil.exe"); if (i >= 0) { const r = document.createRange();
+          const at = k => { r.setStart(n, i + k); r.setEnd(n, i + k + 1); return r.getBoundingClientRect().left; };
+          return [at(0), at(5), at(7)]; } } return null; }""")
+    assert left is not None and left[0] < left[1] < left[2]  # "e" ... "e" ... "e" left to right: not "exe.live"
+    _shot(page, "rlo-label")
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{SPLIT}")
+    marks = page.locator("table.examples").first.locator("mark.focus")
+    assert marks.count() == 20 and all(len(t) >= 1 and ord(t[-1]) > 127 and "\ufffd" not in t for t in marks.all_inner_texts())
+    assert page.locator("table.examples td.doc").first.inner_text().startswith("doc-")
+    _shot(page, "split-characters")
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{PAIR_A}")
+    row = page.locator("table.cofiring tbody tr", has=page.locator(f"a.cofire:text-is('{ALWAYS}')"))
+    assert "evil.exe" in row.locator("td.label").inner_text() and "exact" in page.locator("main").inner_text()
+    page.goto(f"{planted_server}/sae/{PLANTED}/latent/{TWIN_A}")
+    assert page.locator("table.similar a.similar").first.inner_text() == str(TWIN_B)
+    _shot(page, "similar")

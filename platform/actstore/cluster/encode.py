@@ -22,6 +22,7 @@ from actstore.saes.formats import SAEWeights, load_sae
 from actstore.store._fs import Location
 from actstore.store.codes import create_code_arrays, require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
+from actstore.store.sae_files import placement, record_sae_files
 from actstore.store.stats import create_stats_arrays, merge_stats
 from actstore.store.store import EXTRACT_STAGE, Store, utc_now
 
@@ -36,7 +37,7 @@ def _encode(location: Location, sae: SaeInfo, site: SiteInfo, weights: SAEWeight
     from actstore.saes.encode import SAEEncoder
 
     torch.set_num_threads(1)
-    store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False)
     return encode_stored_unit(store, sae, site, SAEEncoder(weights), unit, exclude)
 
 
@@ -87,10 +88,12 @@ def _sae_info(store: Store, weights: SAEWeights, sae_path: str, *, name: str | N
     if weights.d_in != stored[site].d:
         raise ConfigError(f"SAE {sae_path!r} has d_in={weights.d_in}, but {site!r} is {stored[site].d} wide")
     info = SaeInfo(name=name, site=site, architecture=weights.architecture, d_in=weights.d_in, d_sae=weights.d_sae,
-                   k=weights.k, code_cap=min(code_cap, weights.d_sae), value_dtype=value_dtype, source=sae_path,
-                   sha256=weights.sha256, stage=encode_stage(name), input_dtype=stored[site].dtype)
+                   k=weights.k, code_cap=min(code_cap, weights.d_sae), value_dtype=value_dtype,
+                   sha256=weights.sha256, stage=encode_stage(name), input_dtype=stored[site].dtype,
+                   **placement(sae_path, None, name))
     existing = next((s for s in store.meta.saes if s.name == name), None)
-    if existing is not None and existing.model_dump(exclude={"source"}) != info.model_dump(exclude={"source"}):
+    where = {"source", "origin", "revision", "file"}
+    if existing is not None and existing.model_dump(exclude=where) != info.model_dump(exclude=where):
         raise StoreMismatchError(f"the store already has an SAE named {name!r} with other weights or settings; "
                                  "choose another --name")
     return info, stored[site]
@@ -102,4 +105,5 @@ def _prepare(store: Store, sae: SaeInfo) -> None:
         return
     create_code_arrays(store.group, store.grid, sae)
     create_stats_arrays(store.group, store.grid, {}, {sae.name: sae.d_sae})
+    sae = record_sae_files(store.files, sae, store.meta.format_version)  # copies before the metadata
     store.update_meta(saes=[*store.meta.saes, sae], stages={**store.meta.stages, sae.stage: StageInfo(units_total=store.meta.n_units)})

@@ -1,10 +1,12 @@
 """``actstore explain``: automatic explanations of many latents, resumable.
 
-The driver picks the latents, draws their examples and builds their prompts (plain functions in
-``actstore.explain.run``), drops the jobs whose cache key is already in the SAE's explanations
-table, and runs the rest: on Ray actors holding the local chat model (one per GPU, with
-``num_gpus`` each, or ``cpu_actors`` on a CPU-only cluster), or on a thread pool of
-``concurrency`` requests against an OpenAI-compatible endpoint. Results are committed in parts
+The driver reads the SAE's token profiles once, picks the latents, draws their examples and
+builds their jobs (plain functions in ``actstore.explain.run``: an automatic explanation and the
+token profile in words per latent), drops the jobs whose cache key is already in the SAE's
+explanations table, and runs the rest: on Ray actors holding the local chat model (one per GPU,
+with ``num_gpus`` each, or ``cpu_actors`` on a CPU-only cluster), on a thread pool of
+``concurrency`` requests against an OpenAI-compatible endpoint, or, when no LLM is needed
+(profiles scored by the embedding scorer only), in this process. Results are committed in parts
 of ``commit_every`` rows as they arrive, so an interrupted run resumes where it stopped.
 """
 
@@ -21,10 +23,13 @@ import ray
 from actstore.api import Store
 from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool, unwrapped_errors
 from actstore.config import RayConfig
-from actstore.errors import ConfigError
+from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.explain.backends import make_backend
-from actstore.explain.config import ExplainConfig, LocalBackend, OpenAIBackend
-from actstore.explain.run import Job, plan_job, run_job
+from actstore.explain.config import ExplainConfig, OpenAIBackend
+from actstore.explain.job import Job
+from actstore.explain.profile import Profiles
+from actstore.explain.run import plan_jobs, run_job
+from actstore.explain.scoring import Worker
 from actstore.explain.table import append_explanations, scan_explanations
 
 __all__ = ["ExplainSummary", "choose_latents", "run_explain"]
@@ -33,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 class ExplainSummary(NamedTuple):
-    """What a run did: results made, found cached, latents skipped (too rare), answers unparsed."""
+    """What a run did: results made (rows: an explanation of one kind), found cached, latents
+    skipped (too rare), answers unparsed."""
 
     made: int
     cached: int
@@ -44,14 +50,14 @@ class ExplainSummary(NamedTuple):
 
 
 class _Explainer:
-    """A Ray actor holding one loaded backend."""
+    """A Ray actor holding one worker (its models load on first use)."""
 
-    def __init__(self, backend: LocalBackend, config: ExplainConfig) -> None:
-        self.backend = make_backend(backend)
+    def __init__(self, config: ExplainConfig) -> None:
+        self.worker = Worker(config)
         self.config = config
 
     def run(self, job: Job) -> tuple[dict[str, Any], int]:
-        return run_job(self.backend, job, self.config)
+        return run_job(self.worker, job, self.config)
 
 
 def choose_latents(latents: Any, *, ids: Sequence[int] | None, densest: int | None) -> list[int]:
@@ -78,17 +84,17 @@ def run_explain(url: str, sae: str, *, latents: Sequence[int] | None = None, den
     store = Store.open(url, storage_options=storage_options)
     sae_latents = store.sae(sae)
     chosen = choose_latents(sae_latents, ids=latents, densest=densest)
-    if isinstance(config.backend, OpenAIBackend):
+    if isinstance(config.backend, OpenAIBackend) and config.needs_llm:
         make_backend(config.backend)  # a missing key fails here, before any work
+    profiles = _profiles(sae_latents, config)
     density = sae_latents.density()["density"].to_numpy()
     done = set(scan_explanations(store, sae).select("key").collect()["key"].to_list())
-    jobs, skipped = [], 0
+    jobs, skipped, cached = [], 0, 0
     for latent in tqdm(chosen, desc="examples", unit="latent", disable=not progress):
-        job = plan_job(sae_latents, latent, config, density=float(density[latent]))
-        if job is None:
-            skipped += 1
-        elif job.key not in done:
-            jobs.append(job)
+        planned = plan_jobs(sae_latents, latent, config, density=float(density[latent]), profiles=profiles)
+        skipped += not planned
+        cached += sum(job.key in done for job in planned)
+        jobs += [job for job in planned if job.key not in done]
     made, unparsed, tokens, batch = 0, 0, 0, []
     with tqdm(total=len(jobs), desc="explain", unit="latent", disable=not progress) as bar:
         for row, prompt_tokens in _results(jobs, config, ray_config):
@@ -99,17 +105,34 @@ def run_explain(url: str, sae: str, *, latents: Sequence[int] | None = None, den
                 batch = []
             bar.update(1)
     append_explanations(store, sae, batch)
-    return ExplainSummary(made, len(chosen) - skipped - len(jobs), skipped, unparsed, time.perf_counter() - start, tokens)
+    return ExplainSummary(made, cached, skipped, unparsed, time.perf_counter() - start, tokens)
+
+
+def _profiles(latents: Any, config: ExplainConfig) -> Profiles | None:
+    """The SAE's token profiles, when the index has them; refused when ``kinds`` asks for
+    nothing but profiles and there are none."""
+    try:
+        return Profiles(latents)
+    except IndexNotFoundError:
+        if config.kinds == ["profile"]:
+            raise
+        logger.warning("the index of %s has no token profiles: no profile explanations, evidence or baselines "
+                       "(rebuild it with `actstore index`)", latents.name)
+        return None
 
 
 def _results(jobs: list[Job], config: ExplainConfig, ray_config: RayConfig | None) -> Iterator[tuple[dict[str, Any], int]]:
     if not jobs:
         return
     backend = config.backend
+    if not config.needs_llm:  # the embedding scorer alone: no chat model, no actors
+        worker = Worker(config)
+        yield from (run_job(worker, job, config) for job in jobs)
+        return
     if isinstance(backend, OpenAIBackend):
-        chat = make_backend(backend)
+        worker = Worker(config, chat=make_backend(backend))
         with ThreadPoolExecutor(backend.concurrency) as pool:
-            yield from pool.map(lambda job: run_job(chat, job, config), jobs)
+            yield from pool.map(lambda job: run_job(worker, job, config), jobs)
         return
     ensure_ray(ray_config)
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -119,7 +142,7 @@ def _results(jobs: list[Job], config: ExplainConfig, ray_config: RayConfig | Non
         free = int(ray.available_resources().get("CPU", 1))
         n, options = backend.cpu_actors, {"num_cpus": max(1, min(cluster_cpus(), free) // backend.cpu_actors)}
     actor = ray.remote(**options)(_Explainer)  # type: ignore[call-overload]
-    actors = [actor.remote(backend, config) for _ in range(min(n, len(jobs)))]
+    actors = [actor.remote(config) for _ in range(min(n, len(jobs)))]
     try:
         with unwrapped_errors():
             yield from run_on_pool(actors, "run", jobs)

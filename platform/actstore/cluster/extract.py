@@ -1,8 +1,9 @@
 """The extraction job on Ray: validate, ingest if needed, run worker actors over units, finalize.
 
-One :class:`_Worker` actor per GPU (or per CPU on a CPU-only cluster) loads the model and SAEs
-once and pulls unit ids from the driver. A unit is committed by its manifest, written last;
-units already committed are skipped, so a resubmitted job resumes where it stopped.
+One :class:`_Worker` actor per GPU (or per CPU on a CPU-only cluster; more as nodes join, see
+:mod:`actstore.cluster.pool`) loads the model and SAEs once and pulls unit ids from the driver.
+A unit is committed by its manifest, written last; units already committed are skipped, so a
+resubmitted job resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,22 +20,31 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._faults import test_environment
-from actstore.cluster.index import run_index
+from actstore.cluster.index import keep_logits, run_index
 from actstore.cluster.ingest import open_existing, run_ingest
+from actstore.cluster.pool import WorkerLayout, WorkerPool, worker_layout
+from actstore.cluster.preflight import preflight, refuse_other_submission_id
 from actstore.cluster.runtime import ensure_ray, unwrapped_errors
-from actstore.cluster.scheduler import run_units, wait_for_actors
+from actstore.cluster.scheduler import run_units
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import ExtractConfig
 from actstore.errors import StoreMismatchError
 from actstore.extraction.arrays import create_extract_arrays
 from actstore.extraction.plan import ExtractPlan, plan_extraction
-from actstore.extraction.stages import added_stage, require_weights, stage_plans
+from actstore.extraction.stages import (
+    added_stages,
+    check_first_extraction,
+    require_weights,
+    stage_plans,
+)
+from actstore.extraction.tokenizers import refuse_other_tokenizers
 from actstore.extraction.unit import UnitReport
 from actstore.saes.formats import SAEWeights
-from actstore.store._fs import Location, check_access
+from actstore.store._fs import Location
 from actstore.store.codes import require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
+from actstore.store.sitenames import BASE
 from actstore.store.stats import merge_stats
 from actstore.store.store import EXTRACT_STAGE, Store, utc_now
 
@@ -64,37 +74,23 @@ class _Worker:
 
         gpus = int(plan.config.workers.num_gpus or 0) if self.device.type == "cuda" else 0
         spread = [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else None  # Ray shows the actor only its GPUs
-        model = load_model(plan.config.model, dtype=plan.model_dtype, device=str(self.device),
+        model = load_model(plan.model.source, dtype=plan.model_dtype, device=str(self.device),
                            attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
         self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
         encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
-        store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend)
+        store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend,
+                           probe=False)
         self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
 
     def describe(self) -> dict[str, Any]:
         import torch
 
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "device_name": name,
-                **self.loaded}
+        return {"host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "device": str(self.device), "device_name": name, **self.loaded}
 
     def run(self, unit: int) -> UnitReport:
         return self.runner.run(unit)
-
-
-def _worker_layout(config: ExtractConfig) -> tuple[int, float, float]:
-    """(workers, gpus per worker, cpus per worker) from the config and the cluster."""
-    resources = ray.cluster_resources()
-    gpus_total = float(resources.get("GPU", 0))
-    num_gpus = config.workers.num_gpus if config.workers.num_gpus is not None else (1.0 if gpus_total else 0.0)
-    num_cpus = config.workers.num_cpus
-    if config.workers.num_workers is not None:
-        n = config.workers.num_workers
-    elif num_gpus:
-        n = max(1, int(gpus_total // num_gpus))
-    else:
-        n = max(1, int(float(resources.get("CPU", 1)) // num_cpus))
-    return n, num_gpus, num_cpus
 
 
 def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
@@ -105,15 +101,17 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     config resumes and ends with the same arrays as an uninterrupted run.
     """
     location = Location(config.store.url, dict(config.store.storage_options), config.store.backend)
-    check_access(location, write=True)
+    run = run_id("extract", location.url, redacted_config(config))
+    refuse_other_submission_id(run)
+    preflight(config, location)
     ensure_ray(config.ray)
-    layout = _worker_layout(config)
-    plan, weights = plan_extraction(config, gpu_workers=layout[1] > 0)
+    layout = worker_layout(config.workers)
+    plan, weights = plan_extraction(config, gpu_workers=layout.num_gpus > 0)
+    refuse_other_tokenizers(config, location)
     _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
     stages = _prepare_store(store, plan)
-    record = RunRecord(run_id=run_id("extract", location.url, redacted_config(config)), kind="extract",
-                       started=utc_now())
+    record = RunRecord(run_id=run, kind="extract", started=utc_now())
     try:
         for stage in stages:  # the first extraction, then each stage that added sites or SAEs
             done = set(store.units_done(stage.stage))
@@ -130,6 +128,8 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
             for sae in plan.saes:
                 run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
                           bucket_nnz=config.index.bucket_nnz, block=config.index.block, progress=progress)
+            if config.index.logits:
+                logger.info(keep_logits(store, [sae.name for sae in plan.saes]))
         record.status = "complete" if complete else "incomplete"
     except BaseException as exc:
         record.status = "failed"
@@ -144,24 +144,27 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
 def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
     """An existing store must have been made with the same tokenizer, context and extraction."""
     if not Store.exists(location):
+        check_first_extraction(plan, None)
         return
     store = Store.open(location.url, storage_options=location.storage_options, mode="r")
     if plan.saes:
         require_current_codes(store, "extract SAE codes")
     _check_extract_settings(store, plan)
+    check_first_extraction(plan, store.meta)
     open_existing(location, plan.config.ingest_config())
 
 
 def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
-    """Refuse a store extracted with a different model, or whose sites or SAEs the config names
+    """Refuse a store extracted with a different model (or a different model under a tag), or whose sites or SAEs the config names
     with other settings (file, width, dtype, ...), naming the difference. Sites and SAEs the
     store lacks are new (a later stage adds them); those the config leaves out are kept."""
     if EXTRACT_STAGE not in store.meta.stages:
         return
     stored = {"sites": _keyed(store.meta.sites), "saes": _keyed(store.meta.saes)}
     wanted = {"sites": _keyed(plan.sites), "saes": _keyed(plan.saes)}
-    old: dict[str, Any] = {"model": store.meta.model}
-    new: dict[str, Any] = {"model": plan.model_meta}
+    tags = store.meta.models.keys() & plan.models.keys()
+    old: dict[str, Any] = {"model": store.meta.model, "models": {t: store.meta.models[t] for t in tags}}
+    new: dict[str, Any] = {"model": plan.models[BASE].meta, "models": {t: plan.models[t].meta for t in tags}}
     for kind in ("sites", "saes"):
         both = stored[kind].keys() & wanted[kind].keys()
         old[kind] = {name: stored[kind][name] for name in both}
@@ -176,32 +179,28 @@ def _check_extract_settings(store: Store, plan: ExtractPlan) -> None:
 def _prepare_store(store: Store, plan: ExtractPlan) -> list[ExtractPlan]:
     """Create the arrays of the first extraction, or of a new stage for sites and SAEs the store
     lacks (coordinator only; a resumed run finds them in place). Returns every extraction stage's plan."""
-    if EXTRACT_STAGE not in store.meta.stages:
-        create_extract_arrays(store, plan, config_record=redacted_config(plan.config))
-    else:
+    if EXTRACT_STAGE in store.meta.stages:
         _check_extract_settings(store, plan)
-        added = added_stage(plan, store.meta)
-        if added is not None:
-            create_extract_arrays(store, added, config_record=redacted_config(plan.config))
+    for added in added_stages(plan, store.meta):
+        create_extract_arrays(store, added, config_record=redacted_config(plan.config))
     return stage_plans(plan, store.meta)
 
 
 def _keyed(entries: Sequence[SiteInfo | SaeInfo]) -> dict[str, dict[str, Any]]:
-    """Named entries as mappings without their stage, so differences name the site or SAE."""
-    return {e.name: e.model_dump(exclude={"stage"}) for e in entries}
+    """Named entries as mappings without their stage, so differences name the site or SAE; an
+    SAE is the same wherever its files lie (its sha256 says whether they are the same files)."""
+    return {e.name: e.model_dump(exclude={"stage", "source", "origin", "revision", "file"}) for e in entries}
 
 
 def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],
-               layout: tuple[int, float, float], record: RunRecord, progress: bool) -> None:
-    n_workers, num_gpus, num_cpus = layout
+               layout: WorkerLayout, record: RunRecord, progress: bool) -> None:
     weights_ref = ray.put(weights)  # a top-level argument, so each actor receives the dict itself
     # With 2 units in flight an actor computes one while writing the other (UnitRunner's lock).
-    actor_cls = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_concurrency=plan.units_in_flight,  # type: ignore[call-overload]
-                           max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
+    actor_cls = ray.remote(num_gpus=layout.num_gpus, num_cpus=layout.num_cpus,  # type: ignore[call-overload]
+                           max_concurrency=plan.units_in_flight, max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
     location = dataclasses.replace(store.location, backend=plan.config.store.backend)  # workers write through it
-    actors = [actor_cls.remote(plan, location, weights_ref, record.attempt, test_environment())
-              for _ in range(min(n_workers, len(todo)))]
-    t0, tokens = time.perf_counter(), [0]
+    pool = WorkerPool(layout, lambda: actor_cls.remote(plan, location, weights_ref, record.attempt, test_environment()))
+    t0, tokens, joined = time.perf_counter(), [0], []
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)
 
     def on_unit(report: UnitReport) -> None:
@@ -209,22 +208,25 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
         bar.update(1)
         bar.set_postfix(tok_s=f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
+    def on_join(worker: dict[str, Any]) -> None:
+        joined.append(worker)
+        record.workers.append(worker)
+        logger.info("worker %s on %s (%s) joined after %.1f s: the first %d blocks, %.2f GB of weights; %d workers",
+                    worker["pid"], worker["host"], worker["device_name"], worker["joined_s"], worker["blocks"],
+                    worker["weights_bytes"] / 1e9, sum("left_s" not in w for w in joined))
+        record.save(store.files)  # the record shows the workers as they join
+
     try:
-        record.workers = wait_for_actors(actors)
-        for w in record.workers:
-            logger.info("worker %s on %s (%s): the first %d blocks, %.2f GB of weights", w["pid"], w["host"],
-                        w["device_name"], w["blocks"], w["weights_bytes"] / 1e9)
-        record.save(store.files)
-        run_units(actors, todo, record, in_flight=plan.units_in_flight,
+        run_units(pool, todo, record, in_flight=plan.units_in_flight,
                   is_done=lambda u: store.manifests.is_done(plan.stage, u),
-                  max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit)
+                  max_attempts=MAX_UNIT_ATTEMPTS, max_actor_failures=ACTOR_RESTARTS, on_unit=on_unit, on_join=on_join)
         record.tokens_per_s = record.tokens / max(time.perf_counter() - t0, 1e-9)
-        logger.info("%d units in %.1f s: workers computed for %.1f s and wrote for %.1f s (summed over units)",
-                    record.units_run, time.perf_counter() - t0, record.compute_seconds, record.write_seconds)
+        logger.info("%d units in %.1f s on %d workers: workers computed for %.1f s and wrote for %.1f s (summed over units)",
+                    record.units_run, time.perf_counter() - t0, len(joined), record.compute_seconds,
+                    record.write_seconds)
     finally:
         bar.close()
-        for actor in actors:
-            ray.kill(actor)  # type: ignore[arg-type]
+        pool.kill_all()
 
 
 def finalize_extract(store: Store, plan: ExtractPlan) -> Store:

@@ -15,26 +15,28 @@ from typing import Any
 import numpy as np
 import ray
 
+from actstore.cluster.profile import count_profile_corpus
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
 from actstore.index.build import BLOCK, BUCKET_NNZ, map_unit, plan_index
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
+from actstore.index.profile import create_profile_arrays
 from actstore.index.reduce import reduce_bucket
 from actstore.store._fs import Location
 from actstore.store.store import Store
 
-__all__ = ["run_index"]
+__all__ = ["keep_logits", "run_index"]
 
 logger = logging.getLogger(__name__)
 TASK_RETRIES = 3
 
 
 def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]]:
-    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options), plan, unit)
+    return unit, map_unit(Store.open(location.url, storage_options=location.storage_options, probe=False), plan, unit)
 
 
 def _reduce(location: Location, plan: IndexPlan, bucket: int, spans: np.ndarray, limit: int) -> int:
-    store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False)
     return reduce_bucket(store, plan, bucket, spans, limit=limit)
 
 
@@ -50,7 +52,8 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
     store = Store.open(url, storage_options=storage_options, mode="r+")
     plan = _current_plan(store, sae)
     fresh = plan_index(store, sae, bucket_nnz=bucket_nnz, block=block or (plan.block if plan is not None else None) or BLOCK)
-    same = plan is not None and (plan.units, plan.block) == (fresh.units, fresh.block)  # an older layout is rebuilt
+    # new units, an older layout, another block, or an index built before token profiles: built again
+    same = plan is not None and (plan.units, plan.block, plan.profile_top) == (fresh.units, fresh.block, fresh.profile_top)
     if plan is not None and plan.complete and same:
         return plan
     if plan is None or not same:
@@ -67,8 +70,17 @@ def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = No
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
         drain((reduce.remote(location, plan, b, np.stack([starts[:, b], by_unit[:, b]], axis=1), bucket_nnz) for b in todo),
               len(todo), "index reduce", progress=progress)
+        count_profile_corpus(store, plan, progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))
+
+
+def keep_logits(store: Store, saes: list[str]) -> str:
+    """After an index build: keep the SAEs' output logits when the model and their files are on
+    this machine (:func:`actstore.live.logits.keep_logits_if_reachable`); what was done, as a line."""
+    from actstore.live.logits import keep_logits_if_reachable
+
+    return keep_logits_if_reachable(store, saes)
 
 
 def _current_plan(store: Store, sae: str) -> IndexPlan | None:
@@ -89,6 +101,7 @@ def _start_build(store: Store, plan: IndexPlan) -> IndexPlan:
         del store.group[index_group(plan.sae)]  # buckets of the older build
     group = store.group.require_group(index_group(plan.sae))
     group.attrs[INDEX_ATTRIBUTE] = plan.model_dump(mode="json")
+    create_profile_arrays(store, plan)
     return plan
 
 

@@ -17,20 +17,33 @@ import ray
 from tqdm.auto import tqdm
 
 from actstore._version import __version__
+from actstore.cluster.preflight import preflight
 from actstore.cluster.runtime import cluster_cpus, ensure_ray, run_on_pool, unwrapped_errors
 from actstore.cluster.settings import redacted_config, settings_differences
 from actstore.config import IngestConfig
+from actstore.corpus.chat import chat_template_source
 from actstore.corpus.ingest import build_plan, pack_unit, write_documents_part
 from actstore.corpus.packing import PackPlan
 from actstore.corpus.sources import SourceFile, expand_sources
 from actstore.corpus.staging import FileSummary, clear_staging, stage_file
 from actstore.corpus.tokenize import load_tokenizer, tokenizer_info, tokenizer_json
 from actstore.errors import CorpusError, StoreMismatchError
-from actstore.store._fs import Location, SideFiles, check_access
+from actstore.store._fs import Location, SideFiles
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, create_unit_array, token_array
-from actstore.store.metadata import IngestSummary, RootMetadata, StageInfo, TokenizerInfo
+from actstore.store.metadata import (
+    ChatTemplateInfo,
+    IngestSummary,
+    RootMetadata,
+    StageInfo,
+    TokenizerInfo,
+)
 from actstore.store.store import TOKENS_STAGE, Store, utc_now
-from actstore.store.tokenizer import write_tokenizer
+from actstore.store.tokenizer import (
+    CHAT_TEMPLATE_KEY,
+    tokenizer_sha256,
+    write_chat_template,
+    write_tokenizer,
+)
 
 __all__ = ["open_existing", "run_ingest"]
 
@@ -52,7 +65,7 @@ class _Stager:
 
 @ray.remote(num_cpus=1)
 def _pack(location: Location, plan: PackPlan, unit: int) -> int:
-    return pack_unit(Store.open(location.url, storage_options=location.storage_options, mode="r+"), plan, unit)
+    return pack_unit(Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False), plan, unit)
 
 
 def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bool = False) -> Store:
@@ -62,7 +75,7 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
     ingestion of the same settings; refuses a store made with different settings.
     """
     location = Location(config.store.url, dict(config.store.storage_options))
-    check_access(location, write=True)
+    preflight(config, location)
     sources = expand_sources(config.corpus.paths, fmt=config.corpus.format, storage_options=config.corpus.storage_options)
     existing = open_existing(location, config)
     if existing is not None and existing.meta.stages[TOKENS_STAGE].complete:
@@ -70,10 +83,17 @@ def run_ingest(config: IngestConfig, *, workers: int | None = None, progress: bo
         return existing
     tokenizer = load_tokenizer(config.tokenizer)
     tok = tokenizer_info(tokenizer, config.tokenizer)
+    template = chat_template_source(tokenizer) if config.corpus.chat_template else None  # refused here, before any work
+    if template is not None:
+        tok = tok.model_copy(update={"chat_template": ChatTemplateInfo(
+            file=CHAT_TEMPLATE_KEY, sha256=tokenizer_sha256(template),
+            add_generation_prompt=config.corpus.add_generation_prompt, dropped_bos="bos_token" in template)})
     ensure_ray(config.ray)
     with unwrapped_errors(), _staging_removed_on_failure(location):
         summaries = _stage_all(sources, tokenizer, config, location, workers, progress)
         plan, truncated = build_plan(location, summaries, config.context, tok)
+        if existing is None and template is not None:
+            write_chat_template(SideFiles(location), template)  # before the metadata that names it
         store = existing or _create_store(location, config, tok, tokenizer_json(tokenizer), plan, summaries, truncated)
         if store.meta.n_ctx != plan.n_ctx:
             raise StoreMismatchError(
@@ -106,13 +126,23 @@ def open_existing(location: Location, config: IngestConfig) -> Store | None:
     if not Store.exists(location):
         return None
     store = Store.open(location.url, storage_options=location.storage_options, mode="r+")
-    differences = settings_differences(store.meta.configs.get("ingest", {}), redacted_config(config), kind="ingest")
+    differences = settings_differences(_with_defaults(store.meta.configs.get("ingest", {})), redacted_config(config),
+                                       kind="ingest")
     if differences:
         raise StoreMismatchError(
             f"the store at {location.url!r} was ingested with different settings: "
             + "; ".join(differences) + ". Use a new store URL, or the original settings to resume."
         )
     return store
+
+
+def _with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ingest config with the fields added since it was written at their defaults (a
+    default keeps the old behaviour), so that a store made before a new option is not refused."""
+    try:
+        return redacted_config(IngestConfig.model_validate(recorded))
+    except ValueError:  # a field since removed or changed: compare as recorded
+        return recorded
 
 
 def _stage_all(sources: list[SourceFile], tokenizer: Any, config: IngestConfig, location: Location,
@@ -174,6 +204,7 @@ def _create_store(location: Location, config: IngestConfig, tok: TokenizerInfo, 
             repaired_utf8=sum(s.repaired_utf8 for s in summaries),
             stripped_bom=sum(s.stripped_bom for s in summaries),
             truncated_by_cap=truncated,
+            chat_records=sum(s.chat_records for s in summaries),
         ),
         stages={TOKENS_STAGE: StageInfo(units_total=grid.n_units)},
         configs={"ingest": redacted_config(config)},

@@ -15,16 +15,100 @@ from typing import Any
 
 import ray
 
+from actstore.cluster.pool import WorkerPool
 from actstore.errors import ActstoreError
 from actstore.store.runs import UnitCounts
 
-__all__ = ["run_units", "wait_for_actors"]
+__all__ = ["run_units"]
 
 logger = logging.getLogger(__name__)
 
+GROW_EVERY_S = 2.0  # how often the pool is asked whether the cluster holds more workers now
+PING_TRIES = 600  # x 0.2 s: how long a restarting worker may take to load its model again
+
+
+class _Workers:
+    """The scheduler's view of the pool: which actors may take units (slots), which are starting
+    or restarting (pings), and each worker's description with the seconds it joined and left."""
+
+    def __init__(self, pool: WorkerPool, in_flight: int, on_join: Callable[[dict[str, Any]], None] | None) -> None:
+        self.pool, self.in_flight, self.on_join = pool, in_flight, on_join
+        self.t0 = time.monotonic()
+        self.slots: list[Any] = []
+        self.pings: dict[Any, tuple[Any, int, int]] = {}  # ref -> (actor, slots it frees, tries)
+        self.described: dict[int, dict[str, Any]] = {}  # id(actor) -> its latest description
+        self.failures: dict[int, int] = {}  # id(actor) -> calls failed by its deaths
+
+    def grow(self, waiting_units: int) -> None:
+        for actor in self.pool.grow(waiting_units):
+            self.ping(actor, self.in_flight)
+
+    def ping(self, actor: Any, slots: int, tries: int = 0) -> None:
+        """Ask the actor to describe itself; when it answers (started, or restarted after a
+        death) it gets ``slots`` calls."""
+        self.pings[actor.describe.remote()] = (actor, slots, tries)
+
+    def answer(self, ref: Any) -> None:
+        """A ping came back: the actor takes units again, or is asked again while it restarts."""
+        actor, slots, tries = self.pings.pop(ref)
+        try:
+            description = dict(ray.get(ref))
+        except ray.exceptions.RayActorError as exc:
+            if exc.actor_init_failed:
+                raise  # a worker that cannot load its model: the run stops with the worker's error
+            if tries < PING_TRIES:
+                time.sleep(0.2)
+                self.ping(actor, slots, tries + 1)
+            else:
+                self.retire(actor)
+            return
+        self.slots += [actor] * slots
+        last = self.described.get(id(actor))
+        if last is not None and (last["host"], last["pid"]) == (description["host"], description["pid"]):
+            last.pop("left_s", None)  # the same process answered again: it never left
+            return
+        description["joined_s"] = round(time.monotonic() - self.t0, 2)
+        self.described[id(actor)] = description
+        if self.on_join is not None:
+            self.on_join(description)
+
+    def died(self, actor: Any, unit: int, exc: Exception, stats: UnitCounts, max_failures: int) -> None:
+        """A call failed because its actor died (its process, or its node, went away): note when,
+        count it, and ping the actor while Ray restarts it, or give it up once it has failed more
+        than ``max_failures`` times (its restarts are spent: the pool may start another)."""
+        last = self.described.get(id(actor))
+        if last is not None:
+            last.setdefault("left_s", round(time.monotonic() - self.t0, 2))
+        stats.worker_deaths += 1
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        stats.failures.append(f"unit {unit}: worker died ({reason})")
+        self.failures[id(actor)] = self.failures.get(id(actor), 0) + 1
+        if self.failures[id(actor)] <= max_failures:
+            self.ping(actor, 1)
+        else:
+            self.retire(actor)
+
+    def finish(self) -> None:
+        """The stage is done: every worker leaves now (the driver kills them)."""
+        for description in self.described.values():
+            description.setdefault("left_s", round(time.monotonic() - self.t0, 2))
+
+    def retire(self, actor: Any) -> None:
+        """Give up on the actor: no more units or pings for it (the pool may start another)."""
+        self.pings = {ref: entry for ref, entry in self.pings.items() if entry[0] is not actor}
+        self.slots = [a for a in self.slots if a is not actor]
+        self.pool.retire(actor)
+
+    def drop_unstarted(self) -> None:
+        """No unit waits: workers still starting for the first time would load a model for
+        nothing (and keep an autoscaler adding nodes for them)."""
+        for actor, _, _ in list(self.pings.values()):
+            if id(actor) not in self.described:
+                self.retire(actor)
+
 
 def run_units(
-    actors: list[Any],
+    pool: WorkerPool,
     todo: list[int],
     stats: UnitCounts,
     *,
@@ -33,41 +117,48 @@ def run_units(
     max_attempts: int,
     max_actor_failures: int,
     on_unit: Callable[[Any], None] | None = None,
+    on_join: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Run ``actor.run(unit)`` for every unit of ``todo``, ``in_flight`` calls per actor at a time,
-    counting what happens in ``stats`` (a run record).
+    """Run ``actor.run(unit)`` for every unit of ``todo`` on the pool's workers, ``in_flight``
+    calls per worker at a time, counting what happens in ``stats`` (a run record).
 
-    A call that fails because its actor died (``RayActorError``) is re-queued, unless the unit's
-    manifest exists by now. A unit failing ``max_attempts`` times, or every actor failing more
-    than ``max_actor_failures`` times, ends the run with an error. An exception raised inside a
-    unit (bad data, a permanent storage error) ends the run at once.
+    Workers take units once they answer (model loaded); every ``GROW_EVERY_S`` the pool may
+    start more (GPUs or CPUs joined), and ``on_join`` gets each new worker's description. A
+    call that fails because its worker died (``RayActorError``: the process, or its node, went
+    away) is re-queued, unless the unit's manifest exists by now; Ray restarts the worker, and it
+    takes units again once it answers. A unit failing ``max_attempts`` times, or every worker
+    failing more than ``max_actor_failures`` times, ends the run with an error, and so does an
+    exception raised inside a unit (bad data, a permanent storage error).
     """
     queue: deque[int] = deque(todo)
     attempts: dict[int, int] = {}
-    actor_failures: dict[int, int] = {}
-    slots = [a for a in actors for _ in range(in_flight)]
+    workers = _Workers(pool, in_flight, on_join)
     running: dict[Any, tuple[Any, int]] = {}
-    pings: dict[Any, tuple[Any, int]] = {}  # a failed call's slot comes back once its actor answers again
+    workers.grow(len(queue))
+    next_grow = time.monotonic() + GROW_EVERY_S
     while queue or running:
-        while slots and queue:
-            actor, unit = slots.pop(), queue.popleft()
+        while workers.slots and queue:
+            actor, unit = workers.slots.pop(), queue.popleft()
             running[actor.run.remote(unit)] = (actor, unit)
-        if not running and not pings:
+        if time.monotonic() >= next_grow or not (running or workers.pings):
+            if not workers.slots:
+                workers.grow(len(queue))
+            next_grow = time.monotonic() + GROW_EVERY_S
+        if not queue:
+            workers.drop_unstarted()
+        if not running and not workers.pings:
             raise ActstoreError(f"every worker failed more than {max_actor_failures} times; failures: {stats.failures[-5:]}")
-        [ready], _ = ray.wait([*running, *pings], num_returns=1)
-        if ready in pings:
-            _answer_ping(ready, pings, slots)
+        ready, _ = ray.wait([*running, *workers.pings], num_returns=1, timeout=GROW_EVERY_S)
+        if not ready:
             continue
-        actor, unit = running.pop(ready)
+        if ready[0] in workers.pings:
+            workers.answer(ready[0])
+            continue
+        actor, unit = running.pop(ready[0])
         try:
-            report = ray.get(ready)
+            report = ray.get(ready[0])
         except ray.exceptions.RayActorError as exc:
-            stats.worker_deaths += 1
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            stats.failures.append(f"unit {unit}: worker died ({reason})")
-            actor_failures[id(actor)] = actor_failures.get(id(actor), 0) + 1
-            if actor_failures[id(actor)] <= max_actor_failures:  # Ray restarts it; ping before reuse
-                pings[actor.describe.remote()] = (actor, 0)
+            workers.died(actor, unit, exc, stats, max_actor_failures)
             if is_done(unit):
                 logger.warning("unit %d was committed before its worker died; not re-running it", unit)
                 continue
@@ -78,32 +169,17 @@ def run_units(
             stats.units_retried += 1
             queue.appendleft(unit)
             continue
-        slots.append(actor)
-        stats.units_run += 1
-        stats.tokens += int(getattr(report, "n_tokens", 0))
-        stats.storage_retries += int(getattr(report, "storage_retries", 0))
-        stats.compute_seconds += float(getattr(report, "compute_seconds", 0.0))
-        stats.write_seconds += float(getattr(report, "write_seconds", 0.0))
+        workers.slots.append(actor)
+        _count(stats, report)
         if on_unit is not None:
             on_unit(report)
+    workers.finish()
 
 
-PING_TRIES = 600  # x 0.2 s: how long a restarting worker may take to load its model again
-
-
-def _answer_ping(ref: Any, pings: dict[Any, tuple[Any, int]], slots: list[Any]) -> None:
-    """A restarted actor answered (its slot is free again) or is still restarting (ask again)."""
-    actor, tries = pings.pop(ref)
-    try:
-        ray.get(ref)
-    except ray.exceptions.RayActorError:
-        if tries < PING_TRIES:
-            time.sleep(0.2)
-            pings[actor.describe.remote()] = (actor, tries + 1)
-        return
-    slots.append(actor)
-
-
-def wait_for_actors(actors: list[Any], timeout_s: float = 600.0) -> list[dict[str, Any]]:
-    """Each actor's description once it has started (model loaded); surfaces load errors early."""
-    return list(ray.get([a.describe.remote() for a in actors], timeout=timeout_s))
+def _count(stats: UnitCounts, report: Any) -> None:
+    """Add a finished unit's report to the run's counts."""
+    stats.units_run += 1
+    stats.tokens += int(getattr(report, "n_tokens", 0))
+    stats.storage_retries += int(getattr(report, "storage_retries", 0))
+    stats.compute_seconds += float(getattr(report, "compute_seconds", 0.0))
+    stats.write_seconds += float(getattr(report, "write_seconds", 0.0))

@@ -18,7 +18,7 @@ from actstore.corpus.staging import FileSummary, read_staged_docs, read_staged_t
 from actstore.errors import TokenizerError
 from actstore.store._fs import Location, SideFiles
 from actstore.store.dtypes import to_storage
-from actstore.store.layout import TOKEN_ARRAYS, token_array
+from actstore.store.layout import FLAG_SPECIAL, TOKEN_ARRAYS, token_array
 from actstore.store.metadata import TokenizerInfo
 from actstore.store.store import TOKENS_STAGE, Store
 
@@ -57,6 +57,7 @@ def build_plan(location: Location, summaries: Sequence[FileSummary], context: Co
         doc_file=doc_file,
         doc_offset=doc_offset,
         doc_len=doc_len,
+        special_ids=tuple(tok.special_ids),
     )
     if context.separator == "eos" and tok.eos_token_id is None:
         raise TokenizerError(f"tokenizer {tok.name_or_path!r} has no EOS token; set context.separator: none")
@@ -71,7 +72,7 @@ def pack_unit(store: Store, plan: PackPlan, unit: int) -> int:
                            lambda f, a, b: read_staged_tokens(files, f, a, b))
     rows = slice(contexts.start, contexts.stop)
     store.write_many([(token_array(name), rows, to_storage(arrays[name], dtype)) for name, (dtype, _) in TOKEN_ARRAYS.items()])
-    n_doc_tokens = int(np.count_nonzero(arrays["flags"] == 0))
+    n_doc_tokens = int(np.count_nonzero((arrays["flags"] & FLAG_SPECIAL) == arrays["flags"]))  # flags 0 or special
     store.manifests.commit(TOKENS_STAGE, unit, {"contexts": [contexts.start, contexts.stop], "doc_tokens": n_doc_tokens})
     return n_doc_tokens
 

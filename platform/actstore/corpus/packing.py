@@ -3,7 +3,8 @@
 Each document contributes its tokens followed by an optional separator (EOS): its *stream*.
 ``pack`` lays the streams end to end and cuts them into pieces of ``ctx_len - 1`` tokens;
 ``document`` gives every document its own contexts. Every context starts with BOS; what is left
-at the end of a context is padding. The plan depends only on document order and lengths, never
+at the end of a context is padding. A special token inside a document (a chat-template marker)
+keeps its place and is flagged ``FLAG_SPECIAL``. The plan depends only on document order and lengths, never
 on how many workers tokenized, so the packed arrays are identical whatever the parallelism.
 """
 
@@ -15,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD
+from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD, FLAG_SPECIAL
 
 __all__ = ["PackPlan", "Segment", "fill_contexts"]
 
@@ -43,6 +44,7 @@ class PackPlan:
     doc_file: np.ndarray  # int32: index of the source file
     doc_offset: np.ndarray  # int64: first token of the document in its file's token stream
     doc_len: np.ndarray  # int64: tokens stored (after the max_tokens cap)
+    special_ids: tuple[int, ...] = ()  # ids flagged FLAG_SPECIAL inside documents
 
     @property
     def body(self) -> int:
@@ -110,6 +112,8 @@ def fill_contexts(plan: PackPlan, c0: int, c1: int, read: TokenReader) -> dict[s
         pos[row, cols] = np.arange(seg.start, seg.stop, dtype=np.int32)
         flags[row, cols] = 0
         ids[row, seg.col : seg.col + n_text] = toks
+        if plan.special_ids:
+            flags[row, seg.col : seg.col + n_text][np.isin(toks, plan.special_ids)] = FLAG_SPECIAL
         if n_text < seg.stop - seg.start:  # the separator closes this piece
             assert plan.sep_id is not None
             ids[row, seg.col + n_text] = plan.sep_id

@@ -23,7 +23,8 @@ __all__ = ["Document", "read_documents"]
 
 @dataclass(frozen=True)
 class Document:
-    """One document of a file: its text, row (0-based line or row), optional key and metadata."""
+    """One document of a file: its text (or, for a chat record, its messages), row (0-based line
+    or row), optional key and metadata."""
 
     text: str
     row: int
@@ -31,6 +32,12 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     repaired: bool = False
     stripped_bom: bool = False
+    messages: list[dict[str, str]] | None = None  # a chat record, rendered through the chat template at staging
+
+    @property
+    def format(self) -> str:
+        """``chat`` for a record of messages, ``text`` otherwise (the documents table's ``format`` column)."""
+        return "text" if self.messages is None else "chat"
 
 
 def read_documents(source: SourceFile, config: CorpusConfig) -> Iterator[Document]:
@@ -73,20 +80,40 @@ def _decode(raw: bytes, url: str, line: int, config: CorpusConfig) -> tuple[str,
         ) from None
 
 
-def _fields(record: dict[str, Any], where: str, config: CorpusConfig) -> tuple[str, str | None, dict[str, Any]]:
+def _document(record: dict[str, Any], row: int, where: str, config: CorpusConfig, *, repaired: bool = False,
+              stripped_bom: bool = False) -> Document:
+    """The document of one record: its text, or with ``corpus.chat_template`` its messages."""
+    key = record.get(config.key_field) if config.key_field else None
+    metadata = {name: record.get(name) for name in config.metadata_fields}
+    key = None if key is None else str(key)
+    if config.chat_template and record.get(config.messages_field) is not None:
+        messages = _messages(record[config.messages_field], where, config)
+        return Document("", row, key, metadata, repaired, stripped_bom, messages=messages)
     if config.text_field not in record:
+        hint = (f"; it holds {config.messages_field!r}: set corpus.chat_template: true to render chat records"
+                if config.messages_field in record and not config.chat_template else "; set corpus.text_field")
         raise CorpusError(
-            f"{where}: missing text field {config.text_field!r} (fields present: "
-            f"{sorted(record)[:10]}); set corpus.text_field"
+            f"{where}: missing text field {config.text_field!r} (fields present: {sorted(record)[:10]}){hint}"
         )
     text = record[config.text_field]
     if text is None:
         raise CorpusError(f"{where}: text field {config.text_field!r} is null; drop the record or give it a string")
     if not isinstance(text, str):
         raise CorpusError(f"{where}: text field {config.text_field!r} holds {type(text).__name__}, not a string")
-    key = record.get(config.key_field) if config.key_field else None
-    metadata = {name: record.get(name) for name in config.metadata_fields}
-    return text, None if key is None else str(key), metadata
+    return Document(text, row, key, metadata, repaired, stripped_bom)
+
+
+def _messages(value: Any, where: str, config: CorpusConfig) -> list[dict[str, str]]:
+    """A chat record's messages: a non-empty list of objects with string ``role`` and ``content``."""
+    field_name = config.messages_field
+    if not isinstance(value, list) or not value:
+        raise CorpusError(f"{where}: {field_name!r} must be a non-empty list of {{role, content}} objects, "
+                          f"found {type(value).__name__}")
+    for i, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise CorpusError(f"{where}: {field_name}[{i}] must be an object with string role and content, found {message!r:.80}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def _strip_bom(raw: bytes) -> tuple[bytes, bool]:
@@ -110,8 +137,7 @@ def _read_jsonl(handle: Any, url: str, config: CorpusConfig) -> Iterator[Documen
             raise CorpusError(f"{url}:{line}: not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise CorpusError(f"{url}:{line}: expected a JSON object, found {type(record).__name__}")
-        text, key, metadata = _fields(record, f"{url}:{line}", config)
-        yield Document(text, row, key, metadata, repaired, stripped_bom=bom and row == 0)
+        yield _document(record, row, f"{url}:{line}", config, repaired=repaired, stripped_bom=bom and row == 0)
 
 
 def _read_parquet(handle: Any, url: str, config: CorpusConfig) -> Iterator[Document]:
@@ -119,15 +145,15 @@ def _read_parquet(handle: Any, url: str, config: CorpusConfig) -> Iterator[Docum
 
     parquet = pq.ParquetFile(handle)
     names = set(parquet.schema_arrow.names)
-    if config.text_field not in names:
+    if config.text_field not in names and not (config.chat_template and config.messages_field in names):
         raise CorpusError(f"{url}: missing text column {config.text_field!r} (columns: {sorted(names)[:10]})")
-    wanted = [config.text_field, *([config.key_field] if config.key_field else []), *config.metadata_fields]
+    chat = [config.messages_field] if config.chat_template else []
+    wanted = [config.text_field, *chat, *([config.key_field] if config.key_field else []), *config.metadata_fields]
     columns = [c for c in dict.fromkeys(wanted) if c in names]
     row = 0
     for batch in parquet.iter_batches(columns=columns, batch_size=4096):
         for record in batch.to_pylist():
-            text, key, metadata = _fields(record, f"{url}: row {row}", config)
-            yield Document(text, row, key, metadata)
+            yield _document(record, row, f"{url}: row {row}", config)
             row += 1
 
 

@@ -2,7 +2,7 @@
 
 A task reads one file, tokenizes its documents in batches and writes two objects next to the
 store: ``_staging/ingest/f<i>.tokens`` (the file's document tokens end to end, little-endian
-int32) and ``_staging/ingest/f<i>.docs.parquet`` (per document: row, key, length, metadata).
+int32) and ``_staging/ingest/f<i>.docs.parquet`` (per document: row, key, length, format, metadata).
 Re-running a task rewrites the same bytes. Staging is removed when ingestion completes.
 """
 
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actstore.config import CorpusConfig
+from actstore.corpus.chat import ChatRenderer
 from actstore.corpus.readers import Document, read_documents
 from actstore.corpus.sources import SourceFile
 from actstore.store._fs import Location, SideFiles
@@ -40,6 +41,7 @@ class FileSummary:
     skipped_empty: int
     repaired_utf8: int
     stripped_bom: int = 0
+    chat_records: int = 0
 
 
 def _key(index: int, suffix: str) -> str:
@@ -58,18 +60,21 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
     rows: list[dict[str, Any]] = []
     skipped = repaired = bom = 0
     batch: list[Document] = []
+    chat = ChatRenderer(tokenizer, add_generation_prompt=corpus.add_generation_prompt) if corpus.chat_template else None
 
     def flush() -> None:
         nonlocal skipped, n_tokens
-        encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
+        encoded = tokenizer([_text(d, chat, source) for d in batch], add_special_tokens=False)["input_ids"]
         for document, ids in zip(batch, encoded, strict=True):
+            if chat is not None and document.messages is not None:
+                ids = chat.trim(ids)
             if not ids:
                 skipped += 1
                 continue
             token_parts.append(np.asarray(ids, dtype=TOKEN_DTYPE))
             n_tokens += len(ids)
             rows.append({"row": document.row, "key": document.key, "n_tokens": len(ids),
-                         "repaired": document.repaired, **document.metadata})
+                         "repaired": document.repaired, "format": document.format, **document.metadata})
         batch.clear()
 
     for document in read_documents(source, corpus):
@@ -86,7 +91,16 @@ def stage_file(index: int, source: SourceFile, corpus: CorpusConfig, tokenizer: 
     files = SideFiles(location)
     files.write_bytes(_key(index, "tokens"), tokens.tobytes())
     files.write_bytes(_key(index, "docs.parquet"), _docs_parquet(rows, corpus.metadata_fields))
-    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired, bom)
+    return FileSummary(index, source.url, len(rows), int(tokens.size), skipped, repaired, bom,
+                       sum(r["format"] == "chat" for r in rows))
+
+
+def _text(document: Document, chat: ChatRenderer | None, source: SourceFile) -> str:
+    """A document's text; a chat record's as its template renders it."""
+    if document.messages is None or chat is None:
+        return document.text
+    where = f"{source.url}:{document.row + 1}" if source.format == "jsonl" else f"{source.url}: row {document.row}"
+    return chat.text(document.messages, where)
 
 
 def _docs_parquet(rows: list[dict[str, Any]], metadata_fields: list[str]) -> bytes:
@@ -95,6 +109,7 @@ def _docs_parquet(rows: list[dict[str, Any]], metadata_fields: list[str]) -> byt
         "key": pa.array([r["key"] for r in rows], pa.string()),
         "n_tokens": pa.array([r["n_tokens"] for r in rows], pa.int64()),
         "repaired": pa.array([r["repaired"] for r in rows], pa.bool_()),
+        "format": pa.array([r["format"] for r in rows], pa.string()),
     }
     for name in metadata_fields:
         values = [r.get(name) for r in rows]

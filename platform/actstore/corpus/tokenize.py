@@ -17,7 +17,7 @@ from actstore.errors import TokenizerError
 from actstore.store.metadata import TokenizerInfo
 from actstore.store.tokenizer import TOKENIZER_KEY, StoredTokenizer, tokenizer_sha256
 
-__all__ = ["load_tokenizer", "source_tokenizer", "tokenizer_info", "tokenizer_json"]
+__all__ = ["load_tokenizer", "source_tokenizer", "special_token_ids", "tokenizer_info", "tokenizer_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,16 @@ def tokenizer_info(tokenizer: Any, source: HFSource) -> TokenizerInfo:
         sha256=tokenizer_sha256(tokenizer_json(tokenizer)),
         special_tokens={role: str(getattr(tokenizer, role)) for role in SPECIAL_ROLES if getattr(tokenizer, role, None)},
         clean_up_spaces=_cleans_up_spaces(tokenizer),
+        special_ids=special_token_ids(tokenizer),
     )
+
+
+def special_token_ids(tokenizer: Any) -> list[int]:
+    """Ids flagged special inside documents: the tokenizer's special tokens (chat-template markers,
+    BOS, EOS...: :meth:`StoredTokenizer.special_ids`) except the unknown token, which stands for
+    text the vocabulary cannot spell."""
+    ids = StoredTokenizer(tokenizer.backend_tokenizer).special_ids()
+    return [i for i in ids if i != tokenizer.unk_token_id]
 
 
 def _cleans_up_spaces(tokenizer: Any) -> bool:

@@ -1,7 +1,7 @@
 """Explainer/judge backends: a local Hugging Face chat model, or an OpenAI-compatible endpoint.
 
-Both answer two calls: ``generate`` (the explainer's answer, and how many prompt tokens it
-read) and ``judge`` (a 0/1 answer with P(1) when probabilities are available). The local model
+Both answer two calls: ``generate`` (the explainer's answer, stopped at the end of its first
+line, and how many prompt tokens it read) and ``judge`` (a 0/1 answer with P(1) when probabilities are available). The local model
 judges from its next-token logits for "0" and "1", so it always parses and always gives P(1).
 """
 
@@ -20,11 +20,12 @@ __all__ = ["ChatBackend", "LocalChat", "OpenAIChat", "make_backend"]
 
 logger = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
+STOP = "\n"  # an explanation is one line: generation stops at its end
 
 
 class ChatBackend(Protocol):
     def generate(self, messages: Messages, *, sampling: SamplingConfig, prefix: str = "") -> tuple[str, int]:
-        """The answer (``prefix`` included) and the prompt's token count."""
+        """The answer's first line (``prefix`` included) and the prompt's token count."""
         ...
 
     def judge(self, messages: Messages) -> tuple[int | None, float | None]:
@@ -65,7 +66,8 @@ class LocalChat:
             kwargs["temperature"] = sampling.temperature
         with torch.no_grad():
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, **kwargs)
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                                      stop_strings=[STOP], tokenizer=self.tokenizer, **kwargs)
         return prefix + str(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)), int(ids.shape[1])
 
     def judge(self, messages: Messages) -> tuple[int | None, float | None]:
@@ -96,7 +98,7 @@ class OpenAIChat:
     def generate(self, messages: Messages, *, sampling: SamplingConfig, prefix: str = "") -> tuple[str, int]:
         reply = self.client.chat.completions.create(
             model=self.config.model, messages=messages,  # type: ignore[arg-type]
-            max_tokens=sampling.max_new_tokens, temperature=sampling.temperature, seed=sampling.seed)
+            max_tokens=sampling.max_new_tokens, temperature=sampling.temperature, seed=sampling.seed, stop=[STOP])
         usage = reply.usage.prompt_tokens if reply.usage is not None else 0
         return reply.choices[0].message.content or "", int(usage)
 

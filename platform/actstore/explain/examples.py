@@ -18,7 +18,7 @@ import polars as pl
 
 from actstore.explain.config import ExampleConfig
 from actstore.query.windows import windows
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
+from actstore.store.layout import NOT_TEXT, token_array
 
 __all__ = ["ExampleSet", "draw_examples", "split_occurrences"]
 
@@ -118,7 +118,7 @@ def _off_windows(latents: Any, latent: int, config: ExampleConfig, candidates: n
 
 
 def _random_tokens(store: Any, rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` random counted tokens (not BOS or padding) of committed units."""
+    """``n`` random counted tokens (not BOS, padding or specials) of committed units."""
     units = store.units_done()
     if not units or n <= 0:
         return np.zeros(0, np.int64)
@@ -127,7 +127,7 @@ def _random_tokens(store: Any, rng: np.random.Generator, n: int) -> np.ndarray:
     flags = store.read_contexts(token_array("flags"), ctxs)
     out = []
     for row, ctx in enumerate(ctxs.tolist()):
-        ok = np.flatnonzero((flags[row] & (FLAG_BOS | FLAG_PAD)) == 0)
+        ok = np.flatnonzero((flags[row] & NOT_TEXT) == 0)
         if ok.size:
             out.append(ctx * store.meta.ctx_len + int(rng.choice(ok)))
     return rng.permutation(np.asarray(out, np.int64))

@@ -14,28 +14,37 @@ import json
 import re
 from collections.abc import Sequence
 
-__all__ = ["EXPLAINER_TEMPLATE", "JUDGE_TEMPLATES", "explainer_messages", "highlight", "judge_messages",
-           "marked", "parse_explanation", "parse_judgement", "template_hash"]
+__all__ = ["ANSWER_PREFIX", "EXPLAINER_TEMPLATE", "JUDGE_TEMPLATES", "evidence", "explainer_messages", "highlight",
+           "judge_messages", "marked", "parse_explanation", "parse_judgement", "template_hash"]
 
 Message = dict[str, str]
 
 EXPLAINER_SYSTEM = (
     "You are a meticulous AI researcher investigating a neuron in a language model. You will see "
     "text examples in which the neuron fires. Tokens where it fires are between delimiters like "
-    "<<this>>; after each example, a list of (token, activation 0-10) pairs. Find what the marked "
-    "tokens have in common and describe it in a short phrase (1 to 6 words). Reply with one line "
-    "of the form [EXPLANATION]: <your phrase>"
+    "<<this>>; after each example, a list of (token, activation 0-10) pairs; at the end, the tokens "
+    "it fires on most over the whole corpus. Find what the marked tokens have in common and "
+    "describe it in a short phrase (1 to 6 words). Reply with one line of the form "
+    "[EXPLANATION]: <your phrase>"
 )
+# Few-shot turns about invented words, which no corpus holds: an answer copied from them is
+# recognisably not about the latent, and is recorded as unparsed (``parse_explanation``). Both
+# answers are plain ("the word ..."): a small model copies the form, so the form should be right.
 FEW_SHOT = (
-    ("Example 1: and he was <<over the moon>> to find\nActivations: (over, 5), ( the, 6), ( moon, 9)\n"
-     "Example 2: we'll be laughing <<till the cows come home>>! Pro\nActivations: (till, 5), ( the, 5), ( cows, 8), "
-     "( come, 8), ( home, 8)",
-     "[EXPLANATION]: Common idioms in text conveying positive sentiment."),
-    ("Example 1: x = <<await>> client.get(url)\nActivations: (await, 10)\n"
-     "Example 2: result = <<await>> asyncio.sleep(1)\nActivations: (await, 8)",
-     "[EXPLANATION]: The keyword await."),
+    ("Example 1: the old <<vexlorn>> stood by the door\nActivations: (vexlorn, 10)\n"
+     "Example 2: two <<vexlorn>>s were sold\nActivations: (vexlorn, 8)\n"
+     'Fires most on: "vexlorn" (91% of its firings; on 100% of its occurrences)',
+     '[EXPLANATION]: the word "vexlorn"'),
+    ("Example 1: we saw a <<blick>> and three<< blicks>> today\nActivations: (blick, 9), ( blicks, 10)\n"
+     "Example 2: no<< blicks>> here\nActivations: ( blicks, 7)\n"
+     'Fires most on: " blicks" (64% of its firings; on 98% of its occurrences), "blick" (36%; 95%)',
+     '[EXPLANATION]: the words "blick" and "blicks"'),
 )
-EXPLAINER_TEMPLATE = json.dumps({"system": EXPLAINER_SYSTEM, "few_shot": FEW_SHOT, "answer_prefix": "[EXPLANATION]:"})
+INVENTED = re.compile(r"\b(vexlorn|blicks?)\b")  # the few-shot turns' words: in an answer, they were copied
+ANSWER_PREFIX = "[EXPLANATION]:"
+EVIDENCE = "Fires most on: {}"
+EXPLAINER_TEMPLATE = json.dumps({"system": EXPLAINER_SYSTEM, "few_shot": FEW_SHOT, "answer_prefix": ANSWER_PREFIX,
+                                 "evidence": EVIDENCE, "stop": "first line"})
 
 JUDGE_SYSTEM = {
     "detection": (
@@ -51,12 +60,13 @@ JUDGE_SYSTEM = {
 }
 JUDGE_TEMPLATES = {name: json.dumps({"system": text, "user": "Explanation: {explanation}\nExample: {example}"})
                    for name, text in JUDGE_SYSTEM.items()}
-ANSWER_PREFIX = "[EXPLANATION]:"
 
 
-def template_hash(*, scorers: Sequence[str]) -> str:
-    """sha256 (first 16 hex digits) of the explainer template and the judges' templates used."""
-    texts = [EXPLAINER_TEMPLATE, *(JUDGE_TEMPLATES[s] for s in sorted(scorers))]
+def template_hash(*, scorers: Sequence[str], embedding: str = "") -> str:
+    """sha256 (first 16 hex digits) of the explainer template, the judges' templates used and
+    the embedding scorer's model (its name, when that scorer runs)."""
+    texts = [EXPLAINER_TEMPLATE, *(JUDGE_TEMPLATES.get(s, s) for s in sorted(scorers))]
+    texts += [embedding] if "embedding" in scorers else []
     return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
 
 
@@ -86,15 +96,30 @@ def _activations(tokens: Sequence[str], values: Sequence[float], marks: Sequence
     return ", ".join(f"({t}, {round(10 * v / top)})" for t, v, m in zip(tokens, values, marks, strict=True) if m)
 
 
+def evidence(tokens: Sequence[tuple[str, float, float]], bigrams: Sequence[tuple[str, str, float, float]]) -> str:
+    """The token-profile line of the explainer prompt: ``tokens`` as (text, recall, precision),
+    ``bigrams`` as (previous text, text, recall, precision)."""
+    shown = [f"{_quoted(t)} ({r:.0%} of its firings; on {p:.0%} of its occurrences)" for t, r, p in tokens]
+    shown += [f"{_quoted(t)} after {_quoted(b)} ({r:.0%}; {p:.0%})" for b, t, r, p in bigrams]
+    return EVIDENCE.format(", ".join(shown))
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
 def explainer_messages(examples: Sequence[tuple[Sequence[str], Sequence[float]]], *, threshold: float,
-                       show_activations: bool = True) -> list[Message]:
-    """Chat messages asking for an explanation of (tokens, values) windows."""
+                       show_activations: bool = True, profile: str | None = None) -> list[Message]:
+    """Chat messages asking for an explanation of (tokens, values) windows; ``profile``: the
+    :func:`evidence` line, shown after them."""
     parts = []
     for i, (tokens, values) in enumerate(examples, 1):
         marks = marked(values, threshold=threshold)
         parts.append(f"Example {i}: {highlight(tokens, marks)}")
         if show_activations:
             parts.append(f"Activations: {_activations(tokens, values, marks)}")
+    if profile:
+        parts.append(profile)
     messages: list[Message] = [{"role": "system", "content": EXPLAINER_SYSTEM}]
     for user, answer in FEW_SHOT:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
@@ -109,16 +134,29 @@ def judge_messages(scorer: str, explanation: str, example: str) -> list[Message]
 
 
 def parse_explanation(answer: str) -> str | None:
-    """The text after the last ``[EXPLANATION]:`` up to the end of its line, without the
+    """The text after the first ``[EXPLANATION]:`` up to the end of its line, without the
     prompt's ``<<...>>`` marks (small models copy them from the examples: "the word <<await>>"
-    means "the word await"); None if there is none or it is empty (the answer is then recorded
-    as unparsed; the raw answer is kept either way)."""
-    at = answer.rfind(ANSWER_PREFIX)
+    means "the word await"); None if there is none, it is empty, or it is a few-shot answer
+    copied (the answer is then recorded as unparsed; the raw answer is kept either way)."""
+    at = answer.find(ANSWER_PREFIX)
     if at < 0:
         return None
     text = answer[at + len(ANSWER_PREFIX):].strip().splitlines()
-    found = text[0].replace("<<", "").replace(">>", "").strip().strip('"').strip() if text else ""
-    return found or None
+    found = text[0].replace("<<", "").replace(">>", "").strip() if text else ""
+    if found.count('"') == 2 and found.startswith('"') and found.endswith('"'):
+        found = found[1:-1].strip()  # a whole answer in quotes; quotes inside it are the tokens'
+    return None if not found or _copied(found) else found
+
+
+def _copied(text: str) -> bool:
+    """Whether ``text`` is a few-shot answer, or names their invented words (a copy with the
+    form kept and the tokens changed, 'the word "await"', is a right answer, not a copy)."""
+    norm = _normal(text)
+    return norm in {_normal(a.removeprefix(ANSWER_PREFIX)) for _, a in FEW_SHOT} or bool(INVENTED.search(norm))
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[^a-z0-9%]+", " ", text.lower()).strip()
 
 
 _DIGIT = re.compile(r"\b([01])\b")

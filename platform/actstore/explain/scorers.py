@@ -7,6 +7,12 @@ the metrics delphi reports (balanced accuracy, precision, recall, F1, AUROC from
 judge gives probabilities) plus precision at the latent's natural density: a balanced 50/50
 test says nothing about how many of the judge's "yes" answers would be right in running text,
 where the latent fires on only ``density`` of the tokens.
+
+The embedding scorer gives no 0/1 answers, only a similarity per window: its metric is AUROC.
+Each scorer is also checked for being informative (:func:`checks`): a judge that says the same on
+>= 95% of the windows, or any scorer that does not rank the real explanation above another
+latent's on the same windows (the baseline), carries no evidence about this explanation, and its
+numbers are kept but left out of the ranking score.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Confusion", "Scores", "auroc", "confusion", "precision_at_density", "score_answers"]
+__all__ = ["SAME_ANSWERS", "Checks", "Confusion", "Scores", "auroc", "checks", "confusion", "headline",
+           "precision_at_density", "score_answers", "similarity_scores"]
+
+SAME_ANSWERS = 0.95  # a judge giving one answer on this share of the windows (or more) is uninformative
 
 
 class Confusion(NamedTuple):
@@ -83,3 +92,42 @@ def score_answers(labels: Sequence[int], predictions: Sequence[int | None], prob
     area = auroc(y, [float(p) for p in probs if p is not None]) if probs and all(p is not None for p in probs) else None
     fpr = None if specificity is None else 1 - specificity
     return Scores(balanced, precision, recall, f1, area, len(keep), precision_at_density(recall, fpr, density))
+
+
+def similarity_scores(labels: Sequence[int], similarities: Sequence[float]) -> Scores:
+    """The embedding scorer's metrics: AUROC of the similarities, ``n``; no 0/1 answers, so the
+    threshold metrics are None."""
+    return Scores(None, None, None, None, auroc(labels, similarities), len(labels), None)
+
+
+def headline(scores: Scores) -> float | None:
+    """The number a scorer ranks by: AUROC, else (no probabilities) balanced accuracy."""
+    return scores.auroc if scores.auroc is not None else scores.balanced_accuracy
+
+
+class Checks(NamedTuple):
+    """Whether one scorer's result carries signal: ``yes_rate`` (share of 1 answers; None for
+    the embedding scorer), ``spread`` (standard deviation over the windows of P(1) or of the
+    similarity; None without probabilities), ``baseline`` (the baseline explanation's
+    :func:`headline`), ``informative``."""
+
+    yes_rate: float | None
+    spread: float | None
+    baseline: float | None
+    informative: bool
+
+
+def checks(real: Scores, predictions: Sequence[int | None] | None, values: Sequence[float | None],
+           baseline: Scores | None) -> Checks:
+    """Informative = the real explanation has a :func:`headline`, the judge's answers vary (on
+    less than :data:`SAME_ANSWERS` of the windows the same), and the baseline's headline (when
+    there is one) is below the real one."""
+    answers = [p for p in (predictions or []) if p is not None]
+    yes = float(np.mean(answers)) if answers else None
+    shown = [v for v in values if v is not None]
+    spread = float(np.std(shown)) if shown and len(shown) == len(values) else None
+    base = None if baseline is None else headline(baseline)
+    real_value = headline(real)
+    varied = predictions is None or (yes is not None and 1 - SAME_ANSWERS < yes < SAME_ANSWERS)
+    above = base is None or (real_value is not None and real_value > base)
+    return Checks(yes, spread, base, bool(real_value is not None and varied and above))

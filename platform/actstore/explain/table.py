@@ -24,25 +24,29 @@ from actstore.errors import ConfigError
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORERS", "PartCache", "append_explanations",
-           "current_explanations", "human_row", "mean_score", "scan_explanations"]
+__all__ = ["CURRENT_SCHEMA", "EXPLANATION_SCHEMA", "METRICS", "SCORED_KINDS", "SCORERS", "PartCache",
+           "append_explanations", "committed_parts", "current_explanations", "headline_metric", "human_row", "mean_score",
+           "readable", "scan_explanations", "scorer_columns"]
 
 PREFIX = "explanations"
 READERS = 16  # parts read at once: a fully explained SAE has thousands, each one small GET
-SCORERS = ("detection", "fuzzing")
+SCORERS = ("embedding", "detection", "fuzzing")
 METRICS: dict[str, pl.DataType] = {
     "balanced_accuracy": pl.Float64(), "precision": pl.Float64(), "recall": pl.Float64(), "f1": pl.Float64(),
     "auroc": pl.Float64(), "n": pl.Int64(), "precision_at_density": pl.Float64(),
+    "yes_rate": pl.Float64(), "spread": pl.Float64(), "baseline": pl.Float64(), "informative": pl.Boolean(),
 }
 EXPLANATION_SCHEMA = pl.Schema({
     "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
     "template_hash": pl.String(), "sampling": pl.String(), "explainer_examples": pl.List(pl.Int64()),
     "test_examples": pl.List(pl.Int64()), "negative_examples": pl.List(pl.Int64()), "parsed": pl.Boolean(),
-    "raw": pl.String(), "key": pl.String(), "created": pl.String(),
+    "raw": pl.String(), "key": pl.String(), "created": pl.String(), "baseline_latent": pl.Int64(),
+    "baseline_text": pl.String(),
     **{f"{s}_{m}": dtype for s in SCORERS for m, dtype in METRICS.items()},
 })
 CURRENT_SCHEMA = pl.Schema({"latent": pl.Int64(), "text": pl.String(), "kind": pl.String(), "author": pl.String(),
                             "score": pl.Float64(), "created": pl.String(), "key": pl.String()})
+SCORED_KINDS = ("auto", "profile")  # kinds whose rows carry scores (a label has none)
 
 
 def _folder(sae: str) -> str:
@@ -99,11 +103,18 @@ class PartCache:
         self.table: tuple[tuple[str, ...], pl.DataFrame] | None = None  # (the parts it holds, the table)
 
 
+def committed_parts(store: Store, sae: str) -> tuple[str, ...]:
+    """The ids of ``sae``'s committed parts, in order (one listing): the table's version, as
+    parts are only ever added."""
+    return tuple(name.removesuffix(".json") for name in store.files.list(f"{_folder(sae)}/_committed")
+                 if name.endswith(".json"))
+
+
 def scan_explanations(store: Store, sae: str, *, cache: PartCache | None = None) -> pl.LazyFrame:
     """Every committed row of ``sae``'s table (all kinds, all versions), in part order;
     ``cache``: keeps what was read for the next call (see :class:`PartCache`)."""
     folder = _folder(sae)
-    parts = tuple(name.removesuffix(".json") for name in store.files.list(f"{folder}/_committed") if name.endswith(".json"))
+    parts = committed_parts(store, sae)
     if not parts:
         return pl.LazyFrame(schema=EXPLANATION_SCHEMA)
     cache = cache or PartCache()
@@ -113,24 +124,62 @@ def scan_explanations(store: Store, sae: str, *, cache: PartCache | None = None)
             cache.parts.update(zip(missing, pool.map(
                 lambda p: pl.read_parquet(io.BytesIO(store.files.read_bytes(f"{folder}/part-{p}.parquet"))), missing),
                 strict=True))
-        table = pl.concat([cache.parts[p] for p in parts], how="vertical").cast(EXPLANATION_SCHEMA)  # type: ignore[arg-type]
-        cache.table = (parts, table)
+        cache.table = (parts, _conformed(pl.concat([cache.parts[p] for p in parts], how="diagonal_relaxed")))
     return cache.table[1].lazy()
 
 
+def _conformed(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the table's columns in order: a column that older parts lack (the
+    embedding scorer, the informativeness checks) is null there."""
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in EXPLANATION_SCHEMA.items() if name not in frame.columns]
+    return frame.with_columns(missing).select(list(EXPLANATION_SCHEMA)).cast(EXPLANATION_SCHEMA)  # type: ignore[arg-type]
+
+
+def headline_metric(scorer: str) -> pl.Expr:
+    """A scorer's ranking number: its AUROC, else (no probabilities) its balanced accuracy."""
+    return pl.coalesce(pl.col(f"{scorer}_auroc"), pl.col(f"{scorer}_balanced_accuracy"))
+
+
 def mean_score(columns: tuple[str, ...] = SCORERS) -> pl.Expr:
-    """The ranking score of an automatic explanation: mean balanced accuracy over its scorers."""
-    return pl.mean_horizontal([pl.col(f"{s}_balanced_accuracy") for s in columns])
+    """The ranking score of a scored row (auto or profile): the mean of the informative scorers'
+    AUROC (balanced accuracy where a judge gave no probabilities); null when no scorer was
+    informative (rows written before the check have none, so they have no score either)."""
+    return pl.mean_horizontal([pl.when(pl.col(f"{s}_informative")).then(headline_metric(s)) for s in columns])
 
 
 def current_explanations(frame: pl.LazyFrame | pl.DataFrame, *, keep: tuple[str, ...] = ()) -> pl.DataFrame:
-    """One row per latent: its latest human label, else its best-scored parsed automatic
-    explanation (ties: the latest). Columns: :data:`CURRENT_SCHEMA`, then the table's columns
-    named in ``keep`` (e.g. each judge's metrics) from the same row."""
+    """One row per latent: its latest human label; else its best-scored parsed automatic or
+    profile explanation (informative scorers only; ties: the latest); else, when no explanation
+    of it has an informative score, its token profile (exact evidence) rather than an unscored
+    automatic answer; else its latest automatic one. Columns: :data:`CURRENT_SCHEMA`, then the
+    table's columns named in ``keep`` (e.g. each scorer's metrics) from the same row."""
     rows = frame.lazy().filter(pl.col("parsed")).with_columns(
-        score=pl.when(pl.col("kind") == "auto").then(mean_score()).otherwise(None),
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None),
         human=(pl.col("kind") == "human").cast(pl.Int8),
+        profile=(pl.col("kind") == "profile").cast(pl.Int8),
     )
-    order = ["human", "score", "created"]
+    order = ["human", "score", "profile", "created"]
     best = rows.sort(order, descending=True, nulls_last=True).group_by("latent", maintain_order=True).first()
     return best.select(*CURRENT_SCHEMA, *keep).sort("latent").collect().cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
+
+
+def scorer_columns(scorer: str) -> list[str]:
+    """The table's columns of one scorer, metrics and checks."""
+    return [f"{scorer}_{m}" for m in METRICS]
+
+
+def readable(frame: pl.DataFrame, *, current: bool = False) -> pl.DataFrame:
+    """Explanations for people (the CLI's table): ``latent, kind, author, text, score``, then per
+    scorer that scored any row its AUROC (balanced accuracy without probabilities) as text, or
+    ``uninformative`` where its checks failed (a number there is no evidence), ``unchecked`` for
+    a row written before the checks existed. ``current``: one row per latent, as
+    :func:`current_explanations` picks it."""
+    used = [s for s in SCORERS if frame[f"{s}_n"].is_not_null().any()]
+    keep = tuple(c for s in used for c in (f"{s}_auroc", f"{s}_balanced_accuracy", f"{s}_informative"))
+    rows = current_explanations(frame, keep=keep) if current else frame.with_columns(
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
+    verdicts = [pl.when(headline_metric(s).is_null()).then(pl.lit(""))
+                .when(pl.col(f"{s}_informative").is_null()).then(pl.lit("unchecked"))
+                .when(pl.col(f"{s}_informative")).then(headline_metric(s).round(3).cast(pl.String))
+                .otherwise(pl.lit("uninformative")).alias(s) for s in used]
+    return rows.select("latent", "kind", "author", "text", pl.col("score").round(3), *verdicts)

@@ -18,11 +18,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actstore.extraction.plan import ExtractPlan
+from actstore.index.profile import PROFILE_ARRAYS, PROFILE_TOP
+from actstore.saes.formats import sae_files
 from actstore.store.codes import latent_dtype
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
@@ -56,6 +59,9 @@ BLOSC_FRAME_BYTES = 350  # a shuffled object's headers and zstd tables (a few KB
 # within a block: about log2(mean gap) + 1.5 bits.
 CODE_VALUE_BYTES = {"bfloat16": 1.2, "float16": 1.33, "float32": 3.1}
 INDEX_VALUE_BYTES = {"bfloat16": 1.3, "float16": 1.7, "float32": 3.24}
+# the token profiles' arrays stored at about a quarter of their raw size (ids, counts and masses
+# of each latent's top tokens and bigrams; measured on the tests' coded store)
+PROFILE_RATIO = 0.25
 
 # Throughput measured by benchmarks/bench_gpu.py (extraction pipeline, bf16, 3 sites with 16k
 # JumpReLU SAEs, local store): (model shape, device) -> tokens/s, with its source
@@ -205,6 +211,15 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
             arrays.append(ArrayEstimate(f"index/{sae.name}", logical, stored, buckets * 7 + 1,
                                         f"{buckets} buckets; ~{per_nnz:.1f} B per occurrence (token gaps ~{gap:.1f} B)"))
             index_buckets += buckets
+            profile = sae.d_sae * sum(np.dtype(dt).itemsize * (PROFILE_TOP if wide else 1)
+                                      for dt, _, wide in PROFILE_ARRAYS.values())
+            arrays.append(ArrayEstimate(f"index/{sae.name}/profile", profile, int(profile * PROFILE_RATIO),
+                                        len(PROFILE_ARRAYS) * (buckets + 1),
+                                        f"top {PROFILE_TOP} tokens and bigrams per latent, one chunk per bucket"))
+        if sae.file is not None:  # a local SAE's files, copied into the store (STORE.md: SAE files)
+            files = sae_files(Path(sae.source))
+            size = sum(f.stat().st_size for f in files)
+            arrays.append(ArrayEstimate(sae.file, size, size, len(files), "the SAE's files, copied into the store"))
     manifests = n_units * (2 + (len(plan.saes) if plan.config.index.build else 0)) + index_buckets
     groups = 5 + 2 * len(plan.sites) + 2 * len(plan.saes)  # zarr.json of the groups
     arrays.append(ArrayEstimate("_manifests, documents, groups", 0, manifests * 110 + groups * 70 + n_files * 2000,

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from actstore._faults import DELAY_ENV, fault_point
+from actstore._faults import DELAY_ENV, fault_point, hold
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
@@ -196,7 +196,7 @@ class UnitRunner:
         with self._spare_lock:
             self._spare.append(buf)
         fault_point("before_manifest", unit)
-        time.sleep(self._delay)
+        hold(self._delay)
         n_tokens = (rows.stop - rows.start) * self.store.meta.ctx_len
         self.store.manifests.commit(self.plan.stage, unit, {"contexts": [rows.start, rows.stop], "tokens": n_tokens,
                                                           "counted": counted, "run": self.run_attempt})
@@ -215,7 +215,8 @@ class UnitRunner:
         site_of = {s.name: s for s in plan.captured}
         for b0 in range(0, n, batch):
             rows = slice(b0, min(b0 + batch, n))
-            captured = capture_sites(self.model, ids[rows].to(device), plan.capture)
+            got = capture_sites(self.model, ids[rows].to(device), plan.capture)
+            captured = {s.name: got[bare] for s, bare in zip(plan.captured, plan.capture, strict=True)}
             mask = counted[rows].reshape(-1).to(device)
             for site in plan.sites:
                 # Everything below reads the activation as stored (cast to the site's dtype

@@ -18,9 +18,10 @@ import numpy as np
 from actstore.config import IndexConfig
 from actstore.errors import ConfigError, UnitNotDoneError
 from actstore.index.layout import IndexPlan, map_stage, staging_key
+from actstore.index.profile import PROFILE_TOP, stage_profile
 from actstore.store.codes import read_codes, require_current_codes
 from actstore.store.dtypes import storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, Compression, token_array
+from actstore.store.layout import NOT_TEXT, Compression, token_array
 from actstore.store.stats import current_totals
 from actstore.store.store import Store
 
@@ -34,7 +35,7 @@ ARRAYS: dict[str, Compression] = {"offsets": "zstd", "token_gap": "shuffle-zstd"
 
 
 def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ, block: int = BLOCK,
-               exclude_flags: int = FLAG_BOS | FLAG_PAD) -> IndexPlan:
+               exclude_flags: int = NOT_TEXT) -> IndexPlan:
     """Split the latents into buckets of at most ``bucket_nnz`` expected entries.
 
     The expected count comes from the per-unit ``fired`` statistics of the committed units (an
@@ -54,7 +55,8 @@ def plan_index(store: Store, sae: str, *, bucket_nnz: int = BUCKET_NNZ, block: i
     n_buckets = min(info.d_sae, max(1, math.ceil(expected / bucket_nnz)))
     per_bucket = math.ceil(info.d_sae / n_buckets)
     return IndexPlan(sae=sae, d_sae=info.d_sae, latents_per_bucket=per_bucket, n_buckets=math.ceil(info.d_sae / per_bucket),
-                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype, block=block)
+                     units=units, exclude_flags=exclude_flags, value_dtype=info.value_dtype, block=block,
+                     profile_top=PROFILE_TOP)
 
 
 def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
@@ -86,6 +88,7 @@ def map_unit(store: Store, plan: IndexPlan, unit: int) -> list[int]:
         parts += [token[start : start + n].tobytes(), local[start : start + n].tobytes(), value[start : start + n].tobytes()]
         start += n
     store.files.write_bytes(staging_key(plan, unit), b"".join(parts))
+    stage_profile(store, plan, unit, flags, token, counts.tolist())
     store.manifests.commit(map_stage(plan.sae), unit, {"build": plan.build_id, "counts": counts.tolist()})
     return [int(c) for c in counts]
 

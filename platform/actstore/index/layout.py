@@ -36,6 +36,8 @@ class IndexPlan(BaseModel):
     value_dtype: str = Field(description="Logical dtype of the value arrays (that of the codes).")
     block: int | None = Field(default=None, description="Ranks per block of the format 3 layout (entries in token "
                               "order within a block, tokens as gaps: token_gap); None: the older layout (token).")
+    profile_top: int = Field(default=0, description="Tokens and bigrams kept per latent in the token profiles "
+                             "(``index/<sae>/profile``); 0: an index built before profiles existed.")
     nnz: int | None = Field(default=None, description="Occurrences indexed; set when the build completes.")
     complete: bool = Field(default=False, description="Every bucket is written.")
 
@@ -73,6 +75,7 @@ def staging_key(plan: IndexPlan, unit: int) -> str:
     return f"_staging/index/{plan.sae}/{plan.build_id}/u{unit:08d}.bin"
 
 
-def spill_key(plan: IndexPlan, bucket: int, group: int) -> str:
-    """A large bucket's entries from one group of units, by slice (``index/reduce.py``)."""
-    return f"_staging/index/{plan.sae}/{plan.build_id}/b{bucket:05d}-{group:05d}.bin"
+def spill_key(plan: IndexPlan, bucket: int, group: int, kind: str = "") -> str:
+    """A large bucket's entries from one group of units, by slice (``index/reduce.py``); ``kind``
+    ``".profile"``: their token profile records, by hash partition."""
+    return f"_staging/index/{plan.sae}/{plan.build_id}/b{bucket:05d}-{group:05d}{kind}.bin"

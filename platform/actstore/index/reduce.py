@@ -2,15 +2,18 @@
 in memory bounded by ``limit`` entries whatever the corpus size.
 
 A bucket of up to ``limit`` entries is read whole, ranked by (latent, value descending, token)
-and laid out in blocks (``index/postings.py``). A larger bucket (a latent firing on a large
-share of a large corpus lands in one bucket whole) is reduced in slices: a first pass counts
-each latent's entries and, for the dense latents, their entries by the top 16 bits of the rank
-key (the value's sign, exponent and 7 bits of mantissa, in rank order); slices are then cut
-between these groups, each of at most ``limit`` entries (a group larger than that, one value of
-one latent, stays whole); a second pass spills every entry to its slice, group of units by group
-of units (``_staging/index/<sae>/<build>/b<bucket>-<group>.bin``); each slice is then ranked in
-memory and written in turn, the entries of a block that continues into the next slice carried
-over. The arrays are written shard by shard (:data:`SHARD` entries), so the writer holds one.
+and laid out in blocks (``index/postings.py``); its token profiles are counted as it is read
+(``index/profile.py``). A larger bucket (a latent firing on a large share of a large corpus
+lands in one bucket whole) is reduced in slices: a first pass counts each latent's entries and,
+for the dense latents, their entries by the top 16 bits of the rank key (the value's sign,
+exponent and 7 bits of mantissa, in rank order), and spills the token profile records by a hash
+of (latent, token id) into ``total / limit`` partitions (``b<bucket>-<group>.profile.bin``), which
+are then counted one at a time; slices are then cut between the rank-key groups, each of at most
+``limit`` entries (a group larger than that, one value of one latent, stays whole); a second
+pass spills every entry to its slice, group of units by group of units
+(``_staging/index/<sae>/<build>/b<bucket>-<group>.bin``); each slice is then ranked in memory
+and written in turn, the entries of a block that continues into the next slice carried over.
+The arrays are written shard by shard (:data:`SHARD` entries), so the writer holds one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import zarr
 from actstore.index.build import ARRAYS, CHUNK, read_bucket_part, staging_dtypes
 from actstore.index.layout import IndexPlan, bucket_array, index_stage, spill_key
 from actstore.index.postings import block_layout, descending_key
+from actstore.index.profile import BucketProfile, profile_ids
 from actstore.store.dtypes import numpy_dtype, storage_dtype
 from actstore.store.layout import compressors
 from actstore.store.stats import current_totals
@@ -44,15 +48,18 @@ def reduce_bucket(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray,
     """
     assert plan.block is not None, "new indexes are written in blocks (run_index starts a new build for an older plan)"
     n_lat, total = len(plan.latents(bucket)), int(spans[:, 1].sum())
-    writer = _Writer(store, plan, bucket, total)
+    writer, profile = _Writer(store, plan, bucket, total), BucketProfile(plan, bucket)
     if total <= limit:
-        token, local, stored = _read(store, plan, spans, range(len(plan.units)))
+        everything = range(len(plan.units))
+        token, local, stored = _read(store, plan, spans, everything)
+        profile.add(local, stored.view(numpy_dtype(plan.value_dtype)), *profile_ids(store, plan, spans, everything))
         offsets = _offsets(np.bincount(local, minlength=n_lat))
         _emit(writer, plan, offsets, 0, _ranked(plan, (token, local, stored)), final=True)
     else:
-        offsets = _reduce_in_slices(store, plan, bucket, spans, limit, writer)
+        offsets = _reduce_in_slices(store, plan, bucket, spans, limit, writer, profile)
     writer.close()
     _create(store, plan, bucket, "offsets", offsets.size, offsets.dtype)[...] = offsets
+    profile.write(store)
     store.manifests.commit(index_stage(plan.sae), bucket, {"build": plan.build_id, "nnz": total})
     return total
 
@@ -99,8 +106,10 @@ def _emit(writer: _Writer, plan: IndexPlan, offsets: np.ndarray, start: int, ran
     return token[cut:], local[cut:], stored[cut:]
 
 
-def _reduce_in_slices(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray, limit: int, writer: _Writer) -> np.ndarray:
-    """Reduce a bucket larger than ``limit`` in slices (module docstring); returns its offsets."""
+def _reduce_in_slices(store: Store, plan: IndexPlan, bucket: int, spans: np.ndarray, limit: int, writer: _Writer,
+                      profile: BucketProfile) -> np.ndarray:
+    """Reduce a bucket larger than ``limit`` in slices (module docstring), counting its token
+    profiles in the first pass; returns its offsets."""
     groups = _unit_groups(spans[:, 1], limit)
     lats = plan.latents(bucket)
     fired = current_totals(store, "saes", plan.sae, ("fired",), store.sae_stage(plan.sae))["fired"][lats.start : lats.stop]
@@ -108,12 +117,16 @@ def _reduce_in_slices(store: Store, plan: IndexPlan, bucket: int, spans: np.ndar
     rank_of = np.full(len(lats), -1, np.int64)
     rank_of[dense] = np.arange(dense.size)
     counts, hist = np.zeros(len(lats), np.int64), np.zeros(dense.size << PREFIX_BITS, np.int64)
-    for group in groups:  # pass 1: counts, and the dense latents' counts by key prefix
+    n_parts, by_part = math.ceil(int(spans[:, 1].sum()) / limit), []
+    for g, group in enumerate(groups):  # pass 1: counts, the dense latents' counts by key prefix, profile records
         _, local, stored = _read(store, plan, spans, group)
+        if plan.profile_top:
+            by_part.append(_spill_profile(store, plan, bucket, g, local, stored, profile_ids(store, plan, spans, group), n_parts))
         counts += np.bincount(local, minlength=len(lats))
         rank = rank_of[local]
         mine = rank >= 0
         hist += np.bincount((rank[mine] << PREFIX_BITS) + _prefix(plan, stored[mine]), minlength=hist.size)
+    _profile_by_partition(store, plan, bucket, by_part, profile)
     bounds = _slice_bounds(counts, dense, hist.reshape(dense.size, 1 << PREFIX_BITS), limit)
     per_group = [_spill(store, plan, bucket, g, _read(store, plan, spans, group), bounds, rank_of)
                  for g, group in enumerate(groups)]  # pass 2
@@ -180,25 +193,63 @@ def _spill(store: Store, plan: IndexPlan, bucket: int, group: int, entries: Entr
     """Write a group of units' entries grouped by slice (token order kept within each); return the counts per slice."""
     token, local, stored = entries
     where = np.searchsorted(bounds, _route(plan, local, stored, rank_of), side="right") - 1
-    order = np.argsort(where, kind="stable")
-    counts = np.bincount(where, minlength=bounds.size)
-    token, local, stored = token[order], local[order], stored[order]
-    parts, at = [], 0
-    for n in counts.tolist():
-        parts += [token[at : at + n].tobytes(), local[at : at + n].tobytes(), stored[at : at + n].tobytes()]
-        at += n
-    store.files.write_bytes(spill_key(plan, bucket, group), b"".join(parts))
-    return [int(c) for c in counts]
+    return _write_runs(store, spill_key(plan, bucket, group), where, bounds.size, [token, local, stored])
 
 
 def _unspill(store: Store, plan: IndexPlan, bucket: int, group: int, counts: list[int], s: int) -> Entries:
     """Slice ``s``'s entries from a group's spill object (one range read)."""
-    latent_type, value_type = staging_dtypes(store, plan)[1], storage_dtype(plan.value_dtype)
-    size, n = 8 + latent_type.itemsize + value_type.itemsize, counts[s]
+    types = [np.dtype(np.int64), staging_dtypes(store, plan)[1], storage_dtype(plan.value_dtype)]
+    token, local, stored = _read_run(store, spill_key(plan, bucket, group), counts, s, types)
+    return token, local, stored
+
+
+def _write_runs(store: Store, key: str, where: np.ndarray, n: int, arrays: list[np.ndarray]) -> list[int]:
+    """One object holding the arrays' entries grouped by ``where`` (``[0, n)``; order kept within
+    a group): per group, each array's run in turn. Returns the entries per group."""
+    order = np.argsort(where, kind="stable")
+    counts = np.bincount(where, minlength=n)
+    arrays = [a[order] for a in arrays]
+    parts, at = [], 0
+    for c in counts.tolist():
+        parts += [a[at : at + c].tobytes() for a in arrays]
+        at += c
+    store.files.write_bytes(key, b"".join(parts))
+    return [int(c) for c in counts]
+
+
+def _read_run(store: Store, key: str, counts: list[int], s: int, types: list[np.dtype]) -> list[np.ndarray]:
+    """Group ``s`` of an object :func:`_write_runs` wrote (one range read)."""
+    size, n = sum(t.itemsize for t in types), counts[s]
     first = sum(counts[:s]) * size
-    raw = store.files.read_range(spill_key(plan, bucket, group), first, first + n * size) if n else b""
-    return (np.frombuffer(raw, np.int64, n, 0), np.frombuffer(raw, latent_type, n, 8 * n),
-            np.frombuffer(raw, value_type, n, (8 + latent_type.itemsize) * n))
+    raw = store.files.read_range(key, first, first + n * size) if n else b""
+    out, at = [], 0
+    for t in types:
+        out.append(np.frombuffer(raw, t, n, at))
+        at += t.itemsize * n
+    return out
+
+
+def _spill_profile(store: Store, plan: IndexPlan, bucket: int, group: int, local: np.ndarray, stored: np.ndarray,
+                   ids: tuple[np.ndarray, np.ndarray], n_parts: int) -> list[int]:
+    """Write a group of units' token profile records (latent, token id, preceding id, value)
+    grouped by a hash of (latent, token id): every record of a (latent, token) pair, and so of
+    each of its bigrams, lands in one partition. Returns the counts per partition."""
+    tok, prev = ids
+    where = (local.astype(np.int64) * 0x9E3779B1 + tok) % n_parts
+    return _write_runs(store, spill_key(plan, bucket, group, ".profile"), where, n_parts, [local, tok, prev, stored])
+
+
+def _profile_by_partition(store: Store, plan: IndexPlan, bucket: int, per_group: list[list[int]],
+                          profile: BucketProfile) -> None:
+    """Count each hash partition's records exactly and keep its latents' top tokens and bigrams:
+    a partition's keys are in no other, so the top of the tops is exact."""
+    types = [staging_dtypes(store, plan)[1], np.dtype(np.int32), np.dtype(np.int32), storage_dtype(plan.value_dtype)]
+    for p in range(len(per_group[0]) if per_group else 0):
+        part = BucketProfile(plan, bucket)
+        for g, counts in enumerate(per_group):
+            local, tok, prev, stored = _read_run(store, spill_key(plan, bucket, g, ".profile"), counts, p, types)
+            part.add(local, stored.view(numpy_dtype(plan.value_dtype)), tok, prev)
+        profile.absorb(part)
 
 
 def _create(store: Store, plan: IndexPlan, bucket: int, name: str, size: int, dtype: np.dtype) -> zarr.Array:

@@ -3,7 +3,7 @@ the latent's corpus distribution (from the store's histograms) and the latent's 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -12,7 +12,7 @@ from actstore.errors import ConfigError
 from actstore.query.latents import SaeLatents
 from actstore.store.stats import HIST_EDGES
 
-__all__ = ["FEATURES_SCHEMA", "LatentStats", "rank_features"]
+__all__ = ["FEATURES_SCHEMA", "LatentStats", "rank_features", "with_labels"]
 
 FEATURES_SCHEMA = pl.Schema({
     "pos": pl.Int32(), "token_id": pl.Int32(), "token": pl.String(), "special": pl.Boolean(), "rank": pl.Int32(),
@@ -76,5 +76,17 @@ def rank_features(ids: list[int], tokens: list[str], special: np.ndarray, dense:
     frame = frame.sort(["pos", *key, "sae", "latent"], descending=[False, *[True] * len(key), False, False],
                        nulls_last=True)
     frame = frame.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int32).over("pos")).filter(pl.col("rank") < top)
-    # label: filled by explain/ once labels exist (issue #11); null until then
     return frame.with_columns(label=pl.lit(None, dtype=pl.String)).select(list(FEATURES_SCHEMA)).cast(FEATURES_SCHEMA)
+
+
+def with_labels(frame: pl.DataFrame, latents: dict[str, Any]) -> pl.DataFrame:
+    """``frame`` (:data:`FEATURES_SCHEMA`) with ``label`` set to each latent's current
+    explanation (``latents[sae].explanations(current=True)``, read now: a label added while a
+    session runs shows at once); null where it has none."""
+    current = [sae.explanations(current=True).select("latent", label="text").with_columns(sae=pl.lit(name))
+               for name, sae in latents.items()]
+    labels = pl.concat(current).cast({"latent": pl.Int64, "label": pl.String}) if current else None
+    if labels is None or labels.is_empty():
+        return frame
+    return frame.drop("label").join(labels, on=["sae", "latent"], how="left", maintain_order="left").select(
+        list(FEATURES_SCHEMA)).cast(FEATURES_SCHEMA)

@@ -4,11 +4,16 @@ left out). Computed once per SAE and kept in the store (``logits/<sae>/``, see S
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from actstore._hf import resolve_source
+from actstore.config import HFSource
+from actstore.errors import ConfigError
 from actstore.models.capture import decoder_layers
 from actstore.models.sites import parse_site
 from actstore.store.logits import LOGITS_K, OutputLogits, write_output_logits
@@ -16,8 +21,9 @@ from actstore.store.store import utc_now
 
 if TYPE_CHECKING:
     from actstore.live.session import LiveSession
+    from actstore.store.store import Store
 
-__all__ = ["compute_output_logits", "keep_output_logits"]
+__all__ = ["compute_output_logits", "keep_logits_if_reachable", "keep_output_logits"]
 
 BLOCK = 256  # latents per matmul: bounds the [block, vocab] buffer (256 x 256k float32 = 256 MiB)
 
@@ -50,7 +56,63 @@ def keep_output_logits(session: LiveSession, sae: str) -> OutputLogits:
     """Compute an SAE's output logits with the session's model and write them into its store."""
     loaded = session.sae(sae)
     vocab = min(len(session.tokenizer), int(session.model.config.vocab_size))
-    out = compute_output_logits(session.model, loaded.weights.W_dec / loaded.info.input_scale, loaded.info.site, vocab=vocab)
-    write_output_logits(session.store.reopen(mode="r+"), sae, out, {"sae_sha256": loaded.info.sha256, "vocab": vocab, "computed": utc_now(),
-                                                  "model": str((session.store.meta.model or {}).get("name"))})
+    return _keep(session.store, sae, session.model, loaded.weights.W_dec / loaded.info.input_scale, loaded.info.sha256, vocab)
+
+
+def _keep(store: Store, sae: str, model: Any, W_dec: np.ndarray, sha256: str, vocab: int) -> OutputLogits:
+    site = next(s.site for s in store.meta.saes if s.name == sae)
+    out = compute_output_logits(model, W_dec, site, vocab=vocab)
+    write_output_logits(store.reopen(mode="r+"), sae, out, {"sae_sha256": sha256, "vocab": vocab, "computed": utc_now(),
+                                                            "model": str((store.meta.model or {}).get("name"))})
     return out
+
+
+def keep_logits_if_reachable(store: Store, saes: Sequence[str]) -> str:
+    """Keep the output logits of ``saes`` when the store's model and their files are on this
+    machine (nothing is downloaded: a Hub model must be in the local cache): what the index
+    build does after it finishes, so a feature page has them without `actstore logits`. Returns
+    a line saying what was kept, or why nothing was."""
+    from actstore.models.loading import load_model
+    from actstore.query.windows import store_tokenizer
+    from actstore.store.sae_files import load_store_sae
+
+    source = _local_model(store)
+    if source is None:
+        return (f"output logits not kept: the store's model is not on this machine; run `actstore logits "
+                f"{store.location.url}` where it is")
+    model = load_model(source, dtype="float32", device="cpu")
+    vocab = min(len(store_tokenizer(store)), int(model.config.vocab_size))
+    kept = []
+    for info in (s for s in store.meta.saes if s.name in saes):
+        try:
+            weights = load_store_sae(store, info, local_files_only=True)
+        except (ConfigError, OSError):
+            continue
+        _keep(store, info.name, model, weights.W_dec / info.input_scale, info.sha256, vocab)
+        kept.append(info.name)
+    missing = sorted(set(saes) - set(kept))
+    return (f"output logits kept for {', '.join(kept) or 'no SAE'}"
+            + (f"; not for {', '.join(missing)} (its files are not on this machine)" if missing else ""))
+
+
+def _local_model(store: Store) -> HFSource | None:
+    """The store's model as a source that loads without the network, or None."""
+    recorded = (store.meta.model or {}).get("source")
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        source = HFSource(**recorded)
+        if source.package is not None or (source.gguf_file and os.path.isabs(source.gguf_file)):
+            resolve_source(source)  # an installed package or a GGUF file on this machine
+            return source
+    except (ConfigError, ValueError, OSError):
+        return None
+    if source.id is None or os.path.isdir(source.id):
+        return source
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(source.id, revision=source.revision, local_files_only=True)
+    except Exception:  # not in the local cache, whatever the reason
+        return None
+    return source.model_copy(update={"id": folder, "revision": None})

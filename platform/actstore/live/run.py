@@ -5,8 +5,9 @@ generation), and for a sweep the KL divergence from the default's next-token dis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import polars as pl
@@ -18,6 +19,7 @@ from actstore.live.steering import (
     Edit,
     Intervention,
     Method,
+    OnToken,
     Positions,
     Sampling,
     Steerer,
@@ -44,10 +46,15 @@ class LiveSession(Protocol):
 
     def token_texts(self, ids: Sequence[int]) -> list[str]: ...
 
-__all__ = ["SWEEP_SCHEMA", "TOKENS_SCHEMA", "SteerResult", "steer", "sweep"]
+    def special(self, ids: Sequence[int]) -> Any: ...
+
+__all__ = ["SWEEP_SCHEMA", "TOKENS_SCHEMA", "OnRow", "SteerResult", "steer", "sweep"]
+
+OnRow = Callable[[dict[str, Any]], None]  # a sweep row, as soon as it is done
 
 TOKENS_SCHEMA = pl.Schema({
-    "run": pl.String(), "position": pl.Int32(), "token_id": pl.Int32(), "token": pl.String(), "steered": pl.Boolean(),
+    "run": pl.String(), "position": pl.Int32(), "token_id": pl.Int32(), "token": pl.String(), "special": pl.Boolean(),
+    "steered": pl.Boolean(),
     "sae": pl.String(), "latent": pl.Int64(), "activation_before": pl.Float32(), "activation": pl.Float32(),
 })
 SWEEP_SCHEMA = pl.Schema({"strength": pl.Float64(), "mean_activation": pl.Float64(), "mean_activation_before": pl.Float64(),
@@ -88,10 +95,13 @@ class _Options:
     sampling: Sampling
 
 
-def _steerer(session: LiveSession, edits: list[Edit], opts: _Options, prompt_len: int, *, active: bool,
-             record: bool) -> Steerer:
+def _check_options(opts: _Options) -> None:
     if opts.method not in ("add", "clamp") or opts.positions not in ("all", "prompt", "generated"):
         raise ConfigError(f"method must be add|clamp and positions all|prompt|generated; got {opts.method!r}, {opts.positions!r}")
+
+
+def _steerer(session: LiveSession, edits: list[Edit], opts: _Options, prompt_len: int, *, active: bool,
+             record: bool) -> Steerer:
     return Steerer(edits, opts.method, opts.positions, prompt_len, torch.tensor(session.special_ids),
                    opts.include_special, PositionClock(), active=active, record=record)
 
@@ -106,6 +116,7 @@ def _forward(session: LiveSession, ids: list[int], steerer: Steerer) -> torch.Te
 def _token_rows(session: LiveSession, run: str, ids: list[int], prompt_len: int, steerer: Steerer) -> pl.DataFrame:
     gen = list(range(prompt_len, len(ids)))
     texts = session.token_texts(ids)
+    special = session.special(ids)
     rows: dict[str, list[Any]] = {k: [] for k in TOKENS_SCHEMA}
     for i, e in enumerate(steerer.edits):
         for p in gen:
@@ -113,6 +124,7 @@ def _token_rows(session: LiveSession, run: str, ids: list[int], prompt_len: int,
             rows["position"].append(p)
             rows["token_id"].append(ids[p])
             rows["token"].append(texts[p])
+            rows["special"].append(bool(special[p]))
             rows["steered"].append(p in steerer.steered)
             rows["sae"].append(e.sae)
             rows["latent"].append(e.latent)
@@ -132,12 +144,15 @@ def _notes(session: LiveSession, edits: list[Edit], chat: bool) -> list[str]:
 
 def steer(session: LiveSession, prompt: str | Sequence[int], interventions: Sequence[Intervention | tuple[str, int, float]],
           *, method: Method, positions: Positions, unit: Literal["raw", "max"], include_special: bool,
-          sampling: Sampling, chat: bool) -> SteerResult:
+          sampling: Sampling, chat: bool, on_token: OnToken | None = None) -> SteerResult:
     """See :meth:`LiveSession.steer`."""
     edits = session.resolve(interventions, unit=unit)
     opts = _Options(method, positions, include_special, sampling)
+    _check_options(opts)
     prompt_ids = session.tokenize(prompt, chat=chat)
-    default_ids, steered_ids, steered_at = _generate_pair(session, prompt_ids, edits, opts)
+    default_ids = generate(session.model, prompt_ids, sampling, suppress=session.suppress,
+                           on_token=_tagged(on_token, "default"))
+    steered_ids, steered_at = _generate_steered(session, prompt_ids, edits, opts, _tagged(on_token, "steered"))
     before = _steerer(session, edits, opts, len(prompt_ids), active=False, record=True)
     _forward(session, prompt_ids + default_ids, before)
     after = _steerer(session, edits, opts, len(prompt_ids), active=True, record=True)
@@ -150,16 +165,15 @@ def steer(session: LiveSession, prompt: str | Sequence[int], interventions: Sequ
                                             **sampling._asdict(), "chat": chat}, _notes(session, edits, chat))
 
 
-def _generate_pair(session: LiveSession, prompt_ids: list[int], edits: list[Edit],
-                   opts: _Options) -> tuple[list[int], list[int], list[int]]:
-    default_ids = generate(session.model, prompt_ids, opts.sampling, suppress=session.suppress)
-    return (default_ids, *_generate_steered(session, prompt_ids, edits, opts))
+def _tagged(on_token: OnToken | None, run: str) -> Callable[[int], None] | None:
+    return None if on_token is None else partial(on_token, run)
 
 
-def _generate_steered(session: LiveSession, prompt_ids: list[int], edits: list[Edit], opts: _Options) -> tuple[list[int], list[int]]:
+def _generate_steered(session: LiveSession, prompt_ids: list[int], edits: list[Edit], opts: _Options,
+                      on_token: Callable[[int], None] | None = None) -> tuple[list[int], list[int]]:
     steerer = _steerer(session, edits, opts, len(prompt_ids), active=True, record=False)
     with steering(session.model, steerer):
-        ids = generate(session.model, prompt_ids, opts.sampling, suppress=session.suppress)
+        ids = generate(session.model, prompt_ids, opts.sampling, suppress=session.suppress, on_token=on_token)
     return ids, sorted(steerer.steered)
 
 
@@ -169,15 +183,22 @@ def _text(session: LiveSession, ids: list[int]) -> str:
 
 def sweep(session: LiveSession, prompt: str | Sequence[int], intervention: Intervention | tuple[str, int, float], *,
           strengths: Sequence[float], method: Method, positions: Positions, unit: Literal["raw", "max"],
-          include_special: bool, sampling: Sampling, chat: bool) -> pl.DataFrame:
+          include_special: bool, sampling: Sampling, chat: bool, on_token: OnToken | None = None,
+          on_row: OnRow | None = None, default_ids: list[int] | None = None) -> pl.DataFrame:
     """See :meth:`LiveSession.sweep`. The KL is KL(default || steered) of the next-token
-    distributions over the default continuation (teacher-forced), averaged over its tokens."""
+    distributions over the default continuation (teacher-forced), averaged over its tokens;
+    ``default_ids``: that continuation when already drawn with the same prompt and sampling."""
     if not strengths:
         raise ConfigError("give at least one strength")
     sae, latent, _ = intervention
+    for strength in strengths:  # every strength checked before the first generation
+        session.resolve([(sae, latent, float(strength))], unit=unit)
     opts = _Options(method, positions, include_special, sampling)
+    _check_options(opts)
     prompt_ids = session.tokenize(prompt, chat=chat)
-    default_ids = generate(session.model, prompt_ids, sampling, suppress=session.suppress)
+    if default_ids is None:
+        default_ids = generate(session.model, prompt_ids, sampling, suppress=session.suppress,
+                               on_token=_tagged(on_token, "sweep-default"))
     full = prompt_ids + default_ids
     n = len(prompt_ids)
     plain = _steerer(session, session.resolve([(sae, latent, 0.0)], unit=unit), opts, n, active=False, record=False)
@@ -185,7 +206,7 @@ def sweep(session: LiveSession, prompt: str | Sequence[int], intervention: Inter
     rows = []
     for strength in strengths:
         edits = session.resolve([(sae, latent, float(strength))], unit=unit)
-        steered_ids, steered_at = _generate_steered(session, prompt_ids, edits, opts)
+        steered_ids, steered_at = _generate_steered(session, prompt_ids, edits, opts, _tagged(on_token, "sweep"))
         on_default = _steerer(session, edits, opts, n, active=True, record=False)
         log_q = torch.log_softmax(_forward(session, full, on_default)[n - 1 : -1], -1)
         kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean()) if default_ids else 0.0
@@ -197,4 +218,6 @@ def sweep(session: LiveSession, prompt: str | Sequence[int], intervention: Inter
         rows.append({"strength": float(strength), "mean_activation": sum(after) / max(len(after), 1),
                      "mean_activation_before": sum(before) / max(len(before), 1), "kl": kl,
                      "steered_positions": len(steered_at), "text": _text(session, steered_ids)})
+        if on_row is not None:
+            on_row(rows[-1])
     return pl.DataFrame(rows, schema=SWEEP_SCHEMA)

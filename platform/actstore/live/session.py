@@ -9,9 +9,8 @@ corpus evidence for a live value, steering, and dose-response sweeps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,14 +22,16 @@ from actstore.config import HFSource, LiveConfig, ModelConfig, StoreConfig
 from actstore.errors import ConfigError
 from actstore.latents import Latents
 from actstore.live import run
-from actstore.live.features import LatentStats, rank_features
-from actstore.live.steering import Edit, Intervention, Method, Positions, Sampling
+from actstore.live.checks import check_latent, check_number, check_sampling, check_text
+from actstore.live.features import LatentStats, rank_features, with_labels
+from actstore.live.steering import Edit, Intervention, Method, OnToken, Positions, Sampling
 from actstore.models.capture import capture_sites
 from actstore.models.loading import load_model
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, store_tokenizer, windows
 from actstore.saes.encode import SAEEncoder
-from actstore.saes.formats import SAEWeights, load_sae
+from actstore.saes.formats import SAEWeights
 from actstore.store.metadata import SaeInfo
+from actstore.store.sae_files import load_store_sae
 
 __all__ = ["LiveSession", "LoadedSae", "open_session"]
 
@@ -49,10 +50,12 @@ class LoadedSae:
 
 
 def open_session(store: str, *, saes: Sequence[str] | None = None, device: Literal["auto", "cpu", "cuda"] = "auto",
-                 storage_options: dict[str, Any] | None = None) -> LiveSession:
-    """Load the model and SAEs a store records (see :class:`LiveConfig` for overrides)."""
+                 storage_options: dict[str, Any] | None = None, sae_paths: dict[str, str] | None = None) -> LiveSession:
+    """Load the model and SAEs a store records (see :class:`LiveConfig` for overrides;
+    ``sae_paths``: SAE files to load instead of the store's, by SAE name)."""
     return LiveSession.from_config(LiveConfig(store=StoreConfig(url=store, storage_options=storage_options or {}),
-                                              saes=None if saes is None else list(saes), device=device))
+                                              saes=None if saes is None else list(saes), device=device,
+                                              sae_paths=sae_paths or {}))
 
 
 class LiveSession:
@@ -67,8 +70,8 @@ class LiveSession:
         self.tokenizer = store_tokenizer(store)
         meta = store.meta.tokenizer
         self.bos_id = meta.bos_token_id
-        named = [self.tokenizer.encode(t, add_special_tokens=False) for t in meta.special_tokens.values()]
-        self.special_ids = sorted({meta.bos_token_id, meta.pad_token_id, *(ids[0] for ids in named if len(ids) == 1)}
+        # every special token of the tokenizer (chat-template markers included), flagged and never steered
+        self.special_ids = sorted({meta.bos_token_id, meta.pad_token_id, *self.tokenizer.special_ids()}
                                   | ({meta.eos_token_id} if meta.eos_token_id is not None else set()))
         vocab = int(model.config.vocab_size)
         self.suppress = list(range(len(self.tokenizer), vocab))  # ids the model has but the tokenizer lacks
@@ -89,7 +92,8 @@ class LiveSession:
         unknown = [n for n in [*names, *config.sae_paths] if n not in infos]
         if unknown:
             raise ConfigError(f"the store at {store.location.url!r} has no SAE {unknown}; it has {sorted(infos) or 'none'}")
-        saes = {name: _load_sae(store, infos[name], config.sae_paths.get(name), device) for name in names}
+        weights = {name: load_store_sae(store, infos[name], config.sae_paths.get(name)) for name in names}
+        saes = {name: _loaded(store, infos[name], w, device) for name, w in weights.items()}
         source = config.model or ModelConfig(**store.meta.model["source"],  # type: ignore[index]
                                              dtype=store.meta.model.get("dtype", "float32"))  # type: ignore[union-attr]
         dtype = source.dtype if source.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
@@ -107,6 +111,7 @@ class LiveSession:
             from actstore.corpus.tokenize import load_tokenizer
 
             self._chat = load_tokenizer(self.source)
+            self.special_ids = sorted({*self.special_ids, *(int(i) for i in self._chat.all_special_ids)})
         if not getattr(self._chat, "chat_template", None):
             raise ConfigError("the model's tokenizer has no chat template; use chat=False")
         return self._chat
@@ -114,26 +119,30 @@ class LiveSession:
     def tokenize(self, text: str | Sequence[int], *, chat: bool = False) -> list[int]:
         """BOS + the text's tokens as the store packs them (or the chat template's ids with
         ``chat``); token ids are taken as given. Empty or over-long input is refused."""
+        check_text(text)
         if isinstance(text, str):
-            if not text.strip():
-                raise ConfigError("the text is empty")
             if chat:
-                chat_tokenizer = self._chat_tokenizer()
-                ids = list(chat_tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                              add_generation_prompt=True, tokenize=True))
-                ids = [int(i) for i in (ids[0] if ids and isinstance(ids[0], list) else ids)]
+                ids = self._chat_ids(text)
             else:
                 ids = [self.bos_id, *self.tokenizer.encode(text, add_special_tokens=False)]
         else:
             ids = [int(i) for i in text]
-            if not ids:
-                raise ConfigError("no token ids given")
             vocab = int(self.model.config.vocab_size)
             if min(ids) < 0 or max(ids) >= vocab:
                 raise ConfigError(f"token ids must lie in [0, {vocab}); got {min(ids)}..{max(ids)}")
         if len(ids) > self.max_tokens:
             raise ConfigError(f"the input has {len(ids)} tokens; the model's context holds {self.max_tokens}")
         return ids
+
+    def _chat_ids(self, text: str) -> list[int]:
+        """The ids of ``text`` as the user turn of the chat template, with the generation prompt
+        (transformers 5 returns a mapping from ``apply_chat_template(tokenize=True)``; older
+        versions a list, batched or not)."""
+        out = self._chat_tokenizer().apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                         tokenize=True, return_dict=True)
+        ids = out["input_ids"] if isinstance(out, Mapping) else out
+        ids = ids[0] if len(ids) and isinstance(ids[0], list | tuple) else ids
+        return [int(i) for i in ids]
 
     def special(self, ids: Sequence[int]) -> np.ndarray:
         return np.isin(np.asarray(ids), self.special_ids)
@@ -148,8 +157,7 @@ class LiveSession:
 
     def check_latent(self, sae: str, latent: int) -> LoadedSae:
         loaded = self.sae(sae)
-        if not 0 <= int(latent) < loaded.info.d_sae:
-            raise ConfigError(f"latent {latent} is out of range for SAE {sae!r} (d_sae={loaded.info.d_sae})")
+        check_latent([loaded.info], sae, latent)
         return loaded
 
     # -- features -----------------------------------------------------------------------------
@@ -162,15 +170,33 @@ class LiveSession:
 
     def features(self, text: str | Sequence[int], *, saes: Sequence[str] | None = None, top: int = 10,
                  rank: Literal["value", "percentile"] = "value", max_density: float | None = None,
-                 include_special: bool = False) -> pl.DataFrame:
+                 include_special: bool = False, chat: bool = False) -> pl.DataFrame:
         """Per token, the ``top`` latents across ``saes`` (default all loaded): value, its
         percentile among the latent's corpus values, density, label. BOS and special tokens are
         flagged (``special``) and left out unless ``include_special``. Columns: FEATURES_SCHEMA."""
-        ids = self.tokenize(text)
+        check_number("top", top, lo=1, integer=True)
+        if max_density is not None:
+            check_number("max_density", max_density, lo=0, hi=1)
+        ids = self.tokenize(text, chat=chat)
         names = list(saes) if saes is not None else sorted(self.saes)
         dense = self.encode(ids, names)
-        return rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
-                             top=top, rank=rank, max_density=max_density, include_special=include_special)
+        frame = rank_features(ids, self.token_texts(ids), self.special(ids), dense, {n: self.saes[n].stats for n in names},
+                              top=top, rank=rank, max_density=max_density, include_special=include_special)
+        return with_labels(frame, {n: self.saes[n].latents for n in names})
+
+    def latent_values(self, sae: str, latent: int, text: str | Sequence[int], *, chat: bool = False) -> pl.DataFrame:
+        """One latent's value on every token of ``text`` (BOS first), with its percentile among
+        the latent's corpus values (null where it is 0 or never fired in the corpus) and the
+        special-token flag. Columns: pos, token_id, token, special, value, percentile."""
+        loaded = self.check_latent(sae, latent)
+        ids = self.tokenize(text, chat=chat)
+        values = self.encode(ids, [sae])[sae][:, int(latent)]
+        latents = np.full(len(ids), int(latent))
+        percentile = np.where(values > 0, loaded.stats.percentile(latents, values), np.nan)
+        return pl.DataFrame({"pos": np.arange(len(ids), dtype=np.int32), "token_id": np.asarray(ids, np.int32),
+                             "token": self.token_texts(ids), "special": self.special(ids),
+                             "value": values.astype(np.float32), "percentile": percentile}).with_columns(
+            pl.col("percentile").fill_nan(None))
 
     def evidence(self, sae: str, latent: int, value: float, *, k: int = 10, window: int = 12) -> pl.DataFrame:
         """The ``k`` corpus occurrences of ``latent`` whose values are nearest ``value`` (from the
@@ -194,7 +220,8 @@ class LiveSession:
             raise ConfigError("give at least one (sae, latent, strength) intervention")
         edits = []
         for sae, latent, strength in interventions:
-            loaded = self.check_latent(sae, int(latent))
+            loaded = self.check_latent(sae, latent)
+            check_number("strength", strength)
             scale = 1.0
             if unit == "max":
                 scale = float(loaded.stats.max[int(latent)])
@@ -208,33 +235,36 @@ class LiveSession:
     def steer(self, prompt: str | Sequence[int], interventions: Sequence[Intervention | tuple[str, int, float]], *,
               method: Method = "add", positions: Positions = "all", unit: Literal["raw", "max"] = "raw",
               include_special: bool = False, temperature: float = 0.5, top_p: float = 1.0, seed: int = 16,
-              max_new_tokens: int = 32, chat: bool = False) -> run.SteerResult:
+              max_new_tokens: int = 32, chat: bool = False, on_token: OnToken | None = None) -> run.SteerResult:
         """Default and steered continuations from one call with the same seed, the steered
         positions, and each steered latent's activation on every generated token; see
-        :class:`actstore.live.run.SteerResult`."""
+        :class:`actstore.live.run.SteerResult`. ``on_token(run, token_id)`` is called as each
+        token is drawn (``run``: "default" or "steered"), for progress."""
         return run.steer(self, prompt, interventions, method=method, positions=positions, unit=unit,
-                     include_special=include_special, sampling=Sampling(temperature, top_p, seed, max_new_tokens), chat=chat)
+                         include_special=include_special, chat=chat, on_token=on_token,
+                         sampling=self._sampling(temperature, top_p, seed, max_new_tokens))
+
+    def _sampling(self, temperature: float, top_p: float, seed: int, max_new_tokens: int) -> Sampling:
+        check_sampling(temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens)
+        return Sampling(float(temperature), float(top_p), int(seed), int(max_new_tokens))
 
     def sweep(self, prompt: str | Sequence[int], intervention: Intervention | tuple[str, int, float], *,
               strengths: Sequence[float], method: Method = "add", positions: Positions = "all",
               unit: Literal["raw", "max"] = "raw", include_special: bool = False, temperature: float = 0.5,
-              top_p: float = 1.0, seed: int = 16, max_new_tokens: int = 32, chat: bool = False) -> pl.DataFrame:
+              top_p: float = 1.0, seed: int = 16, max_new_tokens: int = 32, chat: bool = False,
+              on_token: OnToken | None = None, on_row: run.OnRow | None = None,
+              default_ids: list[int] | None = None) -> pl.DataFrame:
         """Dose-response: per strength, the latent's mean activation on generated tokens and the
-        KL divergence of next-token distributions from the default; see :func:`actstore.live.run.sweep`."""
+        KL divergence of next-token distributions from the default; see :func:`actstore.live.run.sweep`.
+        ``on_token`` (run "sweep-default", or "sweep" for each strength) and ``on_row`` (each row
+        as it is done) report progress; ``default_ids``: the default continuation when a
+        :meth:`steer` call with the same prompt and sampling drew it already."""
         return run.sweep(self, prompt, intervention, strengths=strengths, method=method, positions=positions, unit=unit,
-                     include_special=include_special, sampling=Sampling(temperature, top_p, seed, max_new_tokens), chat=chat)
+                         include_special=include_special, chat=chat, on_token=on_token, on_row=on_row,
+                         default_ids=default_ids,
+                         sampling=self._sampling(temperature, top_p, seed, max_new_tokens))
 
 
-def _load_sae(store: Store, info: SaeInfo, path: str | None, device: torch.device) -> LoadedSae:
-    """Load an SAE's files and check them against the hash the store recorded."""
-    source = path or info.source
-    try:
-        weights = load_sae(source)
-    except ConfigError as exc:
-        raise ConfigError(f"cannot load SAE {info.name!r} from {source!r} (relative paths resolve from "
-                          f"{Path.cwd()}): {exc}. Give its location with sae_paths.") from None
-    if weights.sha256 != info.sha256:
-        raise ConfigError(f"the SAE files at {source!r} are not the ones SAE {info.name!r} of the store was made "
-                          f"with (sha256 {weights.sha256[:12]} != {info.sha256[:12]})")
+def _loaded(store: Store, info: SaeInfo, weights: SAEWeights, device: torch.device) -> LoadedSae:
     latents = Latents(store, info.name)
     return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))

@@ -10,7 +10,7 @@ rule hold for prompt and generated tokens alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,10 +22,11 @@ from actstore.errors import ConfigError
 from actstore.live.hooks import PositionClock, edit_site
 from actstore.saes.encode import SAEEncoder
 
-__all__ = ["Edit", "Intervention", "Method", "Positions", "Sampling", "Steerer", "generate", "steering"]
+__all__ = ["Edit", "Intervention", "Method", "OnToken", "Positions", "Sampling", "Steerer", "generate", "steering"]
 
 Method = Literal["add", "clamp"]
 Positions = Literal["all", "prompt", "generated"]
+OnToken = Callable[[str, int], None]  # (run, token id): called as each token is drawn
 
 
 class Intervention(NamedTuple):
@@ -125,8 +126,27 @@ def steering(model: Any, steerer: Steerer) -> Iterator[Steerer]:
         yield steerer
 
 
-def generate(model: Any, ids: list[int], sampling: Sampling, *, suppress: list[int]) -> list[int]:
-    """The generated ids after ``ids`` (seeded; ``suppress``: ids never drawn)."""
+class _Streamer:
+    """transformers' streamer protocol: ``put`` gets the prompt first, then each drawn token."""
+
+    def __init__(self, on_token: Callable[[int], None]) -> None:
+        self.on_token, self.prompt_seen = on_token, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.on_token(int(token))
+
+    def end(self) -> None:
+        pass
+
+
+def generate(model: Any, ids: list[int], sampling: Sampling, *, suppress: list[int],
+             on_token: Callable[[int], None] | None = None) -> list[int]:
+    """The generated ids after ``ids`` (seeded; ``suppress``: ids never drawn; ``on_token``:
+    called with each token as it is drawn)."""
     if sampling.max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
     if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
@@ -139,6 +159,8 @@ def generate(model: Any, ids: list[int], sampling: Sampling, *, suppress: list[i
                               "pad_token_id": (eos[0] if isinstance(eos, list) else eos) or 0}
     if sampling.temperature > 0:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    if on_token is not None:
+        kwargs["streamer"] = _Streamer(on_token)
     torch.manual_seed(sampling.seed)
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, **kwargs)

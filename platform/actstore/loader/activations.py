@@ -32,7 +32,7 @@ import torch
 
 from actstore.errors import ConfigError
 from actstore.store.dtypes import storage_dtype
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, activation_array, token_array
+from actstore.store.layout import NOT_TEXT, activation_array, token_array
 
 if TYPE_CHECKING:
     from actstore.store.store import Store
@@ -100,7 +100,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
         self.location, self.site = store.location, site
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.dtype = rank, world_size, dtype
-        self.drop_flags = (FLAG_BOS | FLAG_PAD) if drop_special else 0
+        self.drop_flags = NOT_TEXT if drop_special else 0
         self.scale, self.with_index, self.even_ranks = scale, with_index, even_ranks
         self._store: Store | None = store
         # the unit of reading: the array's inner chunk locally; whole shards (units) on object
@@ -130,7 +130,7 @@ class ActivationLoader(torch.utils.data.IterableDataset):  # type: ignore[type-a
             from actstore.store.store import Store
 
             self._store = Store.open(self.location.url, storage_options=self.location.storage_options,
-                                     backend=self.location.backend)
+                                     backend=self.location.backend, probe=False)  # reopened in DataLoader workers, mid-run
         return self._store
 
     @property

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from actstore.query.text import terminal_safe
+from actstore.query.windows import token_runs
+
 if TYPE_CHECKING:
     from actstore.query.tokens import TextMatches
 
@@ -15,21 +18,23 @@ _MARK = {True: ("\x1b[1;7m", "\x1b[0m"), False: ("[[", "]]")}
 _WEAK = {True: ("\x1b[4m", "\x1b[0m"), False: ("", "")}
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-
-
 def example_text(tokens: list[str], values: list[float], focus: int, *, color: bool = False, length: int = 1) -> str:
     """The window as one line: the focus token (and the ``length - 1`` after it, for a matched
     span) marked as one run (``[[...]]`` or reverse video), other tokens where the latent fires
-    underlined when ``color``; newlines shown as ``\\n``."""
+    underlined when ``color``. A character split over tokens is marked whole (the tokens of a
+    :func:`token_runs` run go together); newlines and every control or bidi character are
+    written as escapes (``\\n``, ``\\x1b``, ``\\u202e``)."""
     out = []
     stop = focus + max(length, 1)
-    for i, tok in enumerate(tokens):
-        text = _visible(tok)
-        if focus <= i < stop:
-            text = (_MARK[color][0] if i == focus else "") + text + (_MARK[color][1] if i == min(stop, len(tokens)) - 1 else "")
-        elif values and i < len(values) and values[i] > 0:
+    marked = [(a, b) for a, b in token_runs(tokens) if a < stop and b > focus]
+    first, last = (marked[0][0], marked[-1][1]) if marked else (-1, -1)
+    for a, b in token_runs(tokens):
+        text = terminal_safe("".join(tokens[a:b]) or "\ufffd")
+        if a == first:
+            text = _MARK[color][0] + text
+        if b == last:
+            text += _MARK[color][1]
+        elif not first <= a < last and any(v > 0 for v in values[a:b]):
             text = f"{_WEAK[color][0]}{text}{_WEAK[color][1]}"
         out.append(text)
     return "".join(out)
@@ -59,13 +64,13 @@ def render_matches(found: TextMatches, *, color: bool = False) -> str:
 
 
 def render_frame(frame: pl.DataFrame) -> str:
-    """A whole frame as an aligned table, lists shortened."""
+    """A whole frame as an aligned table, lists shortened, control and bidi characters escaped."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"
         if isinstance(v, list):
-            return "[" + ", ".join(str(x) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
-        return str(v)
+            return "[" + ", ".join(terminal_safe(str(x)) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
+        return terminal_safe(str(v))
 
     rows = [[cell(v) for v in r] for r in frame.iter_rows()]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(frame.columns)]

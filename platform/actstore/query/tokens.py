@@ -8,7 +8,7 @@ searched and how often each matched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from actstore.errors import ConfigError
+from actstore.query.filters import DocumentSet, Where, resolve_where
 from actstore.query.windows import WINDOW_SCHEMA, store_tokenizer, windows
 from actstore.store.layout import FLAG_BOS, FLAG_PAD, token_array
 from actstore.store.store import TOKENS_STAGE
@@ -73,17 +74,32 @@ def text_forms(store: Store, text: str) -> list[tuple[str, list[int]]]:
     return [(form, list(ids)) for ids, form in forms.items()]
 
 
-def _positions(store: Store, ids: Sequence[int], *, stop_after: int | None = None) -> np.ndarray:
+def _blocks(store: Store, docs: DocumentSet | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(contexts, token ids, counted-token mask) of each committed unit, or of the contexts of
+    ``docs`` in it with only the set's tokens counted."""
+    for unit in store.units_done(TOKENS_STAGE):
+        rows = store.grid.contexts(unit)
+        if docs is None:
+            tok = store.read(token_array("ids"), slice(rows.start, rows.stop))
+            ok = (store.read(token_array("flags"), slice(rows.start, rows.stop)) & (FLAG_BOS | FLAG_PAD)) == 0
+            yield np.arange(rows.start, rows.stop), tok, ok
+            continue
+        ctxs = docs.contexts[(docs.contexts >= rows.start) & (docs.contexts < rows.stop)]
+        if ctxs.size:
+            yield ctxs, store.read_contexts(token_array("ids"), ctxs), docs.slots(ctxs) >= 0
+
+
+def _positions(store: Store, ids: Sequence[int], *, stop_after: int | None = None,
+               docs: DocumentSet | None = None) -> np.ndarray:
     """Flat token indices (store order) where ``ids`` starts, within one context, over counted
-    tokens only; the scan stops at the unit where ``stop_after`` matches have been found."""
+    tokens only (of ``docs`` when given: its contexts are all that is read); the scan stops at
+    the unit where ``stop_after`` matches have been found."""
     if not ids:
         raise ConfigError("the sequence has no tokens")
     seq = np.asarray(ids, np.int64)
     m, found, n = seq.size, [], 0
-    for unit in store.units_done(TOKENS_STAGE):
-        rows = store.grid.contexts(unit)
-        tok = store.read(token_array("ids"), slice(rows.start, rows.stop)).astype(np.int64)
-        ok = (store.read(token_array("flags"), slice(rows.start, rows.stop)) & (FLAG_BOS | FLAG_PAD)) == 0
+    for ctxs, tok, ok in _blocks(store, docs):
+        tok = tok.astype(np.int64)
         span = tok.shape[1] - m + 1
         if span <= 0:
             break
@@ -91,30 +107,33 @@ def _positions(store: Store, ids: Sequence[int], *, stop_after: int | None = Non
         for j in range(m):
             hit &= (tok[:, j : j + span] == seq[j]) & ok[:, j : j + span]
         c, p = np.nonzero(hit)
-        found.append((rows.start + c) * store.meta.ctx_len + p)
+        found.append(ctxs[c] * store.meta.ctx_len + p)
         n += c.size
         if stop_after is not None and n >= stop_after:
             break
     return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
-def find_tokens(store: Store, sequence: str | list[int], *, limit: int | None = 100, window: int = 16) -> pl.DataFrame:
+def find_tokens(store: Store, sequence: str | list[int], *, limit: int | None = 100, window: int = 16,
+                where: Where | None = None) -> pl.DataFrame:
     """Where ``sequence`` (text encoded exactly as given, or token ids) occurs in committed
-    units, in store order, at most ``limit`` matches (``None``: all). One row per match at its
-    first token, with a window around it as :meth:`SaeLatents.top_k` shows (``value`` is 0).
-    :func:`find_text` searches text as a user means it (also word-initial) and counts all matches."""
+    units (in the documents ``where`` matches), in store order, at most ``limit`` matches
+    (``None``: all). One row per match at its first token, with a window around it as
+    :meth:`SaeLatents.top_k` shows (``value`` is 0). :func:`find_text` searches text as a user
+    means it (also word-initial) and counts all matches."""
     ids = encode_text(store, sequence) if isinstance(sequence, str) else [int(i) for i in sequence]
     if not ids:
         raise ConfigError(f"the sequence {sequence!r} has no tokens")
-    flat = _positions(store, ids, stop_after=limit)[:limit]
+    flat = _positions(store, ids, stop_after=limit, docs=resolve_where(store, where))[:limit]
     return windows(store, flat, window=window) if flat.size else pl.DataFrame(schema=WINDOW_SCHEMA)
 
 
 def find_sequences(store: Store, forms: Sequence[tuple[str, Sequence[int]]], *, limit: int | None = 100,
-                   window: int = 16) -> TextMatches:
-    """Every place any of ``forms`` (text, token ids) occurs, counted in full; windows for the
-    first ``limit`` (``None``: all) in store order."""
-    found = [(form, tuple(int(i) for i in ids), _positions(store, ids)) for form, ids in forms]
+                   window: int = 16, where: Where | None = None) -> TextMatches:
+    """Every place any of ``forms`` (text, token ids) occurs (in the documents ``where``
+    matches), counted in full; windows for the first ``limit`` (``None``: all) in store order."""
+    docs = resolve_where(store, where)
+    found = [(form, tuple(int(i) for i in ids), _positions(store, ids, docs=docs)) for form, ids in forms]
     if not found:
         raise ConfigError("nothing to search for")
     flat = np.concatenate([f[2] for f in found])
@@ -129,7 +148,8 @@ def find_sequences(store: Store, forms: Sequence[tuple[str, Sequence[int]]], *, 
     return TextMatches(searched, int(flat.size), shown.select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA))
 
 
-def find_text(store: Store, text: str, *, limit: int | None = 100, window: int = 16) -> TextMatches:
-    """Where ``text`` occurs as typed or word-initial (see :func:`text_forms`), all matches
-    counted, the first ``limit`` with their windows."""
-    return find_sequences(store, text_forms(store, text), limit=limit, window=window)
+def find_text(store: Store, text: str, *, limit: int | None = 100, window: int = 16,
+              where: Where | None = None) -> TextMatches:
+    """Where ``text`` occurs as typed or word-initial (see :func:`text_forms`) in the documents
+    ``where`` matches (all: None), all matches counted, the first ``limit`` with their windows."""
+    return find_sequences(store, text_forms(store, text), limit=limit, window=window, where=where)

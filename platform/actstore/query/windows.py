@@ -20,7 +20,7 @@ from actstore.store.tokenizer import StoredTokenizer, read_tokenizer
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["WINDOW_SCHEMA", "decode_tokens", "store_tokenizer", "windows"]
+__all__ = ["WINDOW_SCHEMA", "decode_tokens", "split_prefixes", "store_tokenizer", "token_runs", "windows"]
 
 WINDOW_SCHEMA = pl.Schema({
     "doc": pl.Int64(), "ctx": pl.Int64(), "pos": pl.Int32(), "value": pl.Float32(),
@@ -45,11 +45,48 @@ def store_tokenizer(store: Store) -> StoredTokenizer:
 
 
 def decode_tokens(store: Store, ids: list[int]) -> list[str]:
-    """Each token's text as it reads in running text: the growth of the decoded prefix, so
-    tokenizers that drop a token's leading space when it is decoded alone keep it here."""
+    """Each token's text as it reads in running text, one string per token.
+
+    A token's text is the growth of the decoded prefix, so tokenizers that drop a token's
+    leading space when it is decoded alone keep it here. A character whose UTF-8 bytes are
+    split over several tokens (byte-level BPE, byte fallback) is shown once, on the token that
+    completes it; the tokens before it in that run are empty strings (:func:`token_runs` groups
+    them, and the renderers mark and shade such a run as one). Bytes cut off by the ends of the
+    sequence show as U+FFFD, the replacement character. Never is a decoded prefix repeated.
+    """
     tok = store_tokenizer(store)
     prefixes = [""] + [str(s) for s in tok.batch_decode([ids[: i + 1] for i in range(len(ids))])]
-    return [b[len(a):] if b.startswith(a) else b for a, b in pairwise(prefixes)]
+    return split_prefixes(prefixes)
+
+
+def split_prefixes(prefixes: list[str]) -> list[str]:
+    """Token texts from the decoded prefixes ``["", decode(ids[:1]), ..., decode(ids)]``.
+
+    A boundary between tokens is clean when the text decoded up to it is a prefix of the whole
+    text: a prefix ending inside a character decodes to a replacement character that the whole
+    text does not hold there. The tokens between two clean boundaries form a run: the last one
+    carries the run's text, the others are empty.
+    """
+    whole = prefixes[-1]
+    clean = [i for i, p in enumerate(prefixes) if whole.startswith(p)]
+    texts = [""] * (len(prefixes) - 1)
+    for a, b in pairwise(clean):
+        texts[b - 1] = prefixes[b][len(prefixes[a]):]
+    return texts
+
+
+def token_runs(tokens: list[str]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of ``tokens`` that show as one piece of text: each ends
+    with a non-empty token and holds the empty ones before it (the first bytes of a character
+    split over tokens, see :func:`decode_tokens`); trailing empty tokens form a run of their own."""
+    runs, start = [], 0
+    for i, text in enumerate(tokens):
+        if text:
+            runs.append((start, i + 1))
+            start = i + 1
+    if start < len(tokens):
+        runs.append((start, len(tokens)))
+    return runs
 
 
 def windows(store: Store, tokens: np.ndarray, *, window: int, values: np.ndarray | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 
 from actstore.errors import ConfigError
 
-__all__ = ["Architecture", "SAEWeights", "load_sae", "saelens_hook_name"]
+__all__ = ["Architecture", "SAEWeights", "load_sae", "sae_files", "saelens_hook_name"]
 
 Architecture = Literal["jumprelu", "topk", "relu"]
 _GEMMA_SCOPE_KEYS = {"w_enc": "W_enc", "w_dec": "W_dec", "b_enc": "b_enc", "b_dec": "b_dec", "threshold": "threshold"}
@@ -125,33 +125,70 @@ def load_saelens(folder: Path, *, source: str) -> SAEWeights:
     return weights
 
 
-def _from_hub(path: str, revision: str | None) -> Path:
-    """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder'."""
-    from huggingface_hub import hf_hub_download
+def _from_hub(path: str, revision: str | None, local_files_only: bool = False) -> Path:
+    """Download a Gemma Scope or SAELens SAE given as 'owner/repo/sub/folder': from the local
+    Hugging Face cache when it is there (``local_files_only``: only from there); otherwise one
+    request first asks whether the repo exists, so a local path that is simply missing fails at
+    once instead of after the Hub client's retries (~50 s)."""
+    from huggingface_hub import HfApi
 
     parts = path.strip("/").split("/")
     if len(parts) < 3:
         raise ConfigError(f"SAE path {path!r} is neither a local file/folder nor a Hub path owner/repo/folder")
     repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    errors = []
+    cached, _ = _hub_files(repo, sub, revision, local_only=True)
+    if cached is not None:
+        return cached
+    if local_files_only:
+        raise ConfigError(f"SAE path {path!r} is neither a local file or folder here nor in the local Hugging Face cache")
+    try:
+        exists = HfApi().repo_exists(repo)
+    except Exception as exc:
+        raise ConfigError(f"SAE path {path!r} is not a local file or folder here, and the Hub cannot be asked "
+                          f"about {repo!r} ({type(exc).__name__})") from None
+    if not exists:
+        raise ConfigError(f"SAE path {path!r} is not a local file or folder here, and the Hub has no repo {repo!r}")
+    found, errors = _hub_files(repo, sub, revision, local_only=False)
+    if found is None:
+        raise ConfigError(f"cannot fetch SAE {path!r} from the Hub ({'; '.join(errors)})")
+    return found
+
+
+def _hub_files(repo: str, sub: str, revision: str | None, *, local_only: bool) -> tuple[Path | None, list[str]]:
+    """params.npz, or a SAELens folder, under ``sub`` of a Hub repo (``local_only``: the cache)."""
+    from huggingface_hub import hf_hub_download
+
+    errors: list[str] = []
     for names in (["params.npz"], ["cfg.json", "sae_weights.safetensors"]):
         try:
-            files = [Path(hf_hub_download(repo, f"{sub}/{name}", revision=revision)) for name in names]
-            return files[0] if names == ["params.npz"] else files[0].parent
+            files = [Path(hf_hub_download(repo, f"{sub}/{name}", revision=revision, local_files_only=local_only))
+                     for name in names]
+            return (files[0] if names == ["params.npz"] else files[0].parent), errors
         except Exception as exc:
             errors.append(f"{names[0]}: {type(exc).__name__}")
-    raise ConfigError(f"cannot fetch SAE {path!r} from the Hub ({'; '.join(errors)})")
+    return None, errors
 
 
-def load_sae(path: str, *, revision: str | None = None) -> SAEWeights:
-    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub."""
+def sae_files(local: Path) -> list[Path]:
+    """The files that make up the SAE at a local path, in the order its sha256 hashes them:
+    ``params.npz`` (the file itself or inside the folder), or a SAELens folder's ``cfg.json``
+    and ``sae_weights.safetensors``."""
+    if local.is_file() and local.suffix == ".npz":
+        return [local]
+    if (local / "params.npz").exists():
+        return [local / "params.npz"]
+    if (local / "cfg.json").exists() and (local / "sae_weights.safetensors").exists():
+        return [local / "cfg.json", local / "sae_weights.safetensors"]
+    raise ConfigError(f"{str(local)!r} holds neither params.npz (Gemma Scope) nor cfg.json + sae_weights.safetensors (SAELens)")
+
+
+def load_sae(path: str, *, revision: str | None = None, local_files_only: bool = False) -> SAEWeights:
+    """Load an SAE from a params.npz file, a folder holding one, a SAELens folder, or the Hub
+    (``local_files_only``: a Hub path only from the local cache, never the network)."""
     local = Path(os.path.expanduser(path))
     if not local.exists():
-        local = _from_hub(path, revision)
-    if local.is_file() and local.suffix == ".npz":
-        return load_gemma_scope(local, source=path)
-    if (local / "params.npz").exists():
-        return load_gemma_scope(local / "params.npz", source=path)
-    if (local / "cfg.json").exists() and (local / "sae_weights.safetensors").exists():
-        return load_saelens(local, source=path)
-    raise ConfigError(f"{path!r} holds neither params.npz (Gemma Scope) nor cfg.json + sae_weights.safetensors (SAELens)")
+        local = _from_hub(path, revision, local_files_only)
+    files = sae_files(local)
+    if files[0].suffix == ".npz":
+        return load_gemma_scope(files[0], source=path)
+    return load_saelens(files[0].parent, source=path)

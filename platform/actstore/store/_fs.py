@@ -21,9 +21,9 @@ from zarr.abc.store import Store as StoreLike
 
 from actstore.store._obstore import obstore_zarr_store
 from actstore.store._retry import RetryingStore, retrying
-from actstore.store._storage_errors import translated
+from actstore.store._storage_errors import endpoint_of, is_unreachable, storage_error, translated
 
-__all__ = ["Backend", "Location", "redact_storage_options"]
+__all__ = ["Backend", "Location", "probe_endpoint", "redact_storage_options"]
 
 Backend = Literal["fsspec", "obstore"]
 
@@ -170,8 +170,39 @@ class SideFiles:
             return 0
 
 
+PROBE_TIMEOUT_S = 4.0  # the start-up probe's connect (and read) timeout
+_reached: set[str] = set()  # endpoints that answered a probe in this process
+
+
+def probe_endpoint(location: Location, *, writing: bool = False) -> None:
+    """Fail at once, in actstore's words, when no server takes a connection at the location's
+    S3 endpoint: one HEAD of the bucket, no retries, a short timeout. Any answer (even a refusal
+    or a missing bucket, which the caller's own calls then report) counts as reached.
+
+    For start-up, before any work: the storage calls of a running job retry connection errors
+    for about a minute (a restarting server is back by then), which made a dead endpoint take
+    over a minute to be reported. Each endpoint is probed once per process.
+    """
+    if location.is_local or not location.url.startswith(("s3://", "s3a://")):
+        return
+    endpoint = endpoint_of(location)
+    if endpoint in _reached:
+        return
+    config = {**(location.storage_options.get("config_kwargs") or {}), "retries": {"total_max_attempts": 1},
+              "connect_timeout": PROBE_TIMEOUT_S, "read_timeout": PROBE_TIMEOUT_S}
+    fs, root = url_to_fs(location.url, **{**location.storage_options, "skip_instance_cache": True, "config_kwargs": config})
+    fs.retries = 1  # s3fs's own retry loop
+    try:
+        fs.call_s3("head_bucket", Bucket=root.split("/", 1)[0])
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise storage_error(exc, location, writing=writing) from None
+    _reached.add(endpoint)
+
+
 def check_access(location: Location, *, write: bool) -> None:
-    """Fail fast with a clear message when the location cannot be listed (or written)."""
+    """Fail fast with a clear message when the location cannot be reached, listed (or written)."""
+    probe_endpoint(location, writing=write)
     with translated(location, writing=write):
         fs, root = location.fs()
         if location.is_local:

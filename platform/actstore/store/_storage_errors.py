@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 from actstore.errors import StorageAccessError, StoreNotFoundError
 
-__all__ = ["endpoint_of", "not_found", "storage_error", "translated"]
+__all__ = ["endpoint_of", "is_unreachable", "not_found", "storage_error", "translated"]
 
-_UNREACHABLE = {"EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError", "ConnectionRefusedError",
-                "ServerDisconnectedError", "ClientConnectionError"}
+_NO_CONNECTION = {"EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError", "ConnectionRefusedError"}
+_UNREACHABLE = _NO_CONNECTION | {"ServerDisconnectedError", "ClientConnectionError"}
 _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "does not exist in our records",
                     "signature we calculated", "InvalidToken", "ExpiredToken", "security token")
 _CREDENTIAL_HINT = ("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or storage_options "
@@ -81,6 +81,15 @@ def _bucket(location: Location) -> str:
 
 def _missing_bucket(text: str) -> bool:
     return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that no server took the connection (refused, a name that does not
+    resolve, no connection within the timeout), as opposed to a server that answered (an error
+    status, or a connection it closed)."""
+    chain = list(_chain(exc))
+    text = " ".join(str(e) for e in chain)
+    return bool({type(e).__name__ for e in chain} & _NO_CONNECTION) or "Could not connect" in text or "Cannot connect" in text
 
 
 def storage_error(exc: BaseException, location: Location, *, writing: bool) -> StorageAccessError:

@@ -23,6 +23,8 @@ __all__ = [
     "FLAG_BOS",
     "FLAG_EOS",
     "FLAG_PAD",
+    "FLAG_SPECIAL",
+    "NOT_TEXT",
     "TOKEN_ARRAYS",
     "Compression",
     "UnitGrid",
@@ -36,6 +38,11 @@ __all__ = [
 FLAG_BOS = 1
 FLAG_EOS = 2
 FLAG_PAD = 4
+FLAG_SPECIAL = 8  # a special token inside a document (a chat-template marker such as <start_of_turn>)
+# Tokens that queries, the index, statistics and the loader leave out by default: the context's
+# BOS, padding, and special tokens inside documents (Gemma Scope excluded BOS and padding from
+# training; chat-template markers carry no document content).
+NOT_TEXT = FLAG_BOS | FLAG_PAD | FLAG_SPECIAL
 
 # name -> (dtype, fill value)
 TOKEN_ARRAYS: dict[str, tuple[str, int]] = {

@@ -3,8 +3,10 @@ attribute, parsed with an explicit format-version check first.
 
 Versions: 1, the first format; 2 adds the tokenizer inside the store (``tokenizer.file``,
 ``tokenizer/tokenizer.json``); 3 stores codes and indexes in a compact layout (``store/codes.py``,
-``index/layout.py``). Older stores are still read (a version 1 store's tokenizer is loaded from
-the recorded source) and ``actstore upgrade`` turns them into version 3.
+``index/layout.py``), records where each SAE's files are (``saes[].origin``, ``revision``) and
+keeps a copy of small local ones inside the store (``saes[].file``, ``saes/<name>/``). Older
+stores are still read (their tokenizer and SAEs are loaded from the recorded sources) and
+``actstore upgrade`` turns them into version 3.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from actstore.errors import UnsupportedFormatError
 __all__ = [
     "FORMAT_VERSION",
     "READABLE_VERSIONS",
+    "ChatTemplateInfo",
     "IngestSummary",
     "RootMetadata",
     "SaeInfo",
@@ -37,6 +40,16 @@ class _Meta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ChatTemplateInfo(_Meta):
+    """The chat template that rendered the store's chat records (``corpus.chat_template``)."""
+
+    file: str = Field(description="Path of the template's Jinja source inside the store (tokenizer/chat_template.jinja).")
+    sha256: str = Field(description="SHA-256 (hex) of that file's bytes.")
+    add_generation_prompt: bool = Field(description="Whether each record ended with the template's generation prompt.")
+    dropped_bos: bool = Field(description="Whether the template writes the BOS token itself and ingestion dropped it "
+                              "from the front of each record (every context already starts with BOS).")
+
+
 class TokenizerInfo(_Meta):
     """Which tokenizer made the token ids, and its special tokens."""
 
@@ -53,6 +66,11 @@ class TokenizerInfo(_Meta):
                                            "(bos_token, eos_token, pad_token, unk_token) as text.")
     clean_up_spaces: bool = Field(default=False, description="Whether decoding removes spaces before punctuation "
                                   "(transformers' clean_up_tokenization, as the ingesting tokenizer applied it).")
+    special_ids: list[int] = Field(default_factory=list, description="Ids of the tokenizer's special tokens other than "
+                                   "unk (tokenizer.json added_tokens with special: true): inside a document they are "
+                                   "flagged special (chat-template markers). Empty in stores written before.")
+    chat_template: ChatTemplateInfo | None = Field(default=None, description="The chat template of the store's chat "
+                                                   "records; None when the corpus had none.")
 
 
 class SiteInfo(_Meta):
@@ -80,8 +98,17 @@ class SaeInfo(_Meta):
     k: int | None = Field(default=None, description="K of a TopK SAE.")
     code_cap: int = Field(description="Latents kept per token (the width of the code arrays).")
     value_dtype: str = Field(description="Logical dtype of stored code values.")
-    source: str = Field(description="Where the SAE was loaded from.")
-    sha256: str = Field(description="Content hash of the SAE's parameter file(s).")
+    source: str = Field(description="Where the SAE was loaded from: an absolute local path (origin local) or a Hub "
+                        "path owner/repo/folder (origin hub); in stores before version 3, the path as configured.")
+    sha256: str = Field(description="Content hash of the SAE's parameter file(s): SHA-256 over the bytes of params.npz, "
+                        "or of cfg.json then sae_weights.safetensors.")
+    origin: Literal["local", "hub"] | None = Field(default=None, description="Whether source is a local path or a Hub "
+                                                  "path; None in stores before version 3.")
+    revision: str | None = Field(default=None, description="Hub revision of a Hub SAE, as configured (None: the "
+                                 "default branch).")
+    file: str | None = Field(default=None, description="Folder inside the store holding a copy of the SAE's files under "
+                             "their own names (saes/<name>; local SAEs of at most 256 MiB, version 3); None: not copied, "
+                             "load it from source.")
     input_dtype: str | None = Field(default=None, description="Codes are the encoder (in float32) applied to the site's "
                                     "activations cast to this dtype, the site's storage dtype: encoding the stored "
                                     "activations reproduces them bit for bit. None in stores written before this rule.")
@@ -109,6 +136,8 @@ class IngestSummary(_Meta):
     repaired_utf8: int = Field(description="Documents whose invalid UTF-8 was replaced (encoding_errors=replace).")
     stripped_bom: int = Field(default=0, description="Files that began with a UTF-8 byte-order mark, which was dropped.")
     truncated_by_cap: bool = Field(description="Whether max_tokens cut the corpus short.")
+    chat_records: int = Field(default=0, description="Chat records rendered through the chat template (read before a "
+                              "max_tokens cap; the documents table's format column marks the stored ones).")
 
 
 class RootMetadata(_Meta):
@@ -127,6 +156,10 @@ class RootMetadata(_Meta):
     separator: Literal["eos", "none"]
     ingest: IngestSummary
     model: dict[str, Any] | None = Field(default=None, description="Model source and dtype, once extracted.")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Further models over the same tokens, by tag (their sites are "
+        "<tag>.<site>), each described like `model`."
+    )
     sites: list[SiteInfo] = Field(default_factory=list)
     saes: list[SaeInfo] = Field(default_factory=list)
     stages: dict[str, StageInfo] = Field(default_factory=dict)

@@ -40,6 +40,7 @@ SAE_STATS = {
     "l0_hist": ("int64", "sum"),
     "over_cap": ("int64", "sum"),
 }
+PER_LATENT = ("fired", "sum", "max", "hist")  # SAE statistics with a latent axis first
 
 
 def site_stats_path(site: str, name: str, *, unit: bool = True) -> str:
@@ -96,19 +97,23 @@ def merge_stats(group: zarr.Group, units: list[int], sites: list[str], saes: lis
         out[...] = total.reshape(total.shape or (1,))
 
 
-def current_totals(store: Store, kind: Literal["sites", "saes"], owner: str, names: tuple[str, ...], stage: str) -> dict[str, np.ndarray]:
+def current_totals(store: Store, kind: Literal["sites", "saes"], owner: str, names: tuple[str, ...], stage: str,
+                   latents: slice | None = None) -> dict[str, np.ndarray]:
     """Totals of a site's or SAE's statistics: the merged arrays once ``stage`` is finalized,
-    else the rows of its committed units merged on the fly (a store still being written)."""
+    else the rows of its committed units merged on the fly (a store still being written).
+    ``latents``: only these latents of an SAE's per-latent statistics (a feature page reads one
+    latent's histogram row, not the whole ``[d_sae, bins]`` array)."""
     path, how = (site_stats_path, SITE_STATS) if kind == "sites" else (sae_stats_path, SAE_STATS)
+    pick = lambda n: (latents,) if latents is not None and kind == "saes" and n in PER_LATENT else ()  # noqa: E731
     info = store.meta.stages.get(stage)
     if info is not None and info.complete:
-        return {n: np.asarray(store.array(path(owner, n, unit=False))[...]) for n in names}
+        return {n: np.asarray(store.array(path(owner, n, unit=False))[pick(n) or ...]) for n in names}
     units = np.asarray(store.units_done(stage), dtype=np.int64)
     out: dict[str, Any] = {}
     for n in names:
         arr = store.array(path(owner, n))
         for i in range(0, max(units.size, 1), 64):  # blocks of units: bounded memory
-            rows = np.asarray(arr.get_orthogonal_selection((units[i : i + 64],)))
+            rows = np.asarray(arr.get_orthogonal_selection((units[i : i + 64], *pick(n))))
             if how[n][1] == "max":
                 part = rows.max(axis=0, initial=0)
                 out[n] = part if n not in out else np.maximum(out[n], part)

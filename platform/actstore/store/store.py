@@ -17,7 +17,7 @@ import zarr.errors
 from zarr.core.buffer import default_buffer_prototype
 
 from actstore.errors import StoreExistsError, StoreNotFoundError, UnitNotDoneError
-from actstore.store._fs import Backend, Location, SideFiles
+from actstore.store._fs import Backend, Location, SideFiles, probe_endpoint
 from actstore.store._storage_errors import not_found, translated
 from actstore.store.dtypes import from_storage
 from actstore.store.layout import TOKEN_ARRAYS, UnitGrid, token_array
@@ -72,6 +72,7 @@ class StoreInfo:
     ctx_len: int
     tokenizer: str
     model: str | None
+    models: dict[str, str]  # further models over the same tokens: tag -> name
     sites: list[str]
     saes: list[str]
     bytes: int
@@ -103,10 +104,18 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r", backend: Backend = "fsspec"
+        cls, url: str, *, storage_options: dict[str, Any] | None = None, mode: Mode = "r", backend: Backend = "fsspec",
+        probe: bool = True,
     ) -> Self:
-        """Open an existing store (``mode`` "r" or "r+"); ``backend`` picks how zarr reaches s3:// URLs."""
+        """Open an existing store (``mode`` "r" or "r+"); ``backend`` picks how zarr reaches s3:// URLs.
+
+        ``probe``: first check that the endpoint takes connections, failing at once when it does
+        not (a caller starting work). Workers of a running job pass False: their calls retry
+        connection errors, as they would on a server that restarts mid-run.
+        """
         location = Location(url, dict(storage_options or {}), backend)
+        if probe:
+            probe_endpoint(location)
         try:
             with translated(location, writing=False):
                 group = zarr.open_group(location.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
@@ -139,7 +148,7 @@ class Store:
 
     def reopen(self, *, mode: Mode = "r+") -> Self:
         """The same store opened again (fresh metadata), e.g. inside a worker."""
-        return type(self).open(self.location.url, storage_options=self.location.storage_options, mode=mode,
+        return type(self).open(self.location.url, storage_options=self.location.storage_options, mode=mode, probe=False,
                                backend=self.location.backend)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -315,6 +324,7 @@ class Store:
             ctx_len=meta.ctx_len,
             tokenizer=meta.tokenizer.name_or_path,
             model=None if meta.model is None else str(meta.model.get("name")),
+            models={tag: str(m.get("name")) for tag, m in meta.models.items()},
             sites=[s.name for s in meta.sites],
             saes=[s.name for s in meta.saes],
             bytes=self.files.du() if with_bytes else -1,

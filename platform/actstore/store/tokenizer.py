@@ -8,8 +8,9 @@ start-up for a CLI query).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actstore.errors import TokenizerError
 
@@ -19,9 +20,11 @@ if TYPE_CHECKING:
     from actstore.store._fs import SideFiles
     from actstore.store.metadata import TokenizerInfo
 
-__all__ = ["TOKENIZER_KEY", "StoredTokenizer", "read_tokenizer", "tokenizer_sha256", "write_tokenizer"]
+__all__ = ["CHAT_TEMPLATE_KEY", "TOKENIZER_KEY", "StoredTokenizer", "read_tokenizer", "tokenizer_difference",
+           "tokenizer_sha256", "write_chat_template", "write_tokenizer"]
 
 TOKENIZER_KEY = "tokenizer/tokenizer.json"
+CHAT_TEMPLATE_KEY = "tokenizer/chat_template.jinja"
 
 
 class StoredTokenizer:
@@ -53,6 +56,12 @@ class StoredTokenizer:
         """Token ids of ``text`` (no BOS/EOS unless ``add_special_tokens``)."""
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
+    def special_ids(self) -> list[int]:
+        """Ids of every token the tokenizer marks special: BOS/EOS/pad/unk and the rest of its
+        added special tokens (chat-template markers such as ``<start_of_turn>``, ``<|im_start|>``,
+        SmolLM2's ``<file_sep>``)."""
+        return sorted(int(i) for i, token in self.backend.get_added_tokens_decoder().items() if token.special)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, special tokens included."""
         return self._clean(self.backend.decode(list(ids), skip_special_tokens=False))
@@ -75,10 +84,58 @@ _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (
              (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
+def tokenizer_difference(a: str, b: str) -> str | None:
+    """How two ``tokenizer.json`` texts differ in what token ids mean, in a few words (None: they
+    do not): the model type, the vocabulary (id -> piece), the merge rules and the added tokens
+    (id, text, special). Normalisation, pre-tokenisation and decoding settings are not compared:
+    a second model reads stored ids, and these decide only how text becomes ids."""
+    ja, jb = json.loads(a), json.loads(b)
+    ma, mb = ja.get("model") or {}, jb.get("model") or {}
+    if ma.get("type") != mb.get("type"):
+        return f"tokenizer models {ma.get('type')!r} and {mb.get('type')!r}"
+    va, vb = _pieces(ma), _pieces(mb)
+    if va != vb:
+        if len(va) != len(vb):
+            return f"vocabularies of {len(va):,} and {len(vb):,} tokens"
+        first = min(i for i in va if va[i] != vb.get(i))
+        return f"token id {first} is {va[first]!r} in one and {vb.get(first)!r} in the other"
+    ra, rb = _merges(ma), _merges(mb)
+    if ra != rb:
+        first = next((i for i, (x, y) in enumerate(zip(ra, rb, strict=False)) if x != y), min(len(ra), len(rb)))
+        return f"merge rules differ from rule {first} on ({len(ra):,} and {len(rb):,} rules)"
+    ta, tb = _added(ja), _added(jb)
+    if ta != tb:
+        token = min(ta ^ tb)
+        return f"added tokens differ (id {token[0]}: {token[1]!r}, special={token[2]})"
+    return None
+
+
+def _pieces(model: dict[str, Any]) -> dict[int, str]:
+    vocab = model.get("vocab") or {}
+    if isinstance(vocab, list):  # Unigram: [[piece, score], ...] in id order
+        return {i: str(entry[0]) for i, entry in enumerate(vocab)}
+    return {int(i): str(piece) for piece, i in vocab.items()}
+
+
+def _merges(model: dict[str, Any]) -> list[tuple[str, ...]]:
+    """BPE merge rules as pairs (tokenizers writes them as "a b" strings or, since 0.20, as lists)."""
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
+
+
+def _added(data: dict[str, Any]) -> set[tuple[int, str, bool]]:
+    return {(int(t["id"]), str(t["content"]), bool(t.get("special"))) for t in data.get("added_tokens") or []}
+
+
 def tokenizer_sha256(text: str) -> str:
     """The SHA-256 (hex) of a ``tokenizer.json`` text, as the root metadata records it so that
     readers can tell a damaged or swapped file."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_chat_template(files: SideFiles, text: str) -> None:
+    """Store the Jinja source of the chat template that rendered the store's chat records at
+    :data:`CHAT_TEMPLATE_KEY` (its SHA-256 goes into the metadata, :func:`tokenizer_sha256`)."""
+    files.write_bytes(CHAT_TEMPLATE_KEY, text.encode())
 
 
 def write_tokenizer(files: SideFiles, text: str) -> None:

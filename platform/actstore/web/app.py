@@ -13,11 +13,12 @@ import functools
 import logging
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,8 +30,10 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
-from actstore.web import live_views, views
-from actstore.web.plots import bar_chart, line_chart, rebin
+from actstore.web import contrast_views, live_views, text, views
+from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
+from actstore.web.live_pages import LivePages
+from actstore.web.plots import bar_chart, rebin
 from actstore.web.source import StoreSource
 
 __all__ = ["create_app"]
@@ -48,30 +51,40 @@ SECURITY_HEADERS = [
 
 
 def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refresh_s: float = 5.0,
-               session: Any = None) -> Starlette:
+               session: Any = None, cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The browser over the store at ``url`` (local or ``s3://``); the store is opened now, so a
     wrong URL fails here rather than on the first request. ``session``: a
     :class:`actstore.live.LiveSession` on the same store, for features on a text and steering
-    (without one those panels say how to attach it)."""
+    (without one those panels say how to attach it). ``cache_bytes``: the bound of the cache
+    of finished pages and answers (:class:`actstore.web.cache.ResponseCache`; 0: none)."""
     source = StoreSource(url, storage_options=storage_options, refresh_s=refresh_s)
-    pages = _Pages(source, _templates(), session)
+    pages = _Pages(source, _templates(), session, ResponseCache(cache_bytes))
+    one: _Depends = lambda r: [r.path_params["sae"]]  # noqa: E731  # what a cached answer depends on
+    every: _Depends = lambda r: [s.name for s in source.store.meta.saes]  # noqa: E731
+    store_only: _Depends = lambda r: []  # noqa: E731
+    live = lambda name, depends: lambda r: None if r.query_params.get(name) else depends(r)  # noqa: E731  # runs the model
+    cached = pages.cached
     routes = [
-        Route("/", pages.store), Route("/sae/{sae}", pages.sae), Route("/sae/{sae}/latent/{latent:int}", pages.feature),
-        Route("/sae/{sae}/latent/{latent:int}/steer", pages.steer), Route("/search", pages.search),
-        Route("/api/features", pages.api(lambda r, **p: live_views.features_view(session, **p), FEATURES_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}/steer", pages.api(
-            lambda r, **p: _steer(session, r, **p), STEER_PARAMS)),
-        Route("/api/store", pages.api(lambda r: views.store_view(source), {})),
-        Route("/api/sae/{sae}", pages.api(lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS)),
-        Route("/api/sae/{sae}/latent/{latent:int}", pages.api(
-            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS)),
-        Route("/api/search", pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS)),
-        Route("/api/search/latents", pages.api(lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS)),
+        Route("/", cached(pages.store, store_only)), Route("/sae/{sae}", cached(pages.sae, one)),
+        Route("/sae/{sae}/latent/{latent:int}", cached(pages.feature, live("text", one))),
+        Route("/search", cached(pages.search, live("mine", every))), *pages.live.routes(),
+        Route("/sae/{sae}/contrast", cached(pages.contrast, one)),
+        Route("/api/sae/{sae}/contrast", cached(pages.api(
+            lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS), one)),
+        Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
+        Route("/api/sae/{sae}", cached(pages.api(
+            lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
+        Route("/api/sae/{sae}/latent/{latent:int}", cached(pages.api(
+            lambda r, **p: views.feature_view(source, r.path_params["sae"], r.path_params["latent"], **p), FEATURE_PARAMS),
+            one)),
+        Route("/api/search", cached(pages.api(lambda r, **p: views.search_view(source, **p), SEARCH_PARAMS), store_only)),
+        Route("/api/search/latents", cached(pages.api(
+            lambda r, **p: views.latent_search_view(source, **p), LATENT_SEARCH_PARAMS), every)),
         Route("/api/sae/{sae}/latent/{latent:int}/neuronpedia.zip", pages.export),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ActstoreError: _error, HTTPException: _error, Exception: _error})
-    app.state.source = source
+    app.state.source, app.state.cache = source, pages.cache
     app.add_middleware(_Guard)
     return app
 
@@ -79,20 +92,21 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
 # -- query parameters: typed, bounded, unknown ones refused -------------------------------------
 SAE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "sort": (str, "count"), "order": (str, "desc"), "min_density": (float, None), "max_density": (float, None),
-    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50)}
+    "label": (str, ""), "min_score": (float, None), "max_score": (float, None), "page": (int, 1), "per_page": (int, 50),
+    "where": (str, "")}
 FEATURE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "k": (int, 20), "window": (int, 12), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
-    "cofiring_sample": (int, 20)}
-SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12)}
+    "k": (int, 20), "window": (int, 12), "per_doc": (int, 0), "bins": (int, 5), "per_bin": (int, 3), "cofiring": (int, 20),
+    "similar": (int, 10), "where": (str, "")}
+SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "limit": (int, 20), "window": (int, 12),
+                                                               "where": (str, "")}
 LATENT_SEARCH_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "by": (str, "explanations"),
-                                                                      "top": (int, 20)}
+                                                                      "top": (int, 20), "where": (str, "")}
+CONTRAST_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"a": (str, ""), "b": (str, ""), "unit": (str, "auto"),
+                                                                 "top": (int, 50)}
 SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     **SEARCH_PARAMS, "mine": (str, ""), "top": (int, 5),  # + features on my text
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
-FEATURES_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"text": (str, ""), "top": (int, 5)}
-STEER_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "prompt": (str, ""), "strength": (float, 4.0), "strengths": (str, "0,1,2,4"), "max_new_tokens": (int, 16),
-    "seed": (int, 16)}
+FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
 
 
@@ -113,18 +127,51 @@ def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]])
     return out
 
 
+_Depends = Callable[[Request], "list[str] | None"]  # the SAEs whose explanations an answer shows; None: never cache it
+COMPUTING = 8  # requests a process computes at once: the rest wait on the event loop, holding no arrays
+
+
 class _Pages:
-    """Page and API endpoints (plain functions run in Starlette's thread pool: queries block)."""
+    """Page and API endpoints. Pages that only read the store run through :meth:`cached`: off the
+    event loop in worker threads (at most :data:`COMPUTING` at once, which bounds memory under
+    load) and answered from the response cache when asked again; the live panels run in
+    Starlette's thread pool (:class:`actstore.web.live_pages.LivePages`)."""
 
-    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any) -> None:
-        self.source, self.templates, self.session = source, templates, session
+    def __init__(self, source: StoreSource, templates: Jinja2Templates, session: Any, cache: ResponseCache) -> None:
+        self.source, self.templates, self.session, self.cache = source, templates, session, cache
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
+        self.live = LivePages(session, render=self._render, context=self._context, params=_params,
+                              template=templates.env.get_template,
+                              check_latent=lambda sae, latent: self.source.sae(sae).density(latent))
 
-    def _render(self, request: Request, name: str, **context: Any) -> Response:
-        store = self.source.store
-        return self.templates.TemplateResponse(request, name, {"store_url": store.location.url,
-                                                               "live": self.session is not None,
-                                                               "how_to_attach": live_views.HOW_TO_ATTACH,
-                                                               "root": request.scope.get("root_path", ""), **context})
+    def cached(self, endpoint: Callable[[Request], Response], depends: _Depends) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` run in a worker thread, its successful answers kept in the cache under the
+        request's path and query and the store's version for the SAEs ``depends`` names."""
+        async def run(request: Request) -> Response:
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(COMPUTING)
+
+            def answer() -> Response:
+                saes = depends(request) if self.cache.max_bytes else None
+                key = None if saes is None else (request.url.path, request.url.query, self.source.version(saes))
+                hit = None if key is None else self.cache.get(key)
+                if hit is not None:
+                    return Response(hit.body, media_type=hit.media_type)
+                response = endpoint(request)
+                if key is not None and response.status_code == 200 and response.media_type:
+                    self.cache.put(key, Cached(bytes(response.body), response.media_type))
+                return response
+
+            return await anyio.to_thread.run_sync(answer, limiter=self._limiter)
+        return run
+
+    def _context(self, request: Request) -> dict[str, Any]:
+        return {"store_url": self.source.store.location.url, "live": self.session is not None,
+                "how_to_attach": live_views.HOW_TO_ATTACH, "root": request.scope.get("root_path", "")}
+
+    def _render(self, request: Request, name: str, *, status_code: int = 200, **context: Any) -> Response:
+        return self.templates.TemplateResponse(request, name, {**self._context(request), **context},
+                                               status_code=status_code)
 
     def store(self, request: Request) -> Response:
         _params(request, {})
@@ -152,32 +199,44 @@ class _Pages:
         return self._render(request, "sae.html", view=view, params=params, link=link, sort_columns=views.SORT_COLUMNS)
 
     def feature(self, request: Request) -> Response:
-        params = _params(request, FEATURE_PARAMS)
+        params = _params(request, FEATURE_PAGE_PARAMS)
+        text = params.pop("text")
         view = views.feature_view(self.source, request.path_params["sae"], request.path_params["latent"], **params)
+        activation = self.live.activation(view["sae"], view["latent"], text)
         hist = bar_chart("activation histogram (log-spaced bins)", view["stats"]["hist"],
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
-        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view))
+        return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
+                            activation=activation, activation_text=text)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)
         mine, top = params.pop("mine"), params.pop("top")
-        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits")}
+        find = {"text": params.pop("find"), "by": params.pop("by"), "top": params.pop("hits"), "where": params["where"]}
         view = views.search_view(self.source, **params) if params["text"] else None
         found = views.latent_search_view(self.source, **find) if find["text"] else None
         features = live_views.features_view(self.session, mine, top=top) if mine and self.session else None
         return self._render(request, "search.html", view=view, params=params, mine=mine, top=top, features=features,
                             find=find, found=found, search_by=views.SEARCH_BY)
 
-    def steer(self, request: Request) -> Response:
-        params = _params(request, STEER_PARAMS)
-        sae, latent = request.path_params["sae"], request.path_params["latent"]
-        self.source.sae(sae).density(latent)  # an unknown SAE or latent out of range fails before the model runs
-        view = _steer(self.session, request, **params) if params["prompt"] and self.session else None
-        plots = [line_chart(f"{title} vs strength (x max)", [r["strength"] for r in view["sweep"]],
-                            [r[column] for r in view["sweep"]])
-                 for column, title in (("mean_activation", "mean activation"), ("kl", "KL from default"))
-                 ] if view and view["sweep"] else []
-        return self._render(request, "steer.html", sae=sae, latent=latent, params=params, view=view, plots=plots)
+    def contrast(self, request: Request) -> Response:
+        """Two document sets compared: the form, then the sides, a volcano plot and the ranked
+        table; a filter that cannot be read comes back in the form with its one-line error."""
+        params = _params(request, CONTRAST_PARAMS)
+        sae = request.path_params["sae"]
+        self.source.sae(sae)  # an unknown SAE is a 404
+        result, error = None, None
+        if params["a"]:
+            try:
+                views.bounded("top", params["top"])
+                result = contrast_views.contrast_result(self.source, sae, a=params["a"], b=params["b"], unit=params["unit"])
+            except ActstoreError as exc:
+                error = str(exc)
+        columns = self.source.store.documents().collect_schema().names()
+        return self._render(request, "contrast.html", sae=sae, params=params, units=contrast_views.UNITS, error=error,
+                            columns=columns,
+                            view=result.to_dict(top=params["top"]) if result else None,
+                            volcano=contrast_views.volcano(result) if result else None,
+                            status_code=400 if error else 200)
 
     def export(self, request: Request) -> Response:
         params = _params(request, EXPORT_PARAMS)
@@ -193,13 +252,6 @@ class _Pages:
         def endpoint(request: Request) -> Response:
             return JSONResponse(view(request, **_params(request, spec)))
         return endpoint
-
-
-def _steer(session: Any, request: Request, *, prompt: str, strength: float, strengths: str, max_new_tokens: int,
-           seed: int) -> dict[str, Any]:
-    return live_views.steer_view(session, request.path_params["sae"], request.path_params["latent"], prompt,
-                                 strength=strength, strengths=live_views.parse_strengths(strengths) if strengths else None,
-                                 max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _export_defaults(source: StoreSource, view: dict[str, Any]) -> dict[str, str]:
@@ -277,8 +329,7 @@ def _templates() -> Jinja2Templates:
     """One template environment per process, autoescaping everything."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters["visible"] = lambda tok: tok.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
-    env.filters["shade"] = lambda v, top: min(int(10 * v / top), 9) if top and v and v > 0 else 0
+    env.filters.update(visible=text.visible, bidi=text.bidi, runs=text.runs, shade=text.shade)
     env.filters["num"] = lambda v, f="{:.4g}": "-" if v is None else f.format(v)
     env.filters["shquote"] = shlex.quote  # a command line to copy: the store URL and SAE name as one word each
     return Jinja2Templates(env=env)

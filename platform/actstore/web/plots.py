@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["Bar", "BarChart", "LineChart", "bar_chart", "line_chart", "rebin"]
+__all__ = ["Bar", "BarChart", "LineChart", "ScatterChart", "bar_chart", "line_chart", "rebin", "scatter_chart"]
 
 WIDTH, HEIGHT, PAD = 480.0, 140.0, 4.0
 
@@ -100,3 +100,40 @@ def line_chart(title: str, xs: ArrayLike, ys: ArrayLike, *, fmt: str = "{:.3g}")
     points = [(PAD + (WIDTH - 2 * PAD) * (a - x_lo) / x_span, HEIGHT - PAD - (HEIGHT - 2 * PAD) * (b - y_lo) / y_span,
                f"{fmt.format(a)}: {fmt.format(b)}") for a, b in zip(x.tolist(), y.tolist(), strict=True)]
     return LineChart(title=title, points=points, left=fmt.format(x_lo), right=fmt.format(x_hi), top=fmt.format(y_hi))
+
+
+@dataclass(frozen=True)
+class ScatterChart:
+    """Points ready to draw: SVG x, y, tooltip, a key the page links by (a latent id) and a CSS
+    class each; ``x_zero``: the SVG x of the value 0 (None when outside the range); ``y_line``:
+    the SVG y of a threshold (None: none)."""
+
+    title: str
+    points: list[tuple[float, float, str, int, str]]
+    left: str
+    right: str
+    top: str
+    x_zero: float | None
+    y_line: float | None
+    width: float = WIDTH
+    height: float = 2 * HEIGHT
+
+
+def scatter_chart(title: str, xs: ArrayLike, ys: ArrayLike, *, labels: list[str], keys: list[int], classes: list[str],
+                  y_line: float | None = None, fmt: str = "{:.3g}") -> ScatterChart:
+    """Points (xs, ys) scaled to the box, y from 0 up, x symmetric around 0 (a volcano plot's
+    effect axis); non-finite values are drawn at the nearest edge."""
+    x, y = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    reach = float(np.nanmax(np.abs(x[np.isfinite(x)]))) if np.isfinite(x).any() else 1.0
+    reach = reach or 1.0
+    y_hi = float(np.nanmax(y[np.isfinite(y)])) if np.isfinite(y).any() else 1.0
+    y_hi = max(y_hi, y_line or 0.0, 1e-9)
+    height = 2 * HEIGHT
+    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=reach, neginf=-reach), -reach, reach)
+    y = np.clip(np.nan_to_num(y, nan=0.0, posinf=y_hi, neginf=0.0), 0.0, y_hi)
+    sx = lambda v: PAD + (WIDTH - 2 * PAD) * (v + reach) / (2 * reach)  # noqa: E731
+    sy = lambda v: height - PAD - (height - 2 * PAD) * v / y_hi  # noqa: E731
+    points = [(sx(a), sy(b), label, int(key), cls)
+              for a, b, label, key, cls in zip(x.tolist(), y.tolist(), labels, keys, classes, strict=True)]
+    return ScatterChart(title=title, points=points, left=fmt.format(-reach), right=fmt.format(reach),
+                        top=fmt.format(y_hi), x_zero=sx(0.0), y_line=None if y_line is None else sy(y_line), height=height)
