@@ -42,7 +42,9 @@ from benchmarks.synthetic import make_store, scratch
 
 SAE, CTX_LEN, K = "bench", 1024, 20
 QUANTILES = (0.5, 0.75, 0.9, 0.99, 1.0)
-STAGING_BYTES = 6  # per non-zero while the index builds (unit-local uint16 token, bucket-local uint16 latent, bf16 value)
+# per non-zero while the index builds: the map's staging (unit-local uint16 token, bucket-local
+# uint16 latent, bf16 value; then the token profiles' int32 token and preceding token ids)
+STAGING_BYTES = 6 + 8
 SPARE_DISK = 15 * 2**30  # what a size must leave free on the disk (it is shared)
 
 
@@ -112,8 +114,9 @@ def measure(root: Path, tokens: int, d_sae: int, l0: int, *, scan: bool) -> dict
     out |= {"build_s": time.perf_counter() - t0, "nnz": plan.nnz or 0, "buckets": plan.n_buckets,
             "driver_rss": peak.driver, "task_rss": peak.task}
     codes_nnz = int(store.read(f"codes/{SAE}/l0", slice(None)).sum())
-    out |= {"codes_b": folder_bytes(root / "store/codes" / SAE) / codes_nnz,
-            "index_b": folder_bytes(root / "store/index" / SAE) / max(out["nnz"], 1)}
+    profile = folder_bytes(root / "store/index" / SAE / "profile")
+    out |= {"codes_b": folder_bytes(root / "store/codes" / SAE) / codes_nnz, "profile_mb": profile / 2**20,
+            "index_b": (folder_bytes(root / "store/index" / SAE) - profile) / max(out["nnz"], 1)}
     counts = Store.open(url).sae(SAE).counts()
     order = np.argsort(counts)
     chosen = [int(order[int(q * (len(order) - 1))]) for q in QUANTILES]
@@ -146,7 +149,8 @@ def report(size: dict[str, Any]) -> None:
           f"{size['nnz']:,} non-zeros indexed in {size['build_s']:.0f} s = {size['nnz'] / size['build_s']:,.0f}/s, "
           f"{size['buckets']} buckets", flush=True)
     print(f"  peak memory: driver {size['driver_rss'] / mb:,.0f} MiB, largest build task {size['task_rss'] / mb:,.0f} MiB; "
-          f"bytes per non-zero: codes {size['codes_b']:.2f}, index {size['index_b']:.2f}")
+          f"bytes per non-zero: codes {size['codes_b']:.2f}, index {size['index_b']:.2f} "
+          f"(and {size['profile_mb']:.1f} MiB of token profiles)")
     print(f"  top-{K}: median {size['cold_ms']:.1f} ms cold, {size['warm_ms']:.1f} ms warm over latents with "
           f"{size['counts']} occurrences; a whole posting list decodes at {size['decode_us']:.3f} us per occurrence"
           + (f"; scan baseline {size['scan_ms']:,.0f} ms ({size['scan_ms'] / size['cold_ms']:,.0f}x the cold top-{K})"

@@ -111,14 +111,31 @@ class _Groups(NamedTuple):
 
 
 def _group(latent: np.ndarray, keys: list[np.ndarray], count: np.ndarray, mass: np.ndarray) -> _Groups:
-    """Rows (entries, or groups to merge) summed by (latent, keys...)."""
+    """Rows (entries, or groups to merge) summed by (latent, keys...), sorted by them. The columns
+    (non-negative) are packed into one int64 where their bits fit, so one sort groups them."""
     if latent.size == 0:
         return _Groups(latent, keys, count, mass)
-    order = np.lexsort((*reversed(keys), latent))
-    cols = [latent[order], *(k[order] for k in keys)]
-    starts = np.flatnonzero(np.r_[True, np.any([np.diff(c) != 0 for c in cols], axis=0)])
-    return _Groups(cols[0][starts], [c[starts] for c in cols[1:]], np.add.reduceat(count[order], starts),
-                   np.add.reduceat(mass[order], starts))
+    cols = [np.asarray(latent, np.int64), *(np.asarray(k, np.int64) for k in keys)]
+    bits = [max(int(c.max()).bit_length(), 1) for c in cols]
+    if sum(bits) > 62 or min(int(c.min()) for c in cols) < 0:
+        order = np.lexsort(cols[::-1])
+        cols = [c[order] for c in cols]
+        starts = np.flatnonzero(np.r_[True, np.any([np.diff(c) != 0 for c in cols], axis=0)])
+        return _Groups(cols[0][starts], [c[starts].astype(np.int32) for c in cols[1:]],
+                       np.add.reduceat(count[order], starts), np.add.reduceat(mass[order], starts))
+    packed = cols[0].copy()
+    for col, width in zip(cols[1:], bits[1:], strict=True):
+        packed <<= width
+        packed |= col
+    order = np.argsort(packed)
+    packed = packed[order]
+    starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+    unique, counts, masses = packed[starts], np.add.reduceat(count[order], starts), np.add.reduceat(mass[order], starts)
+    out = []
+    for width in bits[:0:-1]:
+        out.append((unique & ((1 << width) - 1)).astype(np.int32))
+        unique >>= width
+    return _Groups(unique, out[::-1], counts, masses)
 
 
 def _merged(a: _Groups, b: _Groups) -> _Groups:
@@ -136,8 +153,10 @@ class _Top(NamedTuple):
 
 def _ranked_top(groups: _Groups, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of each latent's ``top`` groups by count (ties: mass, then the keys ascending), and
-    their ranks within the latent."""
-    ranked = np.lexsort((*reversed(groups.keys), -groups.masses, -groups.counts, groups.latent))
+    their ranks within the latent. The groups are sorted by (latent, keys) and the sort is stable,
+    so ties in count and mass stay by keys."""
+    by_count = (groups.latent << 40) | (2**40 - 1 - np.minimum(groups.counts, 2**40 - 1))
+    ranked = np.lexsort((-groups.masses, by_count))
     lat = groups.latent[ranked]
     rank = np.arange(lat.size) - np.searchsorted(lat, lat, side="left")
     return ranked[rank < top], rank[rank < top]

@@ -135,6 +135,9 @@ def _reduce_in_slices(store: Store, plan: IndexPlan, bucket: int, spans: np.ndar
         ranked = _concat([carry, _ranked(plan, _concat([_unspill(store, plan, bucket, g, c, s) for g, c in enumerate(per_group)]))])
         carry = _emit(writer, plan, offsets, start, ranked, final=s == len(bounds) - 1)
         start += ranked[0].size - carry[0].size
+    for g in range(len(groups)):  # the disk they took is the build's until it ends otherwise
+        for kind in ("", ".profile"):
+            store.files.remove(spill_key(plan, bucket, g, kind))
     return offsets
 
 
