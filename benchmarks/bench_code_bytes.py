@@ -134,8 +134,12 @@ def main() -> None:
           f"values {info.value_dtype}, {store.meta.n_ctx * store.meta.ctx_len:,} token slots, mean L0 {nnz / idx[..., 0].size:.1f}")
     indexed = (root / "index" / args.sae).exists()
     index_nnz = store.sae(args.sae).index.nnz or 1 if indexed else 1
+    # the token profiles (index/<sae>/profile) hold a few rows per latent, not per occurrence: apart
+    profile = stored_bytes(root / "index" / args.sae / "profile") if indexed else 0
+    postings = stored_bytes(root / "index" / args.sae) - profile if indexed else 0
     print(f"as stored: codes {stored_bytes(root / 'codes' / args.sae) / nnz:.2f} B/non-zero ({nnz:,})"
-          + (f", index {stored_bytes(root / 'index' / args.sae) / index_nnz:.2f} B/non-zero ({index_nnz:,})" if indexed else ""))
+          + (f", index {postings / index_nnz:.2f} B/non-zero ({index_nnz:,}; token profiles {profile / 2**10:,.0f} KiB "
+             f"more, {profile / index_nnz:.2f} B/non-zero on this store)" if indexed else ""))
     dtypes = ["float32", "bfloat16", "float16"] if info.value_dtype == "float32" else [info.value_dtype]
     l0 = encoded_bytes(store.read(f"codes/{args.sae}/l0", slice(None)), "zstd", (store.meta.contexts_per_unit, store.meta.ctx_len))
     report(f"codes, each part alone (l0: {l0 / nnz:.3f} B/non-zero in every layout)",
