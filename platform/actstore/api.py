@@ -20,10 +20,12 @@ from actstore.store.store import Mode
 if TYPE_CHECKING:
     import polars as pl
 
+    from actstore.contrast.documents import Unit
     from actstore.latents import Latents
     from actstore.loader.activations import ActivationLoader
     from actstore.query.filters import DocumentSet, Where
     from actstore.query.tokens import TextMatches
+    from actstore.store_contrast import StoreContrast
 
 __all__ = ["Store", "open_store"]
 
@@ -37,6 +39,22 @@ class Store(_storage.Store):
         from actstore.latents import Latents
 
         return Latents(self, name)
+
+    def search(self, text: str, *, top: int = 20, by_example: bool = False, saes: list[str] | None = None) -> pl.DataFrame:
+        """Latents of every SAE (or of ``saes``) found by ``text`` in one ranked list with an ``sae``
+        column: by their explanations (BM25 over all SAEs' explanations) or ``by_example``."""
+        from actstore.store_search import search_store
+
+        return search_store(self, text, top=top, by_example=by_example, saes=saes)
+
+    def contrast(self, a: Where, b: Where | None = None, *, saes: list[str] | None = None, unit: Unit = "auto",
+                 prior: float = 1.0, level: float = 0.95) -> StoreContrast:
+        """Which latents of every SAE (or of ``saes``) fire more in the documents ``a`` matches than
+        in those ``b`` matches (default: all others): each SAE's contrast in one list with an
+        ``sae`` column, ranked by p, q over every latent tested (:mod:`actstore.store_contrast`)."""
+        from actstore.store_contrast import contrast_store
+
+        return contrast_store(self, a, b, saes=saes, unit=unit, prior=prior, level=level)
 
     def find_tokens(self, sequence: str | list[int], *, limit: int | None = 100, window: int = 16,
                     where: Where | None = None) -> pl.DataFrame:

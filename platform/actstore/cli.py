@@ -47,6 +47,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from actstore.config import ExtractConfig, load_config
     from actstore.extraction.estimate import estimate_run, model_flops_per_token
+    from actstore.extraction.memory import worker_memory
     from actstore.extraction.plan import plan_extraction
     from actstore.models.loading import load_model_config, planned_weights_bytes, truncated_config
 
@@ -54,12 +55,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     tokens = args.tokens or config.context.max_tokens
     if not tokens:
         raise ConfigError("say how many tokens to plan for: --tokens N (or context.max_tokens in the config)")
-    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda")
+    plan, _ = plan_extraction(config, gpu_workers=args.device == "cuda", load=False)
     l0 = {name: float(v) for name, v in (item.split("=", 1) for item in args.l0)}
     blocks = plan.layers_needed
-    model_config = load_model_config(config.model)
-    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks),
-                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len))
+    model_config = load_model_config(config.model, shipped=True)
+    weights = planned_weights_bytes(config.model, dtype=plan.model_dtype, layers=blocks)
+    estimate = estimate_run(plan, tokens, l0=l0, doc_tokens=args.doc_tokens, weights_bytes=weights,
+                            flops_per_token=model_flops_per_token(truncated_config(model_config, blocks), blocks, config.context.ctx_len),
+                            worker=worker_memory(plan, model_config, weights, device_gb=args.device_memory_gb))
     print(json.dumps(estimate.as_dict(), indent=2) if args.json else estimate.render())
     return 0
 
@@ -247,6 +250,13 @@ def _cmd_cofiring(args: argparse.Namespace) -> int:
     return _emit(frame, args, lambda: render_frame(frame))
 
 
+def _cmd_across(args: argparse.Namespace) -> int:
+    from actstore.query.render import render_frame
+
+    frame = _latents(args).across_layers(args.latent, window=None if args.window < 0 else args.window, top=args.top)
+    return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no other SAE within the window")
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -325,6 +335,14 @@ def _cmd_explanations(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from actstore.query.render import render_frame
 
+    if args.sae is None:  # every SAE of the store, one ranked list
+        from actstore.api import open_store
+
+        if args.where:
+            raise ConfigError("--where filters one SAE's search by example: give --sae")
+
+        frame = open_store(args.store).search(args.text, top=args.top, by_example=args.by_example)
+        return _emit(frame, args, lambda: render_frame(frame) if frame.height else "no matches")
     latents = _latents(args)
     if args.where and not args.by_example:
         raise ConfigError("--where filters the documents --by-example searches; explanations are not documents")
@@ -334,10 +352,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _query_parser(verbs: Any, verb: str, help_text: str, run: Any, *, latent: bool | None = True,
-                  json_flag: bool = True, where: bool = True) -> argparse.ArgumentParser:
+                  json_flag: bool = True, sae_required: bool = True, where: bool = True) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
     parser.add_argument("store", help="store URL or path")
-    parser.add_argument("--sae", required=True, help="SAE name in the store")
+    parser.add_argument("--sae", required=sae_required,
+                        help="SAE name in the store" + ("" if sae_required else " (default: every SAE, one ranked list)"))
     if where:
         _where_flag(parser)
     if latent is not None:
@@ -384,6 +403,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--l0", action="append", default=[], metavar="SAE=L0", help="an SAE's mean L0 (default: from its path)")
     plan.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="worker kind (sets dtype 'auto')")
     plan.add_argument("--doc-tokens", type=float, default=1000, help="mean document length in tokens (EOS separators)")
+    plan.add_argument("--device-memory-gb", type=float, default=80,
+                      help="memory of a worker's device: decides whether the SAEs fit beside the model (default 80, an H100)")
     plan.add_argument("--store", help="store URL, overriding store.url")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=_cmd_plan)
@@ -460,6 +481,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cof = _query_parser(verbs, "cofiring", "latents firing on the same tokens, by Jaccard", _cmd_cofiring)
     cof.add_argument("--top", type=int, default=20)
+    across = _query_parser(verbs, "across", "a latent across layers: the other SAEs' latents by decoder cosine and "
+                           "co-firing", _cmd_across, where=False)
+    across.add_argument("--window", type=int, default=2, help="layers either side (-1: every SAE of the store)")
+    across.add_argument("--top", type=int, default=3, help="latents per SAE and measure")
 
     prof = _query_parser(verbs, "profile", "the tokens and bigrams a latent fires on: precision, recall, mass (exact)",
                          _cmd_profile)
@@ -516,7 +541,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="one per latent: latest label, else best-scored (informative scorers), else its token profile")
 
     search = _query_parser(verbs, "search", "find latents by their explanations (BM25), or by example text",
-                           _cmd_search, latent=None)
+                           _cmd_search, latent=None, sae_required=False)
     search.add_argument("text", help="words to look for in explanations, or text to look up with --by-example")
     search.add_argument("--by-example", action="store_true",
                         help="latents firing unusually high where the stored corpus holds TEXT")

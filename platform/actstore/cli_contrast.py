@@ -23,9 +23,9 @@ def _cmd_contrast(args: argparse.Namespace) -> int:
     if not args.a:
         raise ConfigError("say which documents to contrast: --a WHERE (a SQL WHERE clause over the documents table), "
                           "or which models: --models A,B")
-    if args.sae is None:
-        raise ConfigError("a contrast of document sets needs --sae NAME")
-    found = open_store(args.store).sae(args.sae).contrast(args.a, args.b, unit=args.unit, prior=args.prior)
+    store = open_store(args.store)
+    found: Any = (store.contrast(args.a, args.b, unit=args.unit, prior=args.prior) if args.sae is None  # every SAE
+                  else store.sae(args.sae).contrast(args.a, args.b, unit=args.unit, prior=args.prior))
     print(json.dumps(found.to_dict(top=args.top), indent=1) if args.json else found.render(top=args.top))
     return 0
 
@@ -59,8 +59,8 @@ def add_contrast_verb(verbs: Any) -> None:
         "contrast", help="latents firing more in one document set than another, or changing from one model to another "
         "on the same tokens (per-document rank tests, BH q-values)")
     parser.add_argument("store", help="store URL or path")
-    parser.add_argument("--sae", help="SAE name in the store (with --models: the SAE encoding both models; without "
-                        "it, only how far each site moves)")
+    parser.add_argument("--sae", help="SAE name in the store (without it: --a/--b contrast every SAE in one list, "
+                        "q over all their latents; --models shows only how far each site moves)")
     parser.add_argument("--a", help="side A: SQL WHERE clause over the documents table, e.g. \"source LIKE '%%asyncio%%'\"")
     parser.add_argument("--b", help="side B, likewise (default: every document not in A)")
     parser.add_argument("--models", help="two models on the same tokens, A,B: their tags in the store (base: its own "

@@ -10,12 +10,13 @@ import os
 import string
 import sysconfig
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from actstore.errors import ConfigError
+from actstore.saes.releases import expand_release
 from actstore.store.sitenames import BASE, check_tag, model_of
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "RayConfig",
     "SaeConfig",
+    "SaeReleaseConfig",
     "SiteConfig",
     "StatsConfig",
     "StoreConfig",
@@ -285,6 +287,69 @@ class SaeConfig(_Frozen):
         default="bfloat16", description="Stored dtype of code values: bfloat16 (default) keeps each float32 code rounded "
         "to nearest (relative error at most 2**-8) in 2 bytes; float32 keeps it exactly for about 2 more bytes per non-zero "
         "in the codes and in the index (docs/storage.md).")
+    weights_dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32", description="Dtype the worker holds the SAE's weights in. bfloat16 halves their memory; the "
+        "weights are then rounded to bfloat16 once, and codes are the float32 encoder of those rounded weights.")
+
+
+class SaeReleaseConfig(_Frozen):
+    """Many SAEs of a Gemma Scope release in one ``saes`` entry. At validation it expands into one
+    SAE entry per (kind, layer), named ``{prefix}{kind}{layer}-{width}`` (e.g. ``res12-16k``), each with
+    its exact Hub path (the resolved ``average_l0_N`` folder), and adds the sites they read as
+    codes-only sites unless ``sites`` lists them. The folders come from SAELens' release table,
+    shipped with actstore (``actstore/saes/gemma_scope_releases.json``); one it lacks is refused."""
+
+    release: str = Field(description="gemma-scope-2b-pt, gemma-scope-9b-pt, gemma-scope-9b-it or gemma-scope-27b-pt.")
+    kinds: list[Literal["res", "mlp", "att"]] | None = Field(
+        default=None, min_length=1, description="Sub-layers: res reads blocks.L.hook_resid_post, mlp blocks.L.hook_mlp_out, "
+        "att blocks.L.attn.hook_z (n_heads * head_dim wide). Default: every kind the release has.")
+    layers: Literal["all"] | list[Annotated[int, Field(ge=0)]] = Field(
+        default="all", description="all (every layer the release has at this width) or a list of layers.")
+    width: str = Field(description="Width as the release names it: 16k, 65k, 131k, 1m, ...")
+    l0: Literal["canonical"] | Annotated[int, Field(ge=1)] = Field(
+        default="canonical", description="canonical (SAELens' canonical folder: the average L0 closest to 100) or N for "
+        "the folder average_l0_N; the expanded entries always name the resolved folder.")
+    prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", description="Prepended to each SAE's name.")
+    root: str | None = Field(
+        default=None, description="A local folder mirroring the release's repositories "
+        "(ROOT/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82/params.npz); default: the Hub.")
+    revision: str | None = Field(default=None, description="Hub revision of the release's repositories.")
+    code_cap: int = Field(default=256, ge=1, description="Latents stored per token, for each SAE.")
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="bfloat16", description="Stored dtype of code values, for each SAE (as an SAE entry's value_dtype).")
+    weights_dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Dtype a worker holds the weights in.")
+    store_activations: bool = Field(
+        default=False, description="Store the activations of the sites these SAEs read (default: codes only; the 78 "
+        "sites of Gemma 2 2B would take ~360 KB per token). A site listed under sites keeps its own settings.")
+
+    def expand(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The SAE entries and the sites they read, as config mappings."""
+        found = expand_release(self.release, kinds=self.kinds, layers=self.layers, width=self.width, l0=self.l0)
+        place = (lambda s: s.path) if self.root is None else (lambda s: os.path.join(self.root, s.repo.split("/")[1], s.folder))
+        saes = [{"name": f"{self.prefix}{s.kind}{s.layer}-{s.width}", "site": s.site, "path": place(s),
+                 "revision": self.revision, "code_cap": self.code_cap, "value_dtype": self.value_dtype,
+                 "weights_dtype": self.weights_dtype} for s in found]
+        return saes, [{"name": s.site, "store_activations": self.store_activations} for s in found]
+
+
+def _expand_releases(data: Any) -> Any:
+    """Replace each release entry of ``saes`` by the SAE entries it names, adding their sites
+    (after the listed ones, in the order of the SAEs; a listed site keeps its settings)."""
+    if not isinstance(data, dict) or not any(isinstance(e, dict) and "release" in e for e in data.get("saes") or []):
+        return data
+    saes, sites = [], list(data.get("sites") or [])
+    listed = {s.get("name") if isinstance(s, dict) else getattr(s, "name", None) for s in sites}
+    for entry in data["saes"]:
+        if not (isinstance(entry, dict) and "release" in entry):
+            saes.append(entry)
+            continue
+        expanded, read = SaeReleaseConfig.model_validate(entry).expand()
+        saes += expanded
+        for site in read:
+            if site["name"] not in listed:
+                listed.add(site["name"])
+                sites.append(site)
+    return {**data, "saes": saes, "sites": sites}
 
 
 class WorkersConfig(_Frozen):
@@ -306,6 +371,12 @@ class WorkersConfig(_Frozen):
     num_cpus: float = Field(default=1, gt=0, description="CPUs reserved per worker.")
     batch_size: int = Field(default=8, ge=1, description="Contexts per forward pass.")
     torch_threads: int | None = Field(default=None, ge=1, description="torch threads per CPU worker (default: num_cpus).")
+    sae_memory_gb: float | None = Field(
+        default=None, gt=0,
+        description="Device memory the SAE weights may take on a worker, in GB. Default: on a GPU, what is free once "
+        "the model is loaded, less a batch's working memory; on a CPU, no limit. When the SAEs do not all fit, the "
+        "worker keeps as many on the device as leave room for the largest and moves the others there in turns for "
+        "every batch (same codes, more transfers).")
     units_in_flight: int | None = Field(
         default=None, ge=1,
         description="Units a worker holds at once; with 2, writing one unit overlaps computing the next. "
@@ -355,14 +426,26 @@ class ExtractConfig(IngestConfig):
         "google/gemma-2-2b-it}}). Their sites are named <tag>.<site> (it.blocks.12.hook_resid_post); each model is "
         "extracted as a stage of its own, and its tokenizer must be the store's (vocabulary, merges, special tokens).",
     )
-    sites: list[SiteConfig] = Field(min_length=1)
-    saes: list[SaeConfig] = Field(default_factory=list)
+    sites: list[SiteConfig] = Field(default_factory=list, description="Sites to capture; sites read by a release "
+                                    "entry of saes are added (codes only) unless listed here.")
+    # release entries are expanded before fields are validated (_releases): the field holds SaeConfig
+    # entries only, while its schema also accepts SaeReleaseConfig
+    saes: Annotated[list[SaeConfig], BeforeValidator(lambda v: v, json_schema_input_type=list[SaeConfig | SaeReleaseConfig])] = Field(
+        default_factory=list, description="SAEs to encode sites with: single SAEs, or release entries (SaeReleaseConfig) "
+        "that expand into many at validation.")
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _releases(cls, data: Any) -> Any:
+        return _expand_releases(data)
+
     @model_validator(mode="after")
     def _consistent(self) -> ExtractConfig:
+        if not self.sites:
+            raise ValueError("no sites: list sites to capture, or SAEs of a release (saes: [{release: ...}])")
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError(f"sites are listed twice: {sorted({n for n in names if names.count(n) > 1})}")
@@ -374,7 +457,8 @@ class ExtractConfig(IngestConfig):
                              "a further model's sites are <tag>.<site>, with the tag a key of models:")
         sae_names = [s.name for s in self.saes]
         if len(set(sae_names)) != len(sae_names):
-            raise ValueError(f"SAE names must be unique: {sae_names}")
+            raise ValueError(f"SAE names must be unique; used twice: {sorted({n for n in sae_names if sae_names.count(n) > 1})} "
+                             "(two release entries of the same layers tell theirs apart with a prefix)")
         for sae in self.saes:
             if sae.site not in names:
                 raise ValueError(

@@ -28,6 +28,7 @@ from actstore.explain.table import (
     human_row,
     scan_explanations,
 )
+from actstore.query.across import across_layers, neighbours
 from actstore.query.filters import Where
 from actstore.query.latents import SaeLatents
 
@@ -102,3 +103,13 @@ class Latents(SaeLatents):
         """:meth:`token_profile` in words (e.g. ``the token " await"``): the ``kind: profile``
         explanation that ``actstore explain`` scores; None for a latent that never fires."""
         return profile_text(self, latent)
+
+    def across_layers(self, latent: int, *, window: int | None = 2, top: int = 3,
+                      max_rows: int | None = None) -> pl.DataFrame:
+        """The latents of the store's other SAEs within ``window`` layers of this SAE's site (None:
+        all) that carry ``latent`` on: per SAE its ``top`` by decoder cosine (SAEs of the same input
+        width, files on this machine) and its ``top`` by co-firing Jaccard. Columns: sae, layer,
+        site, latent, cosine (null where not comparable), jaccard, together, count
+        (:mod:`actstore.query.across`; ``max_rows`` bounds the code rows co-firing reads)."""
+        others = neighbours(self, [Latents(self.store, s.name) for s in self.store.meta.saes], window=window)
+        return across_layers(self, self._check_latent(latent), saes=others, top=top, max_rows=max_rows).frame

@@ -39,7 +39,6 @@ from actstore.extraction.stages import (
 )
 from actstore.extraction.tokenizers import refuse_other_tokenizers
 from actstore.extraction.unit import UnitReport
-from actstore.saes.formats import SAEWeights
 from actstore.store._fs import Location
 from actstore.store.codes import require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
@@ -56,28 +55,30 @@ ACTOR_RESTARTS = 3
 
 
 class _Worker:
-    """A Ray actor holding the model and the SAEs on its device."""
+    """A Ray actor holding the model and the SAEs' encoders on its device (in groups when they do
+    not all fit beside the model: :mod:`actstore.extraction.encoders`)."""
 
-    def __init__(self, plan: ExtractPlan, location: Location, weights: dict[str, SAEWeights],
+    def __init__(self, plan: ExtractPlan, location: Location, weights: dict[str, ray.ObjectRef],
                  run: str, test_env: dict[str, str]) -> None:
         import torch
 
         os.environ.update(test_env)  # the test-only fault switches travel from the driver
+        from actstore.extraction.encoders import EncoderGroups
+        from actstore.extraction.unit import UnitRunner
         from actstore.models.loading import load_model, weights_bytes
-        from actstore.saes.encode import SAEEncoder
 
         self.device = torch.device("cuda" if plan.device == "cuda" else "cpu")
         threads = plan.config.workers.torch_threads or max(1, int(plan.config.workers.num_cpus))
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
-        from actstore.extraction.unit import UnitRunner
-
         gpus = int(plan.config.workers.num_gpus or 0) if self.device.type == "cuda" else 0
         spread = [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else None  # Ray shows the actor only its GPUs
         model = load_model(plan.model.source, dtype=plan.model_dtype, device=str(self.device),
                            attn_implementation=plan.attn_implementation, layers=plan.layers_needed, devices=spread)
-        self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model)}
-        encoders = {name: SAEEncoder(w, self.device) for name, w in weights.items()}
+        # each SAE's weights come from the object store one at a time
+        encoders = EncoderGroups.load(plan.saes, lambda name: ray.get(weights[name]), self.device,
+                                      _sae_budget(plan, model, self.device))
+        self.loaded = {"blocks": plan.layers_needed, "weights_bytes": weights_bytes(model), **encoders.describe()}
         store = Store.open(location.url, storage_options=location.storage_options, mode="r+", backend=location.backend,
                            probe=False)
         self.runner = UnitRunner(store, plan, model, encoders, self.device, run=run)
@@ -93,6 +94,24 @@ class _Worker:
         return self.runner.run(unit)
 
 
+def _sae_budget(plan: ExtractPlan, model: Any, device: Any) -> int | None:
+    """Bytes the SAE encoders may take on the worker's device: ``workers.sae_memory_gb``, else on
+    a GPU what is free once the model is loaded less a batch's working memory; no limit on a CPU."""
+    import torch
+
+    from actstore.extraction.encoders import GB, batch_working_bytes, sae_budget
+
+    if plan.config.workers.sae_memory_gb is not None:
+        return int(plan.config.workers.sae_memory_gb * GB)
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    working = batch_working_bytes(model.config, batch=plan.config.workers.batch_size, ctx_len=plan.config.context.ctx_len,
+                                  captured_d=sum(s.d for s in plan.captured), max_d_sae=max((a.d_sae for a in plan.saes), default=0),
+                                  itemsize=torch.tensor([], dtype=model.dtype).element_size())
+    return sae_budget(int(free), working, batch=plan.config.workers.batch_size)
+
+
 def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     """Run (or resume) an extraction and return the finalized store.
 
@@ -106,7 +125,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
     preflight(config, location)
     ensure_ray(config.ray)
     layout = worker_layout(config.workers)
-    plan, weights = plan_extraction(config, gpu_workers=layout.num_gpus > 0)
+    plan, weights = plan_extraction(config, gpu_workers=layout.num_gpus > 0, keep=lambda _name, w: ray.put(w))
     refuse_other_tokenizers(config, location)
     _refuse_mismatch(location, plan)
     store = run_ingest(config.ingest_config(), progress=progress)
@@ -192,14 +211,13 @@ def _keyed(entries: Sequence[SiteInfo | SaeInfo]) -> dict[str, dict[str, Any]]:
     return {e.name: e.model_dump(exclude={"stage", "source", "origin", "revision", "file"}) for e in entries}
 
 
-def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], todo: list[int],
+def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, ray.ObjectRef], todo: list[int],
                layout: WorkerLayout, record: RunRecord, progress: bool) -> None:
-    weights_ref = ray.put(weights)  # a top-level argument, so each actor receives the dict itself
     # With 2 units in flight an actor computes one while writing the other (UnitRunner's lock).
     actor_cls = ray.remote(num_gpus=layout.num_gpus, num_cpus=layout.num_cpus,  # type: ignore[call-overload]
                            max_concurrency=plan.units_in_flight, max_restarts=ACTOR_RESTARTS, max_task_retries=0)(_Worker)
     location = dataclasses.replace(store.location, backend=plan.config.store.backend)  # workers write through it
-    pool = WorkerPool(layout, lambda: actor_cls.remote(plan, location, weights_ref, record.attempt, test_environment()))
+    pool = WorkerPool(layout, lambda: actor_cls.remote(plan, location, weights, record.attempt, test_environment()))
     t0, tokens, joined = time.perf_counter(), [0], []
     bar = tqdm(total=len(todo), desc="extract", unit="unit", disable=not progress)
 
@@ -214,6 +232,10 @@ def _run_units(store: Store, plan: ExtractPlan, weights: dict[str, SAEWeights], 
         logger.info("worker %s on %s (%s) joined after %.1f s: the first %d blocks, %.2f GB of weights; %d workers",
                     worker["pid"], worker["host"], worker["device_name"], worker["joined_s"], worker["blocks"],
                     worker["weights_bytes"] / 1e9, sum("left_s" not in w for w in joined))
+        groups = worker["sae_groups"]
+        logger.info("worker %s: %d SAE encoders, %.2f GB, %s", worker["pid"], sum(groups), worker["sae_encoder_bytes"] / 1e9,
+                    "on the device" if len(groups) <= 1 else f"{groups[0]} on the device and {sum(groups[1:])} taking "
+                    f"turns there in {len(groups) - 1} groups (they do not all fit beside the model)")
         record.save(store.files)  # the record shows the workers as they join
 
     try:

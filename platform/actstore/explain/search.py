@@ -27,6 +27,7 @@ from actstore.store.codes import read_codes
 from actstore.store.stats import HIST_EDGES
 
 __all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "example_evidence", "search_by_example", "search_explanations",
+           "searchable_rows",
            "value_percentiles"]
 
 SEARCH_SCHEMA = pl.Schema({"rank": pl.Int64(), "latent": pl.Int64(), "text": pl.String(), "kind": pl.String(),
@@ -50,8 +51,8 @@ WORD = r"(?u)\b\w+\b"
 
 def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFrame:
     """Latents whose explanations match ``query`` best (BM25 ``match``), one row per latent with
-    its best-matching explanation, that explanation's ``score`` (mean balanced accuracy of its
-    judges; null for a label) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
+    its best-matching explanation or token profile, that explanation's ``score`` (the mean of its
+    informative scorers; null for a label or profile) and the latent's density. Columns: :data:`SEARCH_SCHEMA`."""
     import bm25s
 
     # bm25s sets its own logger to DEBUG on import, which would print index-building chatter
@@ -59,9 +60,7 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
-    table = latents.explanations().filter(pl.col("parsed")).with_columns(
-        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
-    rows = pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
+    rows = searchable_rows(latents)
     words = bm25s.tokenize([query], stopwords="en", token_pattern=WORD, return_ids=False, show_progress=False)
     if rows.is_empty() or not words or not words[0]:
         return pl.DataFrame(schema=SEARCH_SCHEMA)
@@ -73,6 +72,15 @@ def search_explanations(latents: Any, query: str, *, top: int = 20) -> pl.DataFr
            .head(top)
            .join(density, on="latent", how="left"))
     return out.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(SEARCH_SCHEMA)).cast(SEARCH_SCHEMA)
+
+
+def searchable_rows(latents: Any) -> pl.DataFrame:
+    """What lexical search looks through for one SAE: its parsed explanations with their
+    ``score`` (null for a label) and every firing latent's token profile in words. Columns:
+    ``ROW_COLUMNS``."""
+    table = latents.explanations().filter(pl.col("parsed")).with_columns(
+        score=pl.when(pl.col("kind").is_in(SCORED_KINDS)).then(mean_score()).otherwise(None))
+    return pl.concat([table.select(list(ROW_COLUMNS)), _profile_rows(latents, table)], how="vertical_relaxed")
 
 
 def _profile_rows(latents: Any, table: pl.DataFrame) -> pl.DataFrame:

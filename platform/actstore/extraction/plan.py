@@ -6,15 +6,17 @@ site widths, SAE descriptions). Configs are never mutated; plans are derived.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actstore.config import ExtractConfig, ModelConfig
+from actstore.config import ExtractConfig, HFSource, ModelConfig, SaeConfig
 from actstore.errors import ConfigError
 from actstore.models.loading import load_model_config, resolve_attn_implementation
+from actstore.models.shapes import shipped_config
 from actstore.models.sites import parse_site, site_width
 from actstore.saes.formats import SAEWeights, load_sae
+from actstore.saes.releases import ReleaseSae, gemma_scope_folder
 from actstore.store.layout import FLAG_BOS, FLAG_EOS, FLAG_PAD, FLAG_SPECIAL
 from actstore.store.metadata import SaeInfo, SiteInfo
 from actstore.store.sae_files import placement
@@ -107,16 +109,21 @@ def _site_dtype(configured: str, model_dtype: str) -> str:
 
 
 def _model_plan(source: ModelConfig, gpu_workers: bool) -> tuple[ModelPlan, Any]:
-    config = load_model_config(source)
+    config = load_model_config(source, shipped=True)
     dtype = source.dtype if source.dtype != "auto" else ("bfloat16" if gpu_workers else "float32")
     attn = resolve_attn_implementation(config.model_type, source.attn_implementation)
     return ModelPlan(source, config.model_type, dtype, attn), config
 
 
-def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[ExtractPlan, dict[str, SAEWeights]]:
+def plan_extraction(config: ExtractConfig, *, gpu_workers: bool, load: bool = True,
+                    keep: Callable[[str, SAEWeights], Any] | None = None) -> tuple[ExtractPlan, dict[str, Any]]:
     """Check sites against their model, SAE shapes against their sites; resolve dtypes.
 
-    Returns the plan and the loaded SAE weights (so callers can hash or ship them).
+    Returns the plan and, per SAE, ``keep(name, weights)`` of its loaded weights (default: the
+    weights themselves; the extraction driver puts each in Ray's object store, so it holds one
+    SAE at a time). With ``load=False`` (``actstore plan``), SAEs that SAELens' Gemma Scope table
+    lists are described from the table and the shipped model shapes without downloading them
+    (their sha256 is then empty), and nothing is kept. Shipped shapes answer known models without the Hub.
     """
     models, model_configs = {}, {}
     for tag, source in {BASE: config.model, **config.models}.items():
@@ -127,24 +134,41 @@ def plan_extraction(config: ExtractConfig, *, gpu_workers: bool) -> tuple[Extrac
         widths[s.name] = site_width(model_configs[tag], parse_site(bare))
         sites.append(SiteInfo(name=s.name, d=widths[s.name], dtype=_site_dtype(s.dtype, models[tag].dtype),
                               stored=s.store_activations, compression=s.compression))
-    weights: dict[str, SAEWeights] = {}
+    kept: dict[str, Any] = {}
     saes = []
     for sae in config.saes:
-        w = load_sae(sae.path, revision=sae.revision)
-        if w.d_in != widths[sae.site]:
+        known = None if load else gemma_scope_folder(sae.path)
+        if known is not None:
+            info = _release_sae(sae, known)
+        else:
+            w = load_sae(sae.path, revision=sae.revision)
+            if w.hook_name and w.hook_name != split_site(sae.site)[1]:
+                raise ConfigError(f"SAE {sae.name!r} was trained on {w.hook_name!r}, but is configured for {sae.site!r}")
+            info = SaeInfo(name=sae.name, site=sae.site, architecture=w.architecture, d_in=w.d_in, d_sae=w.d_sae, k=w.k,
+                           code_cap=sae.code_cap, value_dtype=sae.value_dtype, sha256=w.sha256,
+                           **placement(sae.path, sae.revision, sae.name))
+            if load:
+                kept[sae.name] = keep(sae.name, w) if keep is not None else w
+        if info.d_in != widths[sae.site]:
             raise ConfigError(
-                f"SAE {sae.name!r} ({sae.path}) has d_in={w.d_in} but site {sae.site!r} of this model is "
+                f"SAE {sae.name!r} ({sae.path}) has d_in={info.d_in} but site {sae.site!r} of this model is "
                 f"{widths[sae.site]} wide; pick the SAE trained on this site (attn.hook_z SAEs read n_heads*head_dim)"
             )
-        if w.hook_name and w.hook_name != split_site(sae.site)[1]:
-            raise ConfigError(f"SAE {sae.name!r} was trained on {w.hook_name!r}, but is configured for {sae.site!r}")
-        weights[sae.name] = w
-        saes.append(SaeInfo(name=sae.name, site=sae.site, architecture=w.architecture, d_in=w.d_in, d_sae=w.d_sae,
-                            k=w.k, code_cap=sae.code_cap, value_dtype=sae.value_dtype, sha256=w.sha256,
-                            input_dtype=next(s.dtype for s in sites if s.name == sae.site),
-                            **placement(sae.path, sae.revision, sae.name)))
+        saes.append(info.model_copy(update={"input_dtype": next(s.dtype for s in sites if s.name == sae.site),
+                                            "weights_dtype": sae.weights_dtype}))
     exclude = 0
     for kind in config.stats.exclude:
         exclude |= EXCLUDE_FLAGS[kind]
     plan = ExtractPlan(config, models, "cuda" if gpu_workers else "cpu", tuple(sites), tuple(saes), exclude)
-    return plan, weights
+    return plan, kept
+
+
+def _release_sae(sae: SaeConfig, known: ReleaseSae) -> SaeInfo:
+    """A Gemma Scope SAE described from SAELens' table and its model's shipped shapes (no download)."""
+    trained_on = shipped_config(HFSource(id=f"google/{known.model}"))
+    if trained_on is None:
+        raise ConfigError(f"SAE {sae.name!r}: the shapes of {known.model}, which {known.repo} was trained on, do not ship "
+                          "with actstore")
+    return SaeInfo(name=sae.name, site=sae.site, architecture="jumprelu", d_in=site_width(trained_on, parse_site(known.site)),
+                   d_sae=known.d_sae, code_cap=sae.code_cap, value_dtype=sae.value_dtype, sha256="",
+                   **placement(sae.path, sae.revision, sae.name))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from actstore._faults import DELAY_ENV, fault_point, hold
+from actstore.extraction.encoders import ENCODE_TOKENS, EncoderGroups
 from actstore.extraction.plan import ExtractPlan
 from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
@@ -29,8 +30,6 @@ from actstore.store.stats import HIST_EDGES, L0_BINS, N_BINS, sae_stats_path, si
 from actstore.store.store import Store, Write
 
 __all__ = ["UnitBuffers", "UnitReport", "UnitRunner", "code_writes", "encode_codes", "tensor_to_storage"]
-
-ENCODE_TOKENS = 4096  # tokens per encode call: bounds the dense [tokens, d_sae] buffer
 
 
 class UnitReport(NamedTuple):
@@ -172,11 +171,13 @@ def encode_codes(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch
 class UnitRunner:
     """Runs units for one worker. Safe to call from two threads: the forward/encode part holds a
     lock, the writes do not, so writing unit u overlaps computing unit u+1 while at most two
-    units' buffers exist (bounded memory, backpressure through the caller's in-flight limit)."""
+    units' buffers exist (bounded memory, backpressure through the caller's in-flight limit).
+    ``encoders``: the SAEs on the device, or :class:`EncoderGroups` (encoded group by group)."""
 
-    def __init__(self, store: Store, plan: ExtractPlan, model: Any, encoders: dict[str, SAEEncoder],
+    def __init__(self, store: Store, plan: ExtractPlan, model: Any, encoders: Mapping[str, SAEEncoder] | EncoderGroups,
                  device: torch.device, *, run: str = "") -> None:
-        self.store, self.plan, self.model, self.encoders, self.device = store, plan, model, encoders, device
+        self.store, self.plan, self.model, self.device = store, plan, model, device
+        self.encoders = encoders if isinstance(encoders, EncoderGroups) else EncoderGroups.resident(encoders)
         self.run_attempt = run  # the run record's attempt id, kept in each manifest
         self._compute = threading.Lock()
         self._delay = float(os.environ.get(DELAY_ENV) or 0)
@@ -228,9 +229,11 @@ class UnitRunner:
                 buf.site_stats[site.name].update(x.reshape(-1, site.d)[mask])
             for site in plan.reads:  # an earlier stage's site: input to this stage's SAEs, never rewritten
                 captured[site.name] = captured[site.name].to(torch_dtype(site.dtype))
-            for sae in plan.saes:
-                x = captured[sae.site].reshape(-1, site_of[sae.site].d)
-                encode_codes(sae, self.encoders[sae.name], x, mask, buf, rows)
+            for group in self.encoders:  # one group when every SAE's encoder fits on the device
+                for sae in plan.saes:
+                    if sae.name in group:
+                        x = captured[sae.site].reshape(-1, site_of[sae.site].d)
+                        encode_codes(sae, group[sae.name], x, mask, buf, rows)
             fault_point("mid_unit", unit)
         return buf, int(counted.sum())
 

@@ -267,4 +267,4 @@ class LiveSession:
 
 def _loaded(store: Store, info: SaeInfo, weights: SAEWeights, device: torch.device) -> LoadedSae:
     latents = Latents(store, info.name)
-    return LoadedSae(info, weights, SAEEncoder(weights, device), latents, LatentStats.of(latents))
+    return LoadedSae(info, weights, SAEEncoder(weights, device, dtype=info.weights_dtype), latents, LatentStats.of(latents))

@@ -17,6 +17,7 @@ from typing import Any
 from actstore._hf import resolve_source
 from actstore.config import HFSource
 from actstore.errors import ConfigError
+from actstore.models.shapes import shipped_config
 
 __all__ = ["load_model", "load_model_config", "planned_weights_bytes", "resolve_attn_implementation", "spread_map",
            "torch_dtype", "truncated_config", "weights_bytes"]
@@ -33,10 +34,15 @@ def torch_dtype(name: str) -> Any:
         raise ConfigError(f"unsupported model dtype {name!r}; use float32, bfloat16 or float16") from None
 
 
-def load_model_config(source: HFSource) -> Any:
-    """The model's transformers config, without loading weights (for validation on the driver)."""
+def load_model_config(source: HFSource, *, shipped: bool = False) -> Any:
+    """The model's transformers config, without loading weights (for validation on the driver).
+    With ``shipped``, a model whose shapes ship with actstore (:mod:`actstore.models.shapes`:
+    Gemma 2, SmolLM2-135M) is answered from them, without the Hub: for planning and validation only."""
     from transformers import AutoConfig
 
+    known = shipped_config(source) if shipped else None
+    if known is not None:
+        return known
     resolved = resolve_source(source)
     try:
         return AutoConfig.from_pretrained(resolved.path_or_id, **resolved.kwargs())
@@ -86,11 +92,12 @@ def weights_bytes(model: Any) -> int:
 
 def planned_weights_bytes(source: HFSource, *, dtype: str, layers: int) -> int:
     """Bytes of weights a worker will hold for the first ``layers`` blocks, from the config alone
-    (the model is built on the meta device: no weights are read or allocated)."""
+    (the model is built on the meta device: no weights are read or allocated; shipped shapes serve
+    known models without the Hub)."""
     import torch
     from transformers import AutoModel
 
-    config = truncated_config(load_model_config(source), layers)
+    config = truncated_config(load_model_config(source, shipped=True), layers)
     with torch.device("meta"), _quiet_transformers():
         model = AutoModel.from_config(config, dtype=torch_dtype(dtype))
     return weights_bytes(model)

@@ -10,6 +10,7 @@ TopK (SAELens): the k largest of ``pre``, passed through relu, zeros elsewhere.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -29,25 +30,56 @@ class Codes(NamedTuple):
 
 
 class SAEEncoder:
-    """An SAE's parameters on a device, encoding float32 in batches."""
+    """An SAE's parameters on a device, encoding float32 in batches.
 
-    def __init__(self, weights: SAEWeights, device: str | torch.device = "cpu") -> None:
+    ``dtype`` is the dtype the weight matrices are held in: with bfloat16 they take half the
+    memory and are upcast per call, so codes are the float32 encoder of the rounded weights
+    (``weights.rounded("bfloat16")``); the vectors (biases, threshold) are rounded the same way
+    and kept in float32. ``decoder=False`` leaves W_dec out (extraction only encodes).
+    """
+
+    def __init__(self, weights: SAEWeights, device: str | torch.device = "cpu", *, dtype: str = "float32",
+                 decoder: bool = True) -> None:
         self.weights = weights
         self.device = torch.device(device)
+        self.dtype = dtype
+        matrix = torch.float32 if dtype == "float32" else torch.bfloat16
         # torch.tensor copies: Ray hands workers read-only arrays
-        as_t = lambda a: torch.tensor(a, device=self.device)  # noqa: E731
-        self.W_enc, self.W_dec = as_t(weights.W_enc), as_t(weights.W_dec)
-        self.b_enc, self.b_dec = as_t(weights.b_enc), as_t(weights.b_dec)
-        self.threshold = None if weights.threshold is None else as_t(weights.threshold)
+        as_m = lambda a: torch.tensor(a, device=self.device).to(matrix)  # noqa: E731
+        as_v = lambda a: as_m(a).float()  # noqa: E731
+        self.W_enc = as_m(weights.W_enc)
+        self.W_dec = as_m(weights.W_dec) if decoder else None
+        self.b_enc, self.b_dec = as_v(weights.b_enc), as_v(weights.b_dec)
+        self.threshold = None if weights.threshold is None else as_v(weights.threshold)
+        self._set_fires_above()
+
+    def _set_fires_above(self) -> None:
         # A JumpReLU or ReLU latent is non-zero exactly where pre > max(threshold, 0)
         self._fires_above = (self.threshold.clamp(min=0.0) if self.threshold is not None
-                             else torch.zeros((), device=self.device)) if weights.architecture != "topk" else None
+                             else torch.zeros((), device=self.device)) if self.weights.architecture != "topk" else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensors this encoder holds."""
+        tensors = [t for t in (self.W_enc, self.W_dec, self.b_enc, self.b_dec, self.threshold) if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to(self, device: str | torch.device, *, pin: bool = False) -> SAEEncoder:
+        """A copy on ``device`` (``pin``: in page-locked host memory, for fast copies to a GPU)."""
+        out = copy.copy(self)
+        out.device = torch.device(device)
+        move = (lambda t: t.pin_memory()) if pin else (lambda t: t.to(out.device, non_blocking=True))
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"):
+            tensor = getattr(self, name)
+            setattr(out, name, None if tensor is None else move(tensor))
+        out._set_fires_above()
+        return out
 
     def _pre(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, torch.float32)
         if self.weights.apply_b_dec_to_input:
             x = x - self.b_dec
-        return torch.addmm(self.b_enc, x, self.W_enc)
+        return torch.addmm(self.b_enc, x, self.W_enc.float())  # float() is a no-op on float32 weights
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense latents [N, d_sae] (float32) of activations [N, d_in]."""
@@ -74,7 +106,9 @@ class SAEEncoder:
         return Nonzeros(rows, cols, pre[rows, cols], int(pre.shape[0]))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        return f.to(self.device, torch.float32) @ self.W_dec + self.b_dec
+        if self.W_dec is None:
+            raise ValueError("this encoder was built without its decoder (decoder=False)")
+        return f.to(self.device, torch.float32) @ self.W_dec.float() + self.b_dec
 
 
 class Nonzeros(NamedTuple):

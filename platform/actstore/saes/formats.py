@@ -7,6 +7,7 @@ there is no b_dec subtraction before encoding. Nothing is unpickled: ``np.load``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,6 +48,19 @@ class SAEWeights:
     @property
     def d_sae(self) -> int:
         return int(self.W_enc.shape[1])
+
+    def rounded(self, dtype: str) -> SAEWeights:
+        """These weights rounded to ``dtype`` (bfloat16: round to nearest even, as torch casts),
+        held in float32: what an :class:`~actstore.saes.encode.SAEEncoder` built with that dtype encodes with."""
+        if dtype == "float32":
+            return self
+        import torch
+
+        def r(a: np.ndarray) -> np.ndarray:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16).float().numpy()
+
+        return dataclasses.replace(self, W_enc=r(self.W_enc), W_dec=r(self.W_dec), b_enc=r(self.b_enc), b_dec=r(self.b_dec),
+                                   threshold=None if self.threshold is None else r(self.threshold))
 
     def __post_init__(self) -> None:
         d_in, d_sae = self.W_enc.shape

@@ -113,6 +113,8 @@ class SaeInfo(_Meta):
                                     "activations cast to this dtype, the site's storage dtype: encoding the stored "
                                     "activations reproduces them bit for bit. None in stores written before this rule.")
     input_scale: float = Field(default=1.0, description="Activations are multiplied by this before encoding.")
+    weights_dtype: str = Field(default="float32", description="Codes are the float32 encoder of the SAE's parameters "
+                               "rounded to this dtype (float32: as stored in its files; bfloat16: rounded to nearest even).")
     stage: str = Field(default="extract", description="Manifest stage whose units commit this SAE's codes and statistics: "
                        "extract, extract-<n> (added with new sites by a later extraction) or encode-<name> (added later from "
                        "stored activations).")

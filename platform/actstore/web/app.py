@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actstore.errors import ActstoreError, NotFoundError, RequestError, UnitNotDoneError
 from actstore.web import contrast_views, live_views, text, views
+from actstore.web.across_views import across_view
 from actstore.web.cache import CACHE_BYTES, Cached, ResponseCache
 from actstore.web.live_pages import LivePages
 from actstore.web.plots import bar_chart, rebin
@@ -71,6 +72,9 @@ def create_app(url: str, *, storage_options: dict[str, Any] | None = None, refre
         Route("/sae/{sae}/contrast", cached(pages.contrast, one)),
         Route("/api/sae/{sae}/contrast", cached(pages.api(
             lambda r, **p: contrast_views.contrast_view(source, r.path_params["sae"], **p), CONTRAST_PARAMS), one)),
+        Route("/sae/{sae}/latent/{latent:int}/layers", cached(pages.across, every)),
+        Route("/api/sae/{sae}/latent/{latent:int}/layers", cached(pages.api(lambda r, **p: across_view(
+            source, r.path_params["sae"], r.path_params["latent"], **p), ACROSS_PARAMS), every)),
         Route("/api/store", cached(pages.api(lambda r: views.store_view(source), {}), store_only)),
         Route("/api/sae/{sae}", cached(pages.api(
             lambda r, **p: views.sae_view(source, r.path_params["sae"], **p), SAE_PARAMS), one)),
@@ -108,6 +112,7 @@ SEARCH_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "find": (str, ""), "by": (str, "explanations"), "hits": (int, 20)}  # + latents by explanation or example
 FEATURE_PAGE_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {**FEATURE_PARAMS, "text": (str, "")}  # + live heatmap
 EXPORT_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"model_id": (str, ""), "source_id": (str, "")}
+ACROSS_PARAMS: dict[str, tuple[Callable[[str], Any], Any]] = {"window": (int, 2), "top": (int, 3)}
 
 
 def _params(request: Request, spec: dict[str, tuple[Callable[[str], Any], Any]]) -> dict[str, Any]:
@@ -207,6 +212,11 @@ class _Pages:
                          [0.0, *view["hist_edges"], float("inf")], log_y=True)
         return self._render(request, "feature.html", view=view, hist=hist, export=_export_defaults(self.source, view),
                             activation=activation, activation_text=text)
+
+    def across(self, request: Request) -> Response:
+        view = across_view(self.source, request.path_params["sae"], request.path_params["latent"],
+                           **_params(request, ACROSS_PARAMS))
+        return self._render(request, "across.html", view=view)
 
     def search(self, request: Request) -> Response:
         params = _params(request, SEARCH_PAGE_PARAMS)

@@ -23,6 +23,7 @@ from actstore.errors import IndexNotFoundError, LogitsNotFoundError, RequestErro
 from actstore.explain.table import SCORERS, current_explanations, headline_metric, mean_score
 from actstore.query.tokens import encode_text, find_sequences
 from actstore.web import related
+from actstore.web.layers import by_layer, site_place
 from actstore.web.source import StoreSource
 
 __all__ = ["LIMITS", "SEARCH_BY", "SORT_COLUMNS", "feature_view", "latent_search_view", "neuronpedia_zip", "sae_view",
@@ -55,7 +56,8 @@ def bounded(name: str, value: int, lo: int = 1) -> int:
 
 
 def store_view(source: StoreSource) -> dict[str, Any]:
-    """The store page: its summary, model, sites, and per SAE its L0 and density histograms."""
+    """The store page: its summary, model, sites, and per SAE its layer and site kind, mean L0 and
+    L0 and density histograms; ``by_layer`` places the SAEs in a table of layers by kinds."""
     store = source.store
     saes = []
     for info in store.meta.saes:
@@ -73,9 +75,10 @@ def store_view(source: StoreSource) -> dict[str, Any]:
         last = int(np.flatnonzero(l0)[-1]) + 1 if l0.any() else 1
         saes.append({**info.model_dump(mode="json"), "indexed": indexed, "dead": int(density.size - alive.size),
                      "density_hist": {"log10_edges": edges.tolist(), "counts": counts.tolist()},
-                     "l0_hist": {"counts": l0[:last].tolist()}})
+                     "l0_hist": {"counts": l0[:last].tolist()}, **site_place(info.site),
+                     "mean_l0": float((l0 * np.arange(l0.size)).sum() / max(l0.sum(), 1))})
     return {"info": store.info(with_bytes=False).to_dict(), "model": store.meta.model,
-            "sites": [s.model_dump(mode="json") for s in store.meta.sites], "saes": saes}
+            "sites": [s.model_dump(mode="json") for s in store.meta.sites], "saes": saes, "by_layer": by_layer(saes)}
 
 
 def sae_view(source: StoreSource, sae: str, *, sort: str = "count", order: Literal["asc", "desc"] = "desc",
