@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from actstore._version import __version__
 from actstore.store._fs import Location
+from actstore.store.codes import create_code_arrays, latent_dtype
 from actstore.store.layout import (
     FLAG_BOS,
     activation_array,
@@ -74,10 +75,8 @@ def make_store(url: str, n_tokens: int, *, ctx_len: int = 1024, per_unit: int = 
         create_unit_array(store.group, token_array(name), grid, (), dtype, fill_value=fill)
     if site:
         create_unit_array(store.group, activation_array(site[0]), grid, (site[1],), "bfloat16", compression="none")
-    if sae:
-        create_unit_array(store.group, code_array(sae[0], "idx"), grid, (sae[3],), "int32", fill_value=-1)
-        create_unit_array(store.group, code_array(sae[0], "val"), grid, (sae[3],), "bfloat16")
-        create_unit_array(store.group, code_array(sae[0], "l0"), grid, (), "int32")
+    for info in saes:
+        create_code_arrays(store.group, grid, info)
     create_stats_arrays(store.group, grid, {s.name: s.d for s in sites}, {s.name: s.d_sae for s in saes})
     _write_documents(store, n_ctx, ctx_len)
     rng = np.random.default_rng(seed)
@@ -108,13 +107,17 @@ def make_store(url: str, n_tokens: int, *, ctx_len: int = 1024, per_unit: int = 
             dup = np.zeros_like(draws, bool)
             dup[:, 1:] = draws[:, 1:] == draws[:, :-1]
             keep = (~dup) & (np.cumsum(~dup, axis=1) <= rng.integers(l0 // 2, l0 * 3 // 2 + 1, size=n)[:, None])
-            idx = np.where(keep, draws, -1).astype(np.int32)
-            val = np.where(keep, rng.exponential(2.0, size=idx.shape), 0).astype(ml_dtypes.bfloat16)
-            store.write(code_array(name, "idx"), rows, idx.reshape(len(ctxs), ctx_len, cap))
-            store.write(code_array(name, "val"), rows, val.view(np.uint16).reshape(len(ctxs), ctx_len, cap))
-            store.write(code_array(name, "l0"), rows, keep.sum(1).astype(np.int32).reshape(len(ctxs), ctx_len))
-            fired = np.repeat(counted, cap) & (idx.reshape(-1) >= 0)
-            store.write(sae_stats_path(name, "fired"), unit, np.bincount(idx.reshape(-1)[fired], minlength=d_sae))
+            # the format's slots: a token's latents by value descending, then 0 past its L0
+            val = np.where(keep, rng.exponential(2.0, size=draws.shape), 0).astype(ml_dtypes.bfloat16)
+            order = np.argsort(np.where(keep, -val.astype(np.float32), np.inf), axis=1, kind="stable")
+            ids = np.take_along_axis(np.where(keep, draws, 0).astype(latent_dtype(d_sae)), order, 1)
+            val = np.take_along_axis(val, order, 1)
+            shape = (len(ctxs), ctx_len, cap)
+            store.write_many([(code_array(name, "latent"), rows, ids.reshape(shape)),
+                              (code_array(name, "value"), rows, val.view(np.uint16).reshape(shape)),
+                              (code_array(name, "l0"), rows, keep.sum(1).astype(np.int32).reshape(shape[:2]))])
+            fired = counted[:, None] & keep
+            store.write(sae_stats_path(name, "fired"), unit, np.bincount(draws[fired], minlength=d_sae))
         for stage in (TOKENS_STAGE, EXTRACT_STAGE):
             store.manifests.commit(stage, unit, {"contexts": [ctxs.start, ctxs.stop]})
     merge_stats(store.group, list(range(grid.n_units)), [s.name for s in sites], [s.name for s in saes])

@@ -12,6 +12,7 @@ SITE = "blocks.1.hook_resid_post"
 SAE = "res1"
 D_SAE = 96
 BUCKET_NNZ = 1500  # a few buckets on a tiny store
+BLOCK = 7  # and many blocks per latent
 
 
 def coded_config(root: Path, *, sites: list[dict] | None = None, logits: bool = False) -> ExtractConfig:
@@ -26,7 +27,7 @@ def coded_config(root: Path, *, sites: list[dict] | None = None, logits: bool = 
         "sites": sites or [{"name": SITE}],
         "saes": [{"name": SAE, "site": SITE, "path": str(root / "sae/params.npz"), "code_cap": 20}],
         "workers": {"num_workers": 1, "batch_size": 4},
-        "index": {"build": True, "bucket_nnz": BUCKET_NNZ, "logits": logits},
+        "index": {"build": True, "bucket_nnz": BUCKET_NNZ, "block": BLOCK, "logits": logits},
     })
 
 

@@ -121,7 +121,8 @@ def _plant(store, params: Path) -> None:
     from actstore.query.tokens import encode_text
     from actstore.query.windows import decode_tokens
     from actstore.saes.formats import load_sae
-    from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, create_unit_array, token_array
+    from actstore.store.codes import create_code_arrays, latent_dtype
+    from actstore.store.layout import FLAG_BOS, FLAG_PAD, code_array, token_array
     from actstore.store.metadata import SaeInfo, StageInfo
     from actstore.store.stats import (
         HIST_EDGES,
@@ -136,8 +137,7 @@ def _plant(store, params: Path) -> None:
                    code_cap=CAP, value_dtype="float32", source=str(params), sha256=load_sae(str(params)).sha256,
                    stage=f"encode-{PLANTED}")
     grid = store.grid
-    for part, dtype, tail in (("idx", "int32", (CAP,)), ("val", "float32", (CAP,)), ("l0", "int32", ())):
-        create_unit_array(store.group, code_array(PLANTED, part), grid, tail, dtype, fill_value=-1 if part == "idx" else 0)
+    create_code_arrays(store.group, grid, info)
     create_stats_arrays(store.group, grid, {}, {PLANTED: D_SAE})
     store.update_meta(saes=[info], stages={**store.meta.stages, info.stage: StageInfo(units_total=grid.n_units)})
     ids = store.read(token_array("ids"), slice(None))
@@ -153,8 +153,9 @@ def _plant(store, params: Path) -> None:
         vals = np.take_along_axis(rows, order, axis=1)
         idx = np.where(vals > 0, order, -1).astype(np.int32)
         shape = (len(ctxs), ctx_len)
-        store.write(code_array(PLANTED, "idx"), slice(ctxs.start, ctxs.stop), idx.reshape(*shape, CAP))
-        store.write(code_array(PLANTED, "val"), slice(ctxs.start, ctxs.stop), vals.reshape(*shape, CAP))
+        latent = np.maximum(idx, 0).astype(latent_dtype(D_SAE))  # format 3: 0 in empty slots, read by l0
+        store.write(code_array(PLANTED, "latent"), slice(ctxs.start, ctxs.stop), latent.reshape(*shape, CAP))
+        store.write(code_array(PLANTED, "value"), slice(ctxs.start, ctxs.stop), vals.reshape(*shape, CAP))
         store.write(code_array(PLANTED, "l0"), slice(ctxs.start, ctxs.stop), (idx >= 0).sum(1).astype(np.int32).reshape(shape))
         ok = counted[ctxs.start : ctxs.stop].reshape(-1)
         live = rows[ok]

@@ -79,7 +79,7 @@ def test_encode_from_store_equals_extraction_codes(coded_store: Path, tmp_path: 
     source = actstore.open(str(copy)).sae(SAE).info.source
     store = run_encode(str(copy), source, name="again", site=SITE, code_cap=20)
     assert store.meta.stages["encode-again"].complete
-    for part in ("idx", "val", "l0"):
+    for part in ("latent", "value", "l0"):
         assert np.array_equal(store.read(f"codes/again/{part}", slice(None)), store.read(f"codes/{SAE}/{part}", slice(None)))
     for stat in ("fired", "sum", "hist", "tokens"):
         assert np.array_equal(np.asarray(store.array(f"stats/saes/again/{stat}")[...]), np.asarray(store.array(f"stats/saes/{SAE}/{stat}")[...]))

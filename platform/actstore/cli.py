@@ -166,7 +166,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     saes = args.sae or [s.name for s in open_store(args.store).meta.saes]
     for sae in saes:
-        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, progress=not args.quiet)
+        plan = run_index(args.store, sae, bucket_nnz=args.bucket_nnz or BUCKET_NNZ, block=args.block, progress=not args.quiet)
         print(f"index {sae}: {plan.nnz:,} occurrences of {plan.d_sae:,} latents over {len(plan.units)} units, "
               f"{plan.n_buckets} buckets")
     if not args.no_logits:
@@ -432,6 +432,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--sae", action="append", help="SAE name (repeat for several)")
     index.add_argument("--bucket-nnz", type=int, help="occurrences per latent bucket at most (memory of one reduce "
                        "task; default: the index config's default)")
+    index.add_argument("--block", type=int, help="occurrences per block of a latent's list (default: the existing "
+                       "index's, else 4096; another value builds the index again)")
     index.add_argument("--no-logits", action="store_true", help="do not also keep the output logits (W_dec @ W_U) "
                        "when the model and SAE files are on this machine")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -443,7 +445,8 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--name", help="name in the store (default: the SAE folder's name)")
     enc.add_argument("--site", help="stored site it reads (default: the SAE's hook_name)")
     enc.add_argument("--code-cap", type=int, default=256, help="latents stored per token")
-    enc.add_argument("--value-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    enc.add_argument("--value-dtype", choices=["float32", "float16", "bfloat16"], default="bfloat16",
+                     help="stored dtype of code values (default bfloat16: rounded to nearest; float32: exact)")
     enc.add_argument("--index", action="store_true", help="build its feature-major index afterwards")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     enc.set_defaults(run=_cmd_encode)

@@ -283,7 +283,10 @@ class SaeConfig(_Frozen):
     code_cap: int = Field(
         default=256, ge=1, description="Latents stored per token; tokens with a larger L0 keep the largest and are counted."
     )
-    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="Stored dtype of code values.")
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="bfloat16", description="Stored dtype of code values: bfloat16 (default) keeps each float32 code rounded "
+        "to nearest (relative error at most 2**-8) in 2 bytes; float32 keeps it exactly for about 2 more bytes per non-zero "
+        "in the codes and in the index (docs/storage.md).")
     weights_dtype: Literal["float32", "bfloat16"] = Field(
         default="float32", description="Dtype the worker holds the SAE's weights in. bfloat16 halves their memory; the "
         "weights are then rounded to bfloat16 once, and codes are the float32 encoder of those rounded weights.")
@@ -312,7 +315,8 @@ class SaeReleaseConfig(_Frozen):
         "(ROOT/gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82/params.npz); default: the Hub.")
     revision: str | None = Field(default=None, description="Hub revision of the release's repositories.")
     code_cap: int = Field(default=256, ge=1, description="Latents stored per token, for each SAE.")
-    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="Stored dtype of code values.")
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="bfloat16", description="Stored dtype of code values, for each SAE (as an SAE entry's value_dtype).")
     weights_dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Dtype a worker holds the weights in.")
     store_activations: bool = Field(
         default=False, description="Store the activations of the sites these SAEs read (default: codes only; the 78 "
@@ -397,7 +401,12 @@ class IndexConfig(_Frozen):
     build: bool = Field(default=False, description="Build every SAE's index once extraction is finalized.")
     bucket_nnz: int = Field(
         default=8_000_000, ge=1,
-        description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~32 bytes each).",
+        description="Occurrences per latent bucket at most (one reduce task sorts one bucket in memory: ~50 bytes each).",
+    )
+    block: int = Field(
+        default=4096, ge=1,
+        description="Occurrences per block of a latent's list, stored in token order as gaps: a top k reads and sorts "
+        "one block; larger blocks store tokens in fewer bytes (docs/storage.md).",
     )
     logits: bool = Field(
         default=True,

@@ -17,6 +17,7 @@ from actstore.config import ExtractConfig
 from actstore.models.capture import capture_sites
 from actstore.saes.encode import SAEEncoder, sparse_codes
 from actstore.saes.formats import load_sae
+from actstore.store.codes import read_codes
 from actstore.store.layout import FLAG_BOS, FLAG_PAD
 from actstore.store.stats import HIST_EDGES, L0_BINS
 from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
@@ -45,7 +46,7 @@ def _config(assets, url: str, **extra) -> ExtractConfig:
         "context": {"ctx_len": 16, "contexts_per_unit": 4},
         "sites": [{"name": RES}, {"name": RES0, "dtype": "bfloat16"},
                   {"name": Z, "store_activations": False}],
-        "saes": [{"name": "res1", "site": RES, "path": str(assets["sae_res"]), "code_cap": 24},
+        "saes": [{"name": "res1", "site": RES, "path": str(assets["sae_res"]), "code_cap": 24, "value_dtype": "float32"},
                  {"name": "res0", "site": RES0, "path": str(assets["sae_res"]), "code_cap": 24},
                  {"name": "z2", "site": Z, "path": str(assets["sae_z"]), "code_cap": 6}],
         "workers": {"num_workers": 2, "batch_size": 3},
@@ -75,21 +76,24 @@ def test_extraction_to_s3_equals_direct_computation(assets, s3_endpoint, s3_buck
     counted = ((tokens["flags"] & (FLAG_BOS | FLAG_PAD)) == 0).reshape(-1)
     assert counted.sum() == store.meta.ingest.n_tokens + store.meta.ingest.n_documents  # text + EOS separators
     # codes are the encoder applied to the activation as stored: the bfloat16 site's codes come
-    # from its bfloat16 values (the model runs in float32), not from the float32 capture
+    # from its bfloat16 values (the model runs in float32), not from the float32 capture; values
+    # exact in float32 (res1), rounded to nearest in bfloat16 (the default: res0, z2)
     for name, site, sae_path, cap in (("res1", RES, assets["sae_res"], 24), ("res0", RES0, assets["sae_res"], 24),
                                       ("z2", Z, assets["sae_z"], 6)):
         x = direct[site].reshape(-1, direct[site].shape[-1]).to(torch.bfloat16 if site == RES0 else torch.float32)
         f = SAEEncoder(load_sae(str(sae_path))).encode(x)
         ref = sparse_codes(f, cap)
-        got = {part: store.read(f"codes/{name}/{part}", slice(None)) for part in ("idx", "val", "l0")}
-        assert np.array_equal(got["l0"].reshape(-1), ref.l0.numpy())
-        assert np.array_equal(got["idx"].reshape(-1, cap), ref.idx.numpy())
-        assert np.array_equal(got["val"].reshape(-1, cap), ref.val.numpy())
+        got = read_codes(store, name, slice(None))
+        assert np.array_equal(store.read(f"codes/{name}/l0", slice(None)).reshape(-1), ref.l0.numpy())
+        assert np.array_equal(got.idx.reshape(-1, cap), ref.idx.numpy())
+        dtype = torch.float32 if name == "res1" else torch.bfloat16
+        assert got.val.dtype == (np.float32 if name == "res1" else ml_dtypes.bfloat16)
+        assert np.array_equal(got.val.reshape(-1, cap).astype(np.float32), ref.val.to(dtype).float().numpy())
         _check_sae_stats(store, name, f.numpy()[counted], ref.l0.numpy()[counted], cap)
     # and any reader can check it: encoding the stored bfloat16 activations gives the stored codes, bit for bit
     again = run_encode(f"s3://{s3_bucket}/run", str(assets["sae_res"]), name="again0", site=RES0, code_cap=24, storage_options=opts)
     assert again.meta.saes[-1].input_dtype == "bfloat16"
-    for part in ("idx", "val", "l0"):
+    for part in ("latent", "value", "l0"):
         assert np.array_equal(again.read(f"codes/again0/{part}", slice(None)), again.read(f"codes/res0/{part}", slice(None)))
     truncated = (store.read("codes/z2/l0", slice(None)).reshape(-1) > 6)
     assert 0 < truncated.sum() < truncated.size  # the cap bites on some tokens, and it is visible

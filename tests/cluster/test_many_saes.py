@@ -22,6 +22,7 @@ from actstore.models.loading import torch_dtype
 from actstore.saes.encode import SAEEncoder, encode_reference, sparse_codes
 from actstore.saes.formats import load_sae
 from actstore.saes.releases import expand_release
+from actstore.store.codes import read_codes
 from actstore.store.runs import read_run_records
 from tests.helpers import make_gemma_scope_sae, make_tiny_gemma2, sample_records, write_jsonl
 
@@ -89,10 +90,11 @@ def test_twelve_saes_in_one_pass_equal_their_reference_encodes(scope_store: Path
         weights = load_sae(sae.source).rounded(sae.weights_dtype)  # att: rounded to bfloat16, as the worker held them
         dense = SAEEncoder(weights).encode(x)
         ref = sparse_codes(dense, CAP)
-        got = {part: store.read(f"codes/{sae.name}/{part}", slice(None)) for part in ("idx", "val", "l0")}
-        assert np.array_equal(got["l0"].reshape(-1), ref.l0.numpy()), sae.name
-        assert np.array_equal(got["idx"].reshape(-1, CAP), ref.idx.numpy()), sae.name
-        assert np.array_equal(got["val"].reshape(-1, CAP), ref.val.numpy()), sae.name
+        got = read_codes(store, sae.name, slice(None))  # values in the SAE's value_dtype (bfloat16 by default), rounded to nearest
+        assert np.array_equal(store.read(f"codes/{sae.name}/l0", slice(None)).reshape(-1), ref.l0.numpy()), sae.name
+        assert np.array_equal(got.idx.reshape(-1, CAP), ref.idx.numpy()), sae.name
+        assert np.array_equal(got.val.reshape(-1, CAP).astype(np.float32),
+                              ref.val.to(torch_dtype(sae.value_dtype)).float().numpy()), sae.name
         assert 0 < ref.l0.float().mean() < D_SAE, sae.name  # codes fire, and not everywhere
         # the slow float64 formula agrees (values within rounding; a latent within rounding of its threshold may flip)
         slow = encode_reference(weights, x.float().numpy())
@@ -160,9 +162,9 @@ def test_a_latent_across_layers(scope_store: Path) -> None:
     # co-firing against the codes themselves: A's counted tokens, B's latent among the codes there, B's count
     flags = store.tokens(slice(None))["flags"].reshape(-1)
     counted = (flags & (FLAG_BOS | FLAG_PAD)) == 0
-    mine = np.flatnonzero(counted & (store.read("codes/res1-16k/idx", slice(None)).reshape(-1, CAP) == latent).any(1))
+    mine = np.flatnonzero(counted & (read_codes(store, "res1-16k", slice(None)).idx.reshape(-1, CAP) == latent).any(1))
     for row in frame.iter_rows(named=True):
-        theirs = store.read(f"codes/{row['sae']}/idx", slice(None)).reshape(-1, CAP)[mine]
+        theirs = read_codes(store, row["sae"], slice(None)).idx.reshape(-1, CAP)[mine]
         together = int((theirs == row["latent"]).any(1).sum())
         count = int(store.sae(row["sae"]).density(row["latent"])["count"][0])
         assert (row["together"], row["count"]) == (together, count)

@@ -21,6 +21,7 @@ from actstore.contrast.models import TEXT_ONLY, contrast_models
 from actstore.errors import ConfigError, TokenizerError
 from actstore.query.tokens import encode_text
 from actstore.store._fs import Location
+from actstore.store.codes import read_codes
 from actstore.store.layout import FLAG_BOS, FLAG_SPECIAL, NOT_TEXT
 from actstore.store.store import Store
 from tests.helpers import make_tiny_gemma2, make_tiny_tokenizer, store_hashes, write_jsonl
@@ -108,7 +109,7 @@ def _check_against_dense(store, found) -> None:
     keep = (flags & TEXT_ONLY) == 0
     dense = []
     for name in (SAE, f"it.{SAE}"):
-        idx, val = (store.read(f"codes/{name}/{p}", slice(None)).reshape(flags.size, -1)[keep] for p in ("idx", "val"))
+        idx, val = (np.asarray(a).reshape(flags.size, -1)[keep] for a in read_codes(store, name, slice(None)))
         x = np.zeros((int(keep.sum()), found.frame.height))
         rows = np.broadcast_to(np.arange(x.shape[0])[:, None], idx.shape)
         x[rows[idx >= 0], idx[idx >= 0]] = val[idx >= 0]
@@ -146,7 +147,7 @@ def test_chat_markers_are_flagged_specials_and_left_out(planted: dict) -> None:
     # statistics and queries leave them out, as they leave out BOS: a latent firing on a marker
     # counts only the context's text tokens
     assert int(store.read(f"stats/saes/{SAE}/tokens", slice(None))[0]) == int(((tokens["flags"] & NOT_TEXT) == 0).sum())
-    idx = store.read(f"codes/{SAE}/idx", slice(first, first + 1))[0]
+    idx = np.asarray(read_codes(store, SAE, slice(first, first + 1)).idx)[0]
     marker = int(np.flatnonzero(tokens["flags"][first] == FLAG_SPECIAL)[0])
     latent = int(idx[marker][0])
     text = (tokens["flags"][first] & NOT_TEXT) == 0

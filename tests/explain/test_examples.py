@@ -16,6 +16,7 @@ from actstore.explain.profile import Profiles
 from actstore.explain.prompts import highlight, marked
 from actstore.explain.run import cache_key, plan_jobs
 from actstore.query.windows import decode_tokens
+from actstore.store.codes import read_codes
 from tests.coded_store import SAE
 
 
@@ -34,8 +35,7 @@ def test_splits_are_disjoint_by_context_and_seeded(ctxs, top, bins, per_bin, tes
 
 
 def _dense_column(store, latent: int) -> np.ndarray:
-    idx = store.read(f"codes/{SAE}/idx", slice(None))
-    val = store.read(f"codes/{SAE}/val", slice(None))
+    idx, val = read_codes(store, SAE, slice(None))
     return np.where(idx == latent, val, 0).sum(-1).reshape(-1)
 
 

@@ -23,6 +23,7 @@ from actstore.explain.table import (
 )
 from actstore.query.tokens import encode_text
 from actstore.store._fs import Location, SideFiles
+from actstore.store.codes import read_codes
 from tests.coded_store import SAE
 
 
@@ -111,7 +112,7 @@ def test_search_by_example_finds_a_latent_that_fires_there(explain_store: Path) 
     assert hits.height > 0 and hits["evidence"].is_sorted(descending=True)
     best = int(hits["latent"][0])
     n = len(encode_text(store, text))
-    idx = store.read(f"codes/{SAE}/idx", slice(None)).reshape(-1, 20)
+    idx = read_codes(store, SAE, slice(None), values=False).idx.reshape(-1, 20)
     ctx_len = store.meta.ctx_len
     flat = [c * ctx_len + p + j for c, p in zip(places["ctx"], places["pos"], strict=True) for j in range(n)]
     assert np.isin(best, idx[flat]).item()  # it really fires on the text's tokens

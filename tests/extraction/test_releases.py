@@ -78,7 +78,7 @@ def test_plan_of_the_2b_release_needs_no_hub(tmp_path: Path, monkeypatch: pytest
     # on a 24 GB card the 11 GB of encoders do not fit beside the model and a batch: groups, said in the text
     assert cli(["plan", str(config), "--tokens", "1000000000", "--device-memory-gb", "24"]) == 0
     text = capsys.readouterr().out
-    assert "encoding in turns" in text and "take turns" in text and "codes/<sae>/idx (x78)" in text and "res25-16k" in text
+    assert "encoding in turns" in text and "take turns" in text and "codes/<sae>/latent (x78)" in text and "res25-16k" in text
     # a model whose shapes do not ship still needs its config: Gemma 2 9B's ship too
     config.write_text(json.dumps({**BASE, "model": {"id": "google/gemma-2-9b-it"},
                                   "saes": [{"release": "gemma-scope-9b-it", "width": "131k"}]}))

@@ -22,6 +22,7 @@ from actstore.live.session import LiveSession, open_session
 from actstore.store.metadata import ATTRIBUTE
 from actstore.upgrade import upgrade_store
 from tests.helpers import make_saelens_sae, sample_records, write_jsonl
+from tests.older_formats import as_v2
 
 SITE = "blocks.1.hook_resid_post"
 SAE = "topk"
@@ -157,12 +158,12 @@ def test_an_older_store_falls_back_to_where_it_was_made_and_upgrades(made: Path,
     workdir = tmp_path / "work"
     v2 = Path(shutil.copytree(made / "runs/demo", workdir / "runs/demo"))
     shutil.move(v2 / "saes" / SAE, workdir / "sae" / SAE)  # the SAE where the demo left it, none in the store
-    (v2 / "saes").rmdir()
+    as_v2(v2)  # its codes as v2 wrote them too
     group = zarr.open_group(str(v2), mode="r+")
     raw = dict(group.attrs[ATTRIBUTE])
     ingest = {**raw["configs"]["ingest"], "store": {**raw["configs"]["ingest"]["store"], "url": "runs/demo"}}
-    saes = [{k: v for k, v in raw["saes"][0].items() if k not in ("origin", "revision", "file")} | {"source": f"sae/{SAE}"}]
-    group.attrs[ATTRIBUTE] = {**raw, "format_version": 2, "saes": saes, "configs": {**raw["configs"], "ingest": ingest}}
+    saes = [raw["saes"][0] | {"source": f"sae/{SAE}"}]
+    group.attrs[ATTRIBUTE] = {**raw, "saes": saes, "configs": {**raw["configs"], "ingest": ingest}}
     monkeypatch.chdir(tmp_path)
     old = open_session(str(v2), device="cpu")
     assert old.saes[SAE].weights.source == str(workdir / "sae" / SAE)

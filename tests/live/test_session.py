@@ -23,6 +23,7 @@ from actstore.live.session import LiveSession, open_session
 from actstore.live.steering import Steerer
 from actstore.models.capture import capture_sites, decoder_layers
 from actstore.saes.formats import load_sae
+from actstore.store.codes import read_codes
 from tests.coded_store import D_SAE, SAE, SITE
 
 LAYER = 1  # SITE is blocks.1.hook_resid_post
@@ -51,13 +52,13 @@ def test_features_on_stored_ids_equal_stored_codes(session: LiveSession) -> None
         ids = store.read("tokens/ids", slice(ctx, ctx + 1))[0].tolist()
         frame = session.features(ids, top=20, include_special=True)
         assert frame.schema == FEATURES_SCHEMA
-        idx = store.read(f"codes/{SAE}/idx", slice(ctx, ctx + 1))[0]
-        val = store.read(f"codes/{SAE}/val", slice(ctx, ctx + 1))[0]
+        idx, val = (part[0] for part in read_codes(store, SAE, slice(ctx, ctx + 1)))
         for pos in range(len(ids)):
             got = frame.filter(pl.col("pos") == pos)
             keep = idx[pos] >= 0
             assert got["latent"].to_list() == idx[pos][keep].tolist(), (ctx, pos)
-            np.testing.assert_allclose(got["value"].to_numpy(), val[pos][keep], rtol=1e-5, atol=1e-5)
+            # stored values are bfloat16 (the default): rounded to nearest, a relative error of at most 2**-8
+            np.testing.assert_allclose(got["value"].to_numpy(), val[pos][keep].astype(np.float32), rtol=2**-8, atol=1e-5)
         assert frame.filter(pl.col("pos") == 0)["special"].all()  # BOS, flagged
         latent = int(idx[1][0])  # one latent on every token: its stored code, 0 where it was not stored
         stored = np.array([val[p][idx[p] == latent].sum() for p in range(len(ids))], np.float32)

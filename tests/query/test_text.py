@@ -18,6 +18,7 @@ from actstore.query.render import example_text
 from actstore.query.similar import nearest_rows, similar_latents, unit_rows
 from actstore.query.text import terminal_safe
 from actstore.query.windows import decode_tokens, split_prefixes, store_tokenizer, token_runs
+from actstore.store.codes import read_codes
 from actstore.store.layout import FLAG_BOS, FLAG_PAD
 from tests.planted_store import (
     ALWAYS,
@@ -99,7 +100,7 @@ def test_search_by_example_ranks_by_evidence(planted_store: Path, latents) -> No
 def test_cofiring_exact_and_sampled_and_similar_decoders(planted_store: Path, latents) -> None:
     store = latents.store
     ids = store.read("tokens/ids", slice(None)).reshape(-1)
-    idx = store.read(f"codes/{PLANTED}/idx", slice(None)).reshape(ids.size, -1)
+    idx = np.asarray(read_codes(store, PLANTED, slice(None)).idx).reshape(ids.size, -1)
     on = np.zeros((ids.size, latents.info.d_sae), bool)
     rows = np.repeat(np.arange(ids.size), idx.shape[1])
     on[rows[idx.reshape(-1) >= 0], idx.reshape(-1)[idx.reshape(-1) >= 0]] = True

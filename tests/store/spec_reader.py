@@ -36,7 +36,7 @@ FORMAT_VERSIONS = (1, 2, 3)
 RUN_FIELDS = {"run_id", "attempt", "kind", "started", "ended", "status", "workers", "units_total", "units_skipped",
               "units_run", "units_retried", "worker_deaths", "tokens", "tokens_per_s", "storage_retries", "compute_seconds",
               "write_seconds", "failures"}
-# STORE.md "Activations": a site's compression -> its bytes-to-bytes codecs (name, configuration)
+# STORE.md "The token axis and units": a chain's bytes-to-bytes codecs (name, configuration)
 SHUFFLE_BLOCK = 1048576
 # STORE.md "Output logits": name -> dtype
 LOGITS = {"top_ids": "int32", "top_values": "float32", "bottom_ids": "int32", "bottom_values": "float32"}
@@ -62,13 +62,13 @@ EXPLANATION_COLUMNS = {
 EXPLANATION_PART = re.compile(r"explanations/(?P<sae>[^/]+)/(?:part-(?P<part>[0-9a-f]{32})\.parquet|_committed/(?P<id>[0-9a-f]{32})\.json)")
 
 
-def site_codecs(compression: str, itemsize: int) -> list[tuple[str, dict[str, Any]]]:
-    """The bytes-to-bytes codecs the spec names for a site's compression."""
-    if compression == "none":
+def chain_codecs(chain: str, itemsize: int) -> list[tuple[str, dict[str, Any]]]:
+    """The bytes-to-bytes codecs of a named chain."""
+    if chain == "none":
         return []
-    if compression == "zstd":
+    if chain == "zstd":
         return [("zstd", {"level": 0, "checksum": False})]
-    assert compression == "shuffle-zstd", compression
+    assert chain == "shuffle-zstd", chain
     return [("blosc", {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "typesize": itemsize, "blocksize": SHUFFLE_BLOCK})]
 
 
@@ -212,7 +212,7 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
     out = [ArraySpec(f"tokens/{n}", dt, (n_ctx, ctx_len), True, fill) for n, (dt, fill) in TOKENS.items()]
     for site in meta["sites"]:
         if site["stored"]:
-            codecs = site_codecs(site.get("compression", "none"), storage(site["dtype"]).itemsize)
+            codecs = chain_codecs(site.get("compression", "none"), storage(site["dtype"]).itemsize)
             out.append(ArraySpec(f"activations/{site['name']}", site["dtype"], (n_ctx, ctx_len, site["d"]), True, codecs=codecs))
         merged = meta["stages"].get(site.get("stage", "extract"), {}).get("complete", False)
         for name, (unit_dt, merged_dt, tail) in SITE_STATS.items():
@@ -220,10 +220,16 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
             if merged:
                 out.append(ArraySpec(f"stats/sites/{site['name']}/{name}", merged_dt, tail(site["d"]) or (1,), False))
     for sae in meta["saes"]:
-        name, cap = sae["name"], sae["code_cap"]
-        out += [ArraySpec(f"codes/{name}/idx", "int32", (n_ctx, ctx_len, cap), True, -1),
-                ArraySpec(f"codes/{name}/val", sae["value_dtype"], (n_ctx, ctx_len, cap), True, 0),
-                ArraySpec(f"codes/{name}/l0", "int32", (n_ctx, ctx_len), True)]
+        name, shape = sae["name"], (n_ctx, ctx_len, sae["code_cap"])
+        if meta["format_version"] >= 3:
+            ids = "uint16" if sae["d_sae"] <= 65536 else "uint32"
+            out += [ArraySpec(f"codes/{name}/latent", ids, shape, True, 0, chain_codecs("shuffle-zstd", storage(ids).itemsize)),
+                    ArraySpec(f"codes/{name}/value", sae["value_dtype"], shape, True, 0,
+                              chain_codecs("shuffle-zstd", storage(sae["value_dtype"]).itemsize))]
+        else:
+            out += [ArraySpec(f"codes/{name}/idx", "int32", shape, True, -1),
+                    ArraySpec(f"codes/{name}/val", sae["value_dtype"], shape, True, 0)]
+        out.append(ArraySpec(f"codes/{name}/l0", "int32", (n_ctx, ctx_len), True))
         merged = meta["stages"].get(sae["stage"], {}).get("complete", False)
         for stat, (unit_dt, merged_dt, tail) in SAE_STATS.items():
             out.append(ArraySpec(f"stats/saes/{name}/units/{stat}", unit_dt, (n_units, *tail(sae["d_sae"])), False))
@@ -235,9 +241,14 @@ def expected_arrays(root: Path, meta: dict[str, Any]) -> list[ArraySpec]:
                 lo = b * plan["latents_per_bucket"]
                 n_lat = min(lo + plan["latents_per_bucket"], plan["d_sae"]) - lo
                 nnz = int(np.asarray(zarr.open_array(str(root / bucket(name, b, "offsets")), mode="r")[-1]))
-                out += [ArraySpec(bucket(name, b, "offsets"), "int64", (n_lat + 1,), False),
-                        ArraySpec(bucket(name, b, "token"), "int64", (nnz,), False),
-                        ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False)]
+                out.append(ArraySpec(bucket(name, b, "offsets"), "int64", (n_lat + 1,), False))
+                if plan.get("block") is None:
+                    out += [ArraySpec(bucket(name, b, "token"), "int64", (nnz,), False),
+                            ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False)]
+                else:
+                    out += [ArraySpec(bucket(name, b, "token_gap"), "int64", (nnz,), False, None, chain_codecs("shuffle-zstd", 8)),
+                            ArraySpec(bucket(name, b, "value"), plan["value_dtype"], (nnz,), False, None,
+                                      chain_codecs("shuffle-zstd", storage(plan["value_dtype"]).itemsize))]
             top, d_sae = plan.get("profile_top", 0), plan["d_sae"]
             out += [ArraySpec(f"index/{name}/profile/{a}", dt, (d_sae, top) if wide else (d_sae,), False)
                     for a, (dt, wide) in PROFILE.items() if top]
@@ -382,13 +393,38 @@ def documents(root: Path) -> Any:
 
 
 def postings(root: Path, sae: str, latent: int) -> tuple[np.ndarray, np.ndarray]:
-    """(flat token, value) of one latent from its index bucket's CSR arrays."""
+    """(flat token, value) of one latent from its index bucket, ranked: value descending, ties by
+    token ascending (blocks decoded as STORE.md says: prefix sums within each block, then each
+    block ranked)."""
     plan = index_plan(root, sae)
     assert plan is not None and plan["complete"]
     b, i = divmod(latent, plan["latents_per_bucket"])
     offsets = read(root, bucket(sae, b, "offsets"))
     lo, hi = int(offsets[i]), int(offsets[i + 1])
-    return read(root, bucket(sae, b, "token"))[lo:hi], read(root, bucket(sae, b, "value"))[lo:hi]
+    value = read(root, bucket(sae, b, "value"))[lo:hi]
+    if plan.get("block") is None:
+        return read(root, bucket(sae, b, "token"))[lo:hi], value
+    gaps, size = read(root, bucket(sae, b, "token_gap"))[lo:hi], plan["block"]
+    tokens, values = [], []
+    for start in range(0, hi - lo, size):
+        token, val = np.cumsum(gaps[start : start + size]), value[start : start + size]
+        assert (np.diff(token) > 0).all(), "a block's tokens ascend"
+        order = np.lexsort((token, -val.astype(np.float64)))
+        tokens.append(token[order])
+        values.append(val[order])
+    if not tokens:
+        return np.zeros(0, np.int64), value
+    return np.concatenate(tokens), np.concatenate(values)
+
+
+def codes(root: Path, sae: str, version: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids with -1 in empty slots, values) [tokens, code_cap] in either layout: in version 3,
+    slot s holds a latent exactly when s < l0."""
+    if version < 3:
+        return read(root, f"codes/{sae}/idx"), read(root, f"codes/{sae}/val")
+    latent, l0 = read(root, f"codes/{sae}/latent"), read(root, f"codes/{sae}/l0")
+    full = np.arange(latent.shape[-1]) < l0[..., None]
+    return np.where(full, latent.astype(np.int32), -1), read(root, f"codes/{sae}/value")
 
 
 def profile_from_codes(root: Path, sae: str, latent: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
@@ -396,7 +432,7 @@ def profile_from_codes(root: Path, sae: str, latent: int) -> tuple[dict[tuple[in
     same key, from the tokens and codes as "Token profiles" defines them."""
     flags = read(root, "tokens/flags")
     ids = read(root, "tokens/ids").astype(np.int64)
-    idx = read(root, f"codes/{sae}/idx")
+    idx = codes(root, sae, root_metadata(root)["format_version"])[0]
     excluded = (flags & index_plan(root, sae)["exclude_flags"]) != 0  # type: ignore[index]
     prev = np.full(ids.shape, -1, np.int64)
     prev[:, 1:] = np.where(excluded[:, :-1], -1, ids[:, :-1])
@@ -418,8 +454,8 @@ def occurrences_from_codes(root: Path, sae: str, latent: int) -> tuple[np.ndarra
     plan = index_plan(root, sae)
     assert plan is not None
     flags = read(root, "tokens/flags").reshape(-1)
-    idx = read(root, f"codes/{sae}/idx").reshape(flags.size, -1)
-    val = read(root, f"codes/{sae}/val").reshape(flags.size, -1)
+    ids, vals = codes(root, sae, root_metadata(root)["format_version"])
+    idx, val = ids.reshape(flags.size, -1), vals.reshape(flags.size, -1)
     rows, slots = np.nonzero((idx == latent) & ((flags & plan["exclude_flags"]) == 0)[:, None])
     values = val[rows, slots]
     order = np.lexsort((rows, -values.astype(np.float64)))

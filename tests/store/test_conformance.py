@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import actstore
+from actstore.store.codes import read_codes
 from tests.coded_store import SAE, SITE, build_coded_store
 from tests.helpers import sample_records
 from tests.store import spec_reader as spec
@@ -78,7 +79,7 @@ def test_the_reader_does_not_import_actstore() -> None:
 
 def test_every_object_is_in_the_spec_with_its_declared_dtype(coded_store: Path, full_store: Path) -> None:
     checked = spec.check_store(coded_store)
-    assert {"tokens/ids", f"activations/{SITE}", f"codes/{SAE}/val", f"stats/saes/{SAE}/hist", f"index/{SAE}/b00000/value"} <= set(checked)
+    assert {"tokens/ids", f"activations/{SITE}", f"codes/{SAE}/value", f"stats/saes/{SAE}/hist", f"index/{SAE}/b00000/token_gap"} <= set(checked)
     assert checked[f"stats/saes/{SAE}/hist"] == ("int64", "int64") and checked[f"stats/saes/{SAE}/units/hist"] == ("int32", "int32")
     full = spec.check_store(full_store)
     assert full[f"activations/{SITE}"] == ("uint16", "bfloat16") and full[f"activations/{SITE0}"] == ("float32", "float32")
@@ -97,7 +98,7 @@ def test_an_object_the_spec_does_not_name_is_reported(coded_store: Path, tmp_pat
     (copy / "tokenizer/tokenizer.json").write_text((copy / "tokenizer/tokenizer.json").read_text() + " ")
     with pytest.raises(AssertionError) as err:
         spec.check_store(copy)
-    assert "stats/extra/zarr.json" in str(err.value) and f"codes/{SAE}/idx: missing" in str(err.value)
+    assert "stats/extra/zarr.json" in str(err.value) and f"codes/{SAE}/latent: missing" in str(err.value)
     assert "tokenizer/tokenizer.json: SHA-256" in str(err.value)
 
 
@@ -108,10 +109,14 @@ def test_decoded_values_equal_actstore(store_path: Path) -> None:
     tokens = store.tokens(slice(None))
     for name in spec.TOKENS:
         assert np.array_equal(spec.read(store_path, f"tokens/{name}"), tokens[name])
-    paths = [f"activations/{site['name']}" for site in meta["sites"]] + [f"codes/{SAE}/{a}" for a in ("idx", "val", "l0")]
+    paths = [f"activations/{site['name']}" for site in meta["sites"]] + [f"codes/{SAE}/l0"]
     for path in paths:
         ours, theirs = spec.read(store_path, path), store.read(path, slice(None))
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), path
+    ids, values = spec.codes(store_path, SAE, meta["format_version"])
+    codes = read_codes(store, SAE, slice(None))
+    assert ids.dtype == codes.idx.dtype and np.array_equal(ids, codes.idx) and (ids >= 0).any() and (ids < 0).any()
+    assert values.dtype == codes.val.dtype and np.array_equal(values, codes.val)
     for path in [p for p in spec.check_store(store_path) if p.startswith("stats/")]:
         ours, theirs = spec.read(store_path, path), store.read(path, slice(None))
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), path  # merged hist read as int64 rows

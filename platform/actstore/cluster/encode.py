@@ -20,7 +20,7 @@ from actstore.extraction.plan import EXCLUDE_FLAGS
 from actstore.extraction.stored import encode_stage, encode_stored_unit
 from actstore.saes.formats import SAEWeights, load_sae
 from actstore.store._fs import Location
-from actstore.store.layout import code_array, create_unit_array
+from actstore.store.codes import create_code_arrays, require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.sae_files import placement, record_sae_files
 from actstore.store.stats import create_stats_arrays, merge_stats
@@ -42,10 +42,11 @@ def _encode(location: Location, sae: SaeInfo, site: SiteInfo, weights: SAEWeight
 
 
 def run_encode(url: str, sae_path: str, *, name: str | None = None, site: str | None = None, code_cap: int = 256,
-               value_dtype: str = "float32", storage_options: dict[str, Any] | None = None,
+               value_dtype: str = "bfloat16", storage_options: dict[str, Any] | None = None,
                ray_config: RayConfig | None = None, progress: bool = False) -> Store:
     """Encode every unit of a finished extraction with the SAE at ``sae_path``; returns the store."""
     store = Store.open(url, storage_options=storage_options, mode="r+")
+    require_current_codes(store, "encode")
     if not (store.meta.stages.get(EXTRACT_STAGE) and store.meta.stages[EXTRACT_STAGE].complete):
         raise ConfigError(f"the extraction of {url!r} is not finished; encode after it completes")
     weights = load_sae(sae_path)
@@ -102,11 +103,7 @@ def _prepare(store: Store, sae: SaeInfo) -> None:
     """Arrays and metadata of the new SAE (coordinator only; kept on a rerun)."""
     if any(s.name == sae.name for s in store.meta.saes):
         return
-    grid = store.grid
-    axes = {"axes": ["ctx", "pos", "slot"], "sae": sae.name}
-    create_unit_array(store.group, code_array(sae.name, "idx"), grid, (sae.code_cap,), "int32", fill_value=-1, attributes=axes)
-    create_unit_array(store.group, code_array(sae.name, "val"), grid, (sae.code_cap,), sae.value_dtype, attributes=axes)
-    create_unit_array(store.group, code_array(sae.name, "l0"), grid, (), "int32", attributes={"axes": ["ctx", "pos"], "sae": sae.name})
-    create_stats_arrays(store.group, grid, {}, {sae.name: sae.d_sae})
+    create_code_arrays(store.group, store.grid, sae)
+    create_stats_arrays(store.group, store.grid, {}, {sae.name: sae.d_sae})
     sae = record_sae_files(store.files, sae, store.meta.format_version)  # copies before the metadata
     store.update_meta(saes=[*store.meta.saes, sae], stages={**store.meta.stages, sae.stage: StageInfo(units_total=store.meta.n_units)})

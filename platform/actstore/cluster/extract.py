@@ -40,6 +40,7 @@ from actstore.extraction.stages import (
 from actstore.extraction.tokenizers import refuse_other_tokenizers
 from actstore.extraction.unit import UnitReport
 from actstore.store._fs import Location
+from actstore.store.codes import require_current_codes
 from actstore.store.metadata import SaeInfo, SiteInfo, StageInfo
 from actstore.store.runs import RunRecord, run_id
 from actstore.store.sitenames import BASE
@@ -145,7 +146,7 @@ def run_extract(config: ExtractConfig, *, progress: bool = False) -> Store:
         if config.index.build and complete:
             for sae in plan.saes:
                 run_index(store.location.url, sae.name, storage_options=store.location.storage_options,
-                          bucket_nnz=config.index.bucket_nnz, progress=progress)
+                          bucket_nnz=config.index.bucket_nnz, block=config.index.block, progress=progress)
             if config.index.logits:
                 logger.info(keep_logits(store, [sae.name for sae in plan.saes]))
         record.status = "complete" if complete else "incomplete"
@@ -165,6 +166,8 @@ def _refuse_mismatch(location: Location, plan: ExtractPlan) -> None:
         check_first_extraction(plan, None)
         return
     store = Store.open(location.url, storage_options=location.storage_options, mode="r")
+    if plan.saes:
+        require_current_codes(store, "extract SAE codes")
     _check_extract_settings(store, plan)
     check_first_extraction(plan, store.meta)
     open_existing(location, plan.config.ingest_config())

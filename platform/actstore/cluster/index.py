@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import ray
 
 from actstore.cluster.profile import count_profile_corpus
 from actstore.cluster.runtime import drain, ensure_ray, unwrapped_errors
 from actstore.config import RayConfig
-from actstore.index.build import BUCKET_NNZ, map_unit, plan_index, reduce_bucket
+from actstore.index.build import BLOCK, BUCKET_NNZ, map_unit, plan_index
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, index_group, index_stage, map_stage
 from actstore.index.profile import create_profile_arrays
+from actstore.index.reduce import reduce_bucket
 from actstore.store._fs import Location
 from actstore.store.store import Store
 
@@ -33,34 +35,41 @@ def _map(location: Location, plan: IndexPlan, unit: int) -> tuple[int, list[int]
     return unit, map_unit(Store.open(location.url, storage_options=location.storage_options, probe=False), plan, unit)
 
 
-def _reduce(location: Location, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> int:
-    return reduce_bucket(Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False),
-                         plan, bucket, counts)
+def _reduce(location: Location, plan: IndexPlan, bucket: int, spans: np.ndarray, limit: int) -> int:
+    store = Store.open(location.url, storage_options=location.storage_options, mode="r+", probe=False)
+    return reduce_bucket(store, plan, bucket, spans, limit=limit)
 
 
 def run_index(url: str, sae: str, *, storage_options: dict[str, Any] | None = None, bucket_nnz: int = BUCKET_NNZ,
-              ray_config: RayConfig | None = None, progress: bool = False) -> IndexPlan:
+              block: int | None = None, ray_config: RayConfig | None = None, progress: bool = False) -> IndexPlan:
     """Build (or resume, or bring up to date) the index of ``sae`` and return its plan.
 
     Indexes the extraction units committed when it starts, so it also runs on a store that is
-    still being written; run it again later to cover the new units.
+    still being written; run it again later to cover the new units. ``block``: occurrences per
+    block (default: the existing index's, else :data:`BLOCK`); an index in the older layout, or
+    with another block, is built again.
     """
     store = Store.open(url, storage_options=storage_options, mode="r+")
-    fresh = plan_index(store, sae, bucket_nnz=bucket_nnz)
     plan = _current_plan(store, sae)
-    same = plan is not None and (plan.units, plan.profile_top) == (fresh.units, fresh.profile_top)
+    fresh = plan_index(store, sae, bucket_nnz=bucket_nnz, block=block or (plan.block if plan is not None else None) or BLOCK)
+    # new units, an older layout, another block, or an index built before token profiles: built again
+    same = plan is not None and (plan.units, plan.block, plan.profile_top) == (fresh.units, fresh.block, fresh.profile_top)
     if plan is not None and plan.complete and same:
         return plan
-    if plan is None or not same:  # new units, or an index built before token profiles
+    if plan is None or not same:
         plan = _start_build(store, fresh)
     ensure_ray(ray_config)
     location = store.location
     with unwrapped_errors():
         counts = _run_maps(store, plan, progress)
-        todo = [b for b in range(plan.n_buckets) if b not in set(store.manifests.done(index_stage(sae)))]
-        counts_ref = ray.put(counts)
+        done = set(store.manifests.done(index_stage(sae)))
+        todo = [b for b in range(plan.n_buckets) if b not in done]
+        # [units, buckets]: where each bucket's entries start in each unit's staged object, and how many
+        by_unit = np.array([counts[u] for u in plan.units], np.int64).reshape(len(plan.units), plan.n_buckets)
+        starts = np.cumsum(by_unit, axis=1) - by_unit
         reduce = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_reduce)
-        drain((reduce.remote(location, plan, b, counts_ref) for b in todo), len(todo), "index reduce", progress=progress)
+        drain((reduce.remote(location, plan, b, np.stack([starts[:, b], by_unit[:, b]], axis=1), bucket_nnz) for b in todo),
+              len(todo), "index reduce", progress=progress)
         count_profile_corpus(store, plan, progress=progress)
     nnz = sum(store.manifests.read(index_stage(sae), b)["nnz"] for b in range(plan.n_buckets))
     return _finish(store, plan.model_copy(update={"nnz": nnz, "complete": True}))

@@ -39,7 +39,8 @@ from actstore.contrast.stats import MIN_UNITS, bh_qvalues, mean_difference, sign
 from actstore.errors import ConfigError
 from actstore.models.sites import parse_site
 from actstore.query.filters import DocumentSet, Where, resolve_where
-from actstore.store.layout import FLAG_EOS, NOT_TEXT, activation_array, code_array, token_array
+from actstore.store.codes import read_codes
+from actstore.store.layout import FLAG_EOS, NOT_TEXT, activation_array, token_array
 from actstore.store.metadata import SaeInfo
 from actstore.store.sitenames import BASE, site_for, split_site
 
@@ -233,9 +234,11 @@ def _code_blocks(store: Store, a: SaeInfo, b: SaeInfo, unit: str, docs: Document
         ids = doc if unit == "document" else contexts[counted // store.meta.ctx_len]
         entries = []
         for info in (a, b):
-            idx = store.read_contexts(code_array(info.name, "idx"), contexts).reshape(-1, info.code_cap)[counted]
+            codes = read_codes(store, info.name, contexts)
+            assert codes.idx is not None and codes.val is not None
+            idx = codes.idx.reshape(-1, info.code_cap)[counted]
             on = idx >= 0
-            val = store.read_contexts(code_array(info.name, "val"), contexts).reshape(-1, info.code_cap)[counted][on]
+            val = codes.val.reshape(-1, info.code_cap)[counted][on]
             token = np.broadcast_to(np.arange(counted.size)[:, None], on.shape)[on]
             entries += [token, idx[on].astype(np.int64), val.astype(np.float64)]
         yield (ids, *entries)

@@ -23,7 +23,7 @@ from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.explain.profile import PROFILE_AUTHOR, profile_texts
 from actstore.explain.table import SCORED_KINDS, mean_score
 from actstore.query.tokens import encode_text
-from actstore.store.layout import code_array
+from actstore.store.codes import read_codes
 from actstore.store.stats import HIST_EDGES
 
 __all__ = ["EXAMPLE_SEARCH_SCHEMA", "SEARCH_SCHEMA", "example_evidence", "search_by_example", "search_explanations",
@@ -152,8 +152,9 @@ def search_by_example(latents: Any, text: str, *, top: int = 20, limit: int = 20
     flat = (first[:, None] + np.arange(len(ids))[None, :]).reshape(-1)  # every token of every match
     place = np.repeat(np.arange(first.size), len(ids))
     ctxs, inverse = np.unique(flat // ctx_len, return_inverse=True)
-    idx = store.read_contexts(code_array(latents.name, "idx"), ctxs)[inverse, flat % ctx_len]
-    val = store.read_contexts(code_array(latents.name, "val"), ctxs)[inverse, flat % ctx_len].astype(np.float64)
+    codes = read_codes(store, latents.name, ctxs)
+    assert codes.idx is not None and codes.val is not None
+    idx, val = codes.idx[inverse, flat % ctx_len], codes.val[inverse, flat % ctx_len].astype(np.float64)
     fired = idx >= 0
     latent_ids, values = idx[fired].astype(np.int64), val[fired]
     density = latents.density()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from actstore.extraction.plan import ExtractPlan
-from actstore.store.layout import activation_array, code_array, create_unit_array
+from actstore.store.codes import create_code_arrays
+from actstore.store.layout import activation_array, create_unit_array
 from actstore.store.metadata import StageInfo
 from actstore.store.sae_files import record_sae_files
 from actstore.store.sitenames import BASE
@@ -29,12 +30,7 @@ def create_extract_arrays(store: Store, plan: ExtractPlan, *, config_record: dic
             create_unit_array(store.group, activation_array(site.name), grid, (site.d,), site.dtype,
                               compression=site.compression, attributes={"axes": ["ctx", "pos", "d"], "site": site.name})
     for sae in plan.saes:
-        create_unit_array(store.group, code_array(sae.name, "idx"), grid, (sae.code_cap,), "int32", fill_value=-1,
-                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
-        create_unit_array(store.group, code_array(sae.name, "val"), grid, (sae.code_cap,), sae.value_dtype,
-                          attributes={"axes": ["ctx", "pos", "slot"], "sae": sae.name})
-        create_unit_array(store.group, code_array(sae.name, "l0"), grid, (), "int32",
-                          attributes={"axes": ["ctx", "pos"], "sae": sae.name})
+        create_code_arrays(store.group, grid, sae)
     create_stats_arrays(store.group, grid, {s.name: s.d for s in plan.sites}, {a.name: a.d_sae for a in plan.saes})
     meta = store.meta
     saes = [record_sae_files(store.files, sae, meta.format_version) for sae in plan.saes]  # copies before the metadata

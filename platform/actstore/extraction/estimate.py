@@ -4,10 +4,11 @@ Sizes follow the layout (schemas/STORE.md): every per-token array is ``[n_ctx, c
 with one shard object per unit; per-unit statistics are one object per unit and array.
 Uncompressed arrays are exact: values plus the shard index (16 bytes per inner chunk and a 4-byte
 checksum). Compressed activations (``shuffle-zstd`` by default) use the ratios measured on real
-activations (:data:`COMPRESSION_RATIOS`). zstd arrays are estimated from what they hold: a code
-array's slots past a token's L0 are fill and compress to almost nothing, so codes cost about
-``L0 x (index bytes + value bytes)`` per token, at the SAE's mean L0 (given, read from a Gemma
-Scope path such as ``average_l0_82``, or a quarter of the code cap, as stated in the output).
+activations (:data:`COMPRESSION_RATIOS`). Other compressed arrays are estimated from what they
+hold: a code array's slots past a token's L0 are zeros and compress to almost nothing, so codes
+cost about ``L0 x (id bytes + value bytes)`` per token (:data:`CODE_VALUE_BYTES`), at the SAE's
+mean L0 (given, read from a Gemma Scope path such as ``average_l0_82``, or a quarter of the code
+cap, as stated in the output).
 GPU-hours come from throughput measured by ``benchmarks/bench_gpu.py`` (:data:`MEASURED`; for
 other models that of Gemma 2 2B), scaled by the run's FLOPs per token (the model's blocks plus
 the SAE encoders) against the measured run's; they are labelled as such.
@@ -28,6 +29,7 @@ from actstore.extraction.memory import WorkerMemory, sae_flops_per_token
 from actstore.extraction.plan import ExtractPlan
 from actstore.index.profile import PROFILE_ARRAYS, PROFILE_TOP
 from actstore.saes.formats import sae_files
+from actstore.store.codes import latent_dtype
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import TARGET_INNER_CHUNK_BYTES, TOKEN_ARRAYS
 from actstore.store.stats import L0_BINS, N_BINS, SAE_STATS, SITE_STATS
@@ -39,7 +41,8 @@ COMPRESSION_RATIOS: dict[tuple[str, str], float] = {
     ("zstd", "bfloat16"): 1.28, ("zstd", "float32"): 1.08,
 }
 
-__all__ = ["COMPRESSION_RATIOS", "MEASURED", "ArrayEstimate", "RunEstimate", "estimate_run", "model_flops_per_token"]
+__all__ = ["CODE_VALUE_BYTES", "COMPRESSION_RATIOS", "MEASURED", "ArrayEstimate", "RunEstimate", "estimate_run",
+           "model_flops_per_token"]
 
 # stored bytes per token of the zstd token arrays (ids: ~2-3 bytes of entropy for a 50-256k
 # vocabulary; doc and pos: runs, nearly free; flags: nearly all zero)
@@ -51,9 +54,14 @@ L0_BYTES = 0.5
 SAE_STATS_BYTES = {"fired": 3, "sum": 8, "max": 4, "hist": 12}
 
 ARRAY_META_BYTES, FRAME_BYTES = 700, 45  # an array's zarr.json; a compressed object's frame and headers
-# the index: token ids sorted within a latent (small deltas) compress to about 2.5 of their 8
-# bytes, values sorted descending to about 0.8 of theirs
-INDEX_TOKEN_BYTES, INDEX_VALUE_RATIO = 2.5, 0.8
+BLOSC_FRAME_BYTES = 350  # a shuffled object's headers and zstd tables (a few KB of codes: ~350 B more than their entropy)
+# Stored bytes per non-zero through byte shuffle and zstd, measured on the demo's real codes and
+# on synthetic ones (benchmarks/bench_code_bytes.py, docs/storage.md): a latent id keeps about
+# its bits of entropy (log2 d_sae) and 0.15 bytes more; values by dtype, in the codes (ordered by
+# value within a token) and in the index (token order within a block). Index tokens are gaps
+# within a block: about log2(mean gap) + 1.5 bits.
+CODE_VALUE_BYTES = {"bfloat16": 1.2, "float16": 1.33, "float32": 3.1}
+INDEX_VALUE_BYTES = {"bfloat16": 1.3, "float16": 1.7, "float32": 3.24}
 PROFILE_RATIO = 0.26  # stored / logical bytes of the token profiles (27 kB of 106 kB on the coded test store)
 
 # Throughput measured by benchmarks/bench_gpu.py (extraction pipeline, bf16, 3 sites with 16k
@@ -143,7 +151,7 @@ SHOWN_ONE_BY_ONE = 4  # with more SAEs, the text sums their arrays by kind
 
 
 def _summed(arrays: list[ArrayEstimate], *, many: bool) -> list[ArrayEstimate]:
-    """``arrays`` as they are, or with ``many``, one row per family (codes/<sae>/idx over every SAE, ...)."""
+    """``arrays`` as they are, or with ``many``, one row per family (codes/<sae>/latent over every SAE, ...)."""
     if not many:
         return arrays
     out: dict[str, ArrayEstimate] = {}
@@ -159,7 +167,8 @@ def _summed(arrays: list[ArrayEstimate], *, many: bool) -> list[ArrayEstimate]:
 
 
 def _per_token(path: str, plan: ExtractPlan, n_ctx: int, n_units: int, tail: int, dtype: str, *,
-               stored_per_token: float | None = None, note: str = "", family: str = "") -> ArrayEstimate:
+               stored_per_token: float | None = None, frame: int = FRAME_BYTES, note: str = "",
+               family: str = "") -> ArrayEstimate:
     """A ``[n_ctx, ctx_len, tail]`` array: exact when uncompressed (values + shard index)."""
     ctx_len, per_unit = plan.config.context.ctx_len, plan.config.context.contexts_per_unit
     itemsize = storage_dtype(dtype).itemsize
@@ -171,7 +180,7 @@ def _per_token(path: str, plan: ExtractPlan, n_ctx: int, n_units: int, tail: int
     sharded = inner != per_unit
     index = n_units * (16 * (per_unit // inner) + 4) if sharded else 0
     # the last shard is stored whole (its contexts past n_ctx hold the fill value)
-    stored = n_units * per_unit * row if stored_per_token is None else int(n_ctx * ctx_len * stored_per_token) + n_units * FRAME_BYTES
+    stored = n_units * per_unit * row if stored_per_token is None else int(n_ctx * ctx_len * stored_per_token) + n_units * frame
     return ArrayEstimate(path, logical, stored + index + ARRAY_META_BYTES, n_units + 1, note, family)
 
 
@@ -219,10 +228,12 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
         used = min(mean_l0, sae.code_cap)
         value_bytes = storage_dtype(sae.value_dtype).itemsize
         arrays += [
-            _per_token(f"codes/{sae.name}/idx", plan, n_ctx, n_units, sae.code_cap, "int32",
-                       stored_per_token=used * (math.log2(sae.d_sae) / 8 + 0.5), family="codes/<sae>/idx"),
-            _per_token(f"codes/{sae.name}/val", plan, n_ctx, n_units, sae.code_cap, sae.value_dtype, stored_per_token=used * value_bytes,
-                       family="codes/<sae>/val"),
+            _per_token(f"codes/{sae.name}/latent", plan, n_ctx, n_units, sae.code_cap, latent_dtype(sae.d_sae),
+                       stored_per_token=used * (math.log2(sae.d_sae) / 8 + 0.15), frame=BLOSC_FRAME_BYTES,
+                       family="codes/<sae>/latent"),
+            _per_token(f"codes/{sae.name}/value", plan, n_ctx, n_units, sae.code_cap, sae.value_dtype,
+                       stored_per_token=used * CODE_VALUE_BYTES.get(sae.value_dtype, value_bytes), frame=BLOSC_FRAME_BYTES,
+                       family="codes/<sae>/value"),
             _per_token(f"codes/{sae.name}/l0", plan, n_ctx, n_units, 1, "int32", stored_per_token=L0_BYTES, family="codes/<sae>/l0"),
         ]
         # latents firing in a unit: firing concentrates on frequent latents, so count a quarter of the occurrences
@@ -236,9 +247,11 @@ def estimate_run(plan: ExtractPlan, tokens: int, *, l0: dict[str, float] | None 
         if plan.config.index.build:
             buckets = _index_buckets(sae.d_sae, nnz, plan.config.index.bucket_nnz)
             logical = nnz * (8 + value_bytes) + (sae.d_sae + buckets) * 8
-            stored = int(nnz * (INDEX_TOKEN_BYTES + INDEX_VALUE_RATIO * value_bytes)) + (sae.d_sae + buckets) * 2 + buckets * 2000
+            gap = (math.log2(max(slots / max(min(plan.config.index.block, nnz / sae.d_sae), 1), 2)) + 1.5) / 8
+            per_nnz = gap + INDEX_VALUE_BYTES.get(sae.value_dtype, value_bytes)
+            stored = int(nnz * per_nnz) + (sae.d_sae + buckets) * 2 + buckets * 2000
             arrays.append(ArrayEstimate(f"index/{sae.name}", logical, stored, buckets * 7 + 1,
-                                        f"{buckets} buckets; sorted token ids compress to ~{INDEX_TOKEN_BYTES:g} B", "index/<sae>"))
+                                        f"{buckets} buckets; ~{per_nnz:.1f} B per occurrence (token gaps ~{gap:.1f} B)", "index/<sae>"))
             arrays.append(_profile_estimate(sae.name, sae.d_sae, buckets))
             index_buckets += buckets
         if sae.file is not None:  # a local SAE's files, copied into the store (STORE.md: SAE files)

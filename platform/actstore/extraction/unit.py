@@ -22,6 +22,7 @@ from actstore.models.capture import capture_sites
 from actstore.models.loading import torch_dtype
 from actstore.saes.encode import Nonzeros, SAEEncoder, sparse_codes
 from actstore.store._retry import retries_so_far
+from actstore.store.codes import PARTS, latent_dtype
 from actstore.store.dtypes import storage_dtype
 from actstore.store.layout import activation_array, code_array
 from actstore.store.metadata import SaeInfo, SiteInfo
@@ -57,9 +58,12 @@ def tensor_to_storage(x: torch.Tensor, logical: str, *, out: np.ndarray | None =
     return out
 
 
+_INTEGERS = {"int32": torch.int32, "uint16": torch.uint16, "uint32": torch.uint32}
+
+
 def _torch_dtype(logical: str) -> torch.dtype:
-    """The torch dtype of a stored value: a model dtype (activations, code values) or int32 (ids, L0)."""
-    return torch.int32 if logical == "int32" else torch_dtype(logical)
+    """The torch dtype of a stored value: a model dtype (activations, code values) or an integer (ids, L0)."""
+    return _INTEGERS[logical] if logical in _INTEGERS else torch_dtype(logical)
 
 
 def _host_array(shape: tuple[int, ...], logical: str, pinned: bool) -> np.ndarray:
@@ -131,7 +135,7 @@ class UnitBuffers:
         self.sites, self.saes, self.device = tuple(sites), tuple(saes), device
         self.shape = (n_ctx, ctx_len)
         self.acts = {s.name: _host_array((n_ctx, ctx_len, s.d), s.dtype, pinned) for s in sites if s.stored}
-        self.idx = {a.name: _host_array((n_ctx, ctx_len, a.code_cap), "int32", pinned) for a in saes}
+        self.idx = {a.name: _host_array((n_ctx, ctx_len, a.code_cap), latent_dtype(a.d_sae), pinned) for a in saes}
         self.val = {a.name: _host_array((n_ctx, ctx_len, a.code_cap), a.value_dtype, pinned) for a in saes}
         self.l0 = {a.name: _host_array((n_ctx, ctx_len), "int32", pinned) for a in saes}
         self.reset()
@@ -156,8 +160,10 @@ def encode_codes(sae: SaeInfo, encoder: SAEEncoder, x: torch.Tensor, mask: torch
         m = mask[t0 : t0 + ENCODE_TOKENS]
         buf.sae_stats[sae.name].update(nz.select(m), codes.l0[m])
     one = len(idx) == 1  # a batch is usually one encode call: no concatenation
-    # straight from the device into the unit's buffer, one copy each
-    tensor_to_storage(idx[0] if one else torch.cat(idx), "int32", out=buf.idx[sae.name][rows])
+    # straight from the device into the unit's buffer, one copy each; ids in the store's narrow
+    # type, with 0 in the empty slots (the L0 says which slots hold a latent)
+    ids = (idx[0] if one else torch.cat(idx)).clamp_(min=0)
+    tensor_to_storage(ids, latent_dtype(sae.d_sae), out=buf.idx[sae.name][rows])
     tensor_to_storage(val[0] if one else torch.cat(val), sae.value_dtype, out=buf.val[sae.name][rows])
     tensor_to_storage(l0[0] if one else torch.cat(l0), "int32", out=buf.l0[sae.name][rows])
 
@@ -274,6 +280,6 @@ def _write_unit(store: Store, plan: ExtractPlan, unit: int, rows: slice, buf: Un
 
 def code_writes(sae: SaeInfo, unit: int, rows: slice, buf: UnitBuffers) -> list[Write]:
     """One SAE's codes and statistics rows for a unit, as (array, rows, values)."""
-    return [(code_array(sae.name, "idx"), rows, buf.idx[sae.name]), (code_array(sae.name, "val"), rows, buf.val[sae.name]),
-            (code_array(sae.name, "l0"), rows, buf.l0[sae.name]),
+    ids, values, l0 = (code_array(sae.name, part) for part in PARTS)
+    return [(ids, rows, buf.idx[sae.name]), (values, rows, buf.val[sae.name]), (l0, rows, buf.l0[sae.name]),
             *((sae_stats_path(sae.name, name), unit, value) for name, value in buf.sae_stats[sae.name].rows().items())]

@@ -1,10 +1,12 @@
 """Where an SAE's feature-major index lives, and the plan it was built from.
 
 ``index/<sae>/`` holds one group per latent bucket ``b<k>`` (latents ``[k*L, (k+1)*L)``) with
-three arrays: ``offsets`` (``L + 1`` int64, CSR offsets), ``token`` (int64 flat token index
+three arrays: ``offsets`` (``L + 1`` int64, CSR offsets), the tokens (flat index
 ``ctx * ctx_len + pos``) and ``value`` (the codes' value dtype). Occurrences of latent ``l``
-are ``token[offsets[i]:offsets[i+1]]`` with ``i = l - k*L``, sorted by value descending, ties
-by token ascending. Bucket ``k`` is written by one task only, so it owns its objects.
+are entries ``offsets[i]:offsets[i+1]`` with ``i = l - k*L``, ranked by value descending, ties
+by token ascending. Format 3 stores them in blocks of ``block`` ranks, each in token order with
+the tokens as gaps (``token_gap``, see ``index/postings.py``); the older layout stores absolute
+tokens in rank order (``token``). Bucket ``k`` is written by one task only, so it owns its objects.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["INDEX_ATTRIBUTE", "IndexPlan", "bucket_array", "index_group", "index_stage", "map_stage", "staging_key"]
+__all__ = ["INDEX_ATTRIBUTE", "IndexPlan", "bucket_array", "index_group", "index_stage", "map_stage", "spill_key",
+           "staging_key"]
 
 INDEX_ATTRIBUTE = "actstore_index"
 
@@ -31,6 +34,8 @@ class IndexPlan(BaseModel):
     units: list[int] = Field(description="Extraction units indexed (those committed when the build started).")
     exclude_flags: int = Field(description="Token flags left out of the index (BOS | PAD by default).")
     value_dtype: str = Field(description="Logical dtype of the value arrays (that of the codes).")
+    block: int | None = Field(default=None, description="Ranks per block of the format 3 layout (entries in token "
+                              "order within a block, tokens as gaps: token_gap); None: the older layout (token).")
     profile_top: int = Field(default=0, description="Tokens and bigrams kept per latent in the token profiles "
                              "(``index/<sae>/profile``); 0: an index built before profiles existed.")
     nnz: int | None = Field(default=None, description="Occurrences indexed; set when the build completes.")
@@ -52,7 +57,7 @@ def index_group(sae: str) -> str:
 
 
 def bucket_array(sae: str, bucket: int, name: str) -> str:
-    """``offsets``, ``token`` or ``value`` of a bucket."""
+    """``offsets``, ``token_gap`` (``token`` in the older layout) or ``value`` of a bucket."""
     return f"index/{sae}/b{bucket:05d}/{name}"
 
 
@@ -68,3 +73,9 @@ def index_stage(sae: str) -> str:
 
 def staging_key(plan: IndexPlan, unit: int) -> str:
     return f"_staging/index/{plan.sae}/{plan.build_id}/u{unit:08d}.bin"
+
+
+def spill_key(plan: IndexPlan, bucket: int, group: int, kind: str = "") -> str:
+    """A large bucket's entries from one group of units, by slice (``index/reduce.py``); ``kind``
+    ``".profile"``: their token profile records, by hash partition."""
+    return f"_staging/index/{plan.sae}/{plan.build_id}/b{bucket:05d}-{group:05d}{kind}.bin"

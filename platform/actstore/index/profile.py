@@ -3,8 +3,9 @@
 Built with the index, in proportion to its postings. The map step stages, beside each unit's
 entries and in the same bucket order, every entry's token id and preceding token id (one more
 staging object, 8 bytes an entry). The reduce step counts a bucket's entries by (latent, token)
-and by (latent, preceding token, token), keeps each latent's ``top`` of both by count and writes
-them into the profile arrays: the rows of the bucket's latents, which are one chunk per array,
+and by (latent, preceding token, token) (a bucket it reduces in slices: one hash partition of
+its (latent, token) pairs at a time, :class:`BucketProfile`), keeps each latent's ``top`` of both
+by count and writes them into the profile arrays: the rows of the bucket's latents, which are one chunk per array,
 so each bucket owns its objects. Precision needs how often a kept token or bigram occurs among
 the indexed tokens: after the reduces one pass over the units' token ids and flags (5 bytes a
 token slot, next to the map's ``code_cap`` x 6-8 bytes) counts just the kept ones, and the
@@ -27,8 +28,8 @@ from actstore.store.layout import token_array
 if TYPE_CHECKING:
     from actstore.store.store import Store
 
-__all__ = ["PROFILE_ARRAYS", "PROFILE_TOP", "ProfileCounts", "corpus_counts", "create_profile_arrays", "kept_keys",
-           "profile_group", "read_profile", "stage_profile", "write_bucket_profile", "write_corpus_counts"]
+__all__ = ["PROFILE_ARRAYS", "PROFILE_TOP", "BucketProfile", "ProfileCounts", "corpus_counts", "create_profile_arrays",
+           "kept_keys", "profile_group", "profile_ids", "read_profile", "stage_profile", "write_corpus_counts"]
 
 PROFILE_TOP = 16  # tokens and bigrams kept per latent
 # name -> (dtype, fill, per latent row [d_sae] or [d_sae, top])
@@ -87,16 +88,59 @@ def _with_previous(ids: np.ndarray, flags: np.ndarray, at: np.ndarray, ctx_len: 
     return ids[at].astype(np.int32), np.where(has, ids[before], -1).astype(np.int32)
 
 
-def _bucket_ids(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Token and preceding ids of a bucket's entries from every unit, in the order the index's
-    reduce concatenates them (units ascending)."""
-    toks, prevs = [], []
-    for unit in plan.units:
-        n, start = counts[unit][bucket], 8 * sum(counts[unit][:bucket])
-        raw = store.files.read_range(_profile_staging(plan, unit), start, start + 8 * n) if n else b""
+def profile_ids(store: Store, plan: IndexPlan, spans: np.ndarray, units: range | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Token and preceding ids of a bucket's entries staged by some of the plan's units
+    (positions in ``plan.units``; ``spans`` as the index's reduce gets them: each unit's first
+    entry of the bucket and its count), in the order the reduce reads the entries."""
+    toks, prevs = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+    for i in units:
+        start, n = int(spans[i, 0]), int(spans[i, 1])
+        raw = store.files.read_range(_profile_staging(plan, plan.units[i]), 8 * start, 8 * (start + n)) if n else b""
         toks.append(np.frombuffer(raw, np.int32, n, 0))
         prevs.append(np.frombuffer(raw, np.int32, n, 4 * n))
-    return np.concatenate([*toks, np.zeros(0, np.int32)]), np.concatenate([*prevs, np.zeros(0, np.int32)])
+    return np.concatenate(toks), np.concatenate(prevs)
+
+
+class _Groups(NamedTuple):
+    """Entries grouped by (latent, keys...): one row per group, sorted, with its count and mass."""
+
+    latent: np.ndarray
+    keys: list[np.ndarray]
+    counts: np.ndarray
+    masses: np.ndarray
+
+
+def _group(latent: np.ndarray, keys: list[np.ndarray], count: np.ndarray, mass: np.ndarray) -> _Groups:
+    """Rows (entries, or groups to merge) summed by (latent, keys...), sorted by them. The columns
+    (non-negative) are packed into one int64 where their bits fit, so one sort groups them."""
+    if latent.size == 0:
+        return _Groups(latent, keys, count, mass)
+    cols = [np.asarray(latent, np.int64), *(np.asarray(k, np.int64) for k in keys)]
+    bits = [max(int(c.max()).bit_length(), 1) for c in cols]
+    if sum(bits) > 62 or min(int(c.min()) for c in cols) < 0:
+        order = np.lexsort(cols[::-1])
+        cols = [c[order] for c in cols]
+        starts = np.flatnonzero(np.r_[True, np.any([np.diff(c) != 0 for c in cols], axis=0)])
+        return _Groups(cols[0][starts], [c[starts].astype(np.int32) for c in cols[1:]],
+                       np.add.reduceat(count[order], starts), np.add.reduceat(mass[order], starts))
+    packed = cols[0].copy()
+    for col, width in zip(cols[1:], bits[1:], strict=True):
+        packed <<= width
+        packed |= col
+    order = np.argsort(packed)
+    packed = packed[order]
+    starts = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+    unique, counts, masses = packed[starts], np.add.reduceat(count[order], starts), np.add.reduceat(mass[order], starts)
+    out = []
+    for width in bits[:0:-1]:
+        out.append((unique & ((1 << width) - 1)).astype(np.int32))
+        unique >>= width
+    return _Groups(unique, out[::-1], counts, masses)
+
+
+def _merged(a: _Groups, b: _Groups) -> _Groups:
+    return _group(np.concatenate([a.latent, b.latent]), [np.concatenate(p) for p in zip(a.keys, b.keys, strict=True)],
+                  np.concatenate([a.counts, b.counts]), np.concatenate([a.masses, b.masses]))
 
 
 class _Top(NamedTuple):
@@ -107,51 +151,86 @@ class _Top(NamedTuple):
     masses: np.ndarray
 
 
-def _top_per_latent(local: np.ndarray, keys: list[np.ndarray], values: np.ndarray, n_latents: int, top: int) -> _Top:
-    """Group entries by (latent, keys...), then keep each latent's ``top`` groups by count
-    (ties: mass, then the keys ascending)."""
-    out = _Top([np.full((n_latents, top), -1, np.int32) for _ in keys], np.zeros((n_latents, top), np.int64),
-               np.zeros((n_latents, top), np.float64))
-    if local.size == 0:
-        return out
-    order = np.lexsort((*reversed(keys), local))
-    cols = [local[order], *(k[order] for k in keys)]
-    starts = np.flatnonzero(np.r_[True, np.any([np.diff(c) != 0 for c in cols], axis=0)])
-    g_latent, g_keys = cols[0][starts], [c[starts] for c in cols[1:]]
-    g_count = np.diff(np.r_[starts, local.size])
-    g_mass = np.add.reduceat(values[order].astype(np.float64), starts)
-    ranked = np.lexsort((*reversed(g_keys), -g_mass, -g_count, g_latent))
-    lat = g_latent[ranked]
+def _ranked_top(groups: _Groups, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of each latent's ``top`` groups by count (ties: mass, then the keys ascending), and
+    their ranks within the latent. The groups are sorted by (latent, keys) and the sort is stable,
+    so ties in count and mass stay by keys."""
+    by_count = (groups.latent << 40) | (2**40 - 1 - np.minimum(groups.counts, 2**40 - 1))
+    ranked = np.lexsort((-groups.masses, by_count))
+    lat = groups.latent[ranked]
     rank = np.arange(lat.size) - np.searchsorted(lat, lat, side="left")
-    keep = ranked[rank < top]
-    row, col = g_latent[keep], rank[rank < top]
-    for dst, src in zip(out.keys, g_keys, strict=True):
+    return ranked[rank < top], rank[rank < top]
+
+
+def _trimmed(groups: _Groups, top: int) -> _Groups:
+    """Only each latent's ``top`` groups (exact once every entry of those keys is counted)."""
+    keep = np.sort(_ranked_top(groups, top)[0])
+    return _Groups(groups.latent[keep], [k[keep] for k in groups.keys], groups.counts[keep], groups.masses[keep])
+
+
+def _top_per_latent(groups: _Groups, n_latents: int, top: int) -> _Top:
+    """Each latent's ``top`` groups as rows."""
+    out = _Top([np.full((n_latents, top), -1, np.int32) for _ in groups.keys], np.zeros((n_latents, top), np.int64),
+               np.zeros((n_latents, top), np.float64))
+    if groups.latent.size == 0:
+        return out
+    keep, col = _ranked_top(groups, top)
+    row = groups.latent[keep]
+    for dst, src in zip(out.keys, groups.keys, strict=True):
         dst[row, col] = src[keep]
-    out.counts[row, col], out.masses[row, col] = g_count[keep], g_mass[keep]
+    out.counts[row, col], out.masses[row, col] = groups.counts[keep], groups.masses[keep]
     return out
 
 
-def write_bucket_profile(store: Store, plan: IndexPlan, bucket: int, counts: dict[int, list[int]],
-                         latent: np.ndarray, values: np.ndarray) -> None:
-    """Count one bucket's entries (``latent``, ``values``: in the reduce's concatenation order)
-    by token and by bigram and write its latents' rows of the profile arrays."""
-    if not plan.profile_top:
-        return
-    tok, prev = _bucket_ids(store, plan, bucket, counts)
-    lats = plan.latents(bucket)
-    local = (np.asarray(latent, np.int64) - lats.start)
-    values = np.asarray(values, np.float64)
-    tokens = _top_per_latent(local, [tok], values, len(lats), plan.profile_top)
-    has = prev >= 0
-    bigrams = _top_per_latent(local[has], [prev[has], tok[has]], values[has], len(lats), plan.profile_top)
-    rows = {
-        "count": np.bincount(local, minlength=len(lats)), "mass": np.bincount(local, weights=values, minlength=len(lats)),
-        "token_id": tokens.keys[0], "token_count": tokens.counts, "token_mass": tokens.masses,
-        "bigram_prev": bigrams.keys[0], "bigram_id": bigrams.keys[1], "bigram_count": bigrams.counts,
-        "bigram_mass": bigrams.masses,
-    }
-    for name, data in rows.items():
-        store.array(f"{profile_group(plan.sae)}/{name}")[lats.start : lats.stop] = data
+class BucketProfile:
+    """One bucket's token profiles, counted from its entries and written once. The memory held
+    is the distinct (latent, token) and (latent, bigram) pairs added; a bucket too large for that
+    is counted one hash partition of its (latent, token) pairs at a time, each partition's top
+    kept (:meth:`absorb`)."""
+
+    def __init__(self, plan: IndexPlan, bucket: int) -> None:
+        self.plan, self.lats = plan, plan.latents(bucket)
+        n = len(self.lats)
+        self.count, self.mass = np.zeros(n, np.int64), np.zeros(n, np.float64)
+        empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self.tokens = _Groups(empty[0], [np.zeros(0, np.int32)], empty[1], empty[2])
+        self.bigrams = _Groups(empty[0], [np.zeros(0, np.int32), np.zeros(0, np.int32)], empty[1], empty[2])
+
+    def add(self, local: np.ndarray, values: np.ndarray, tok: np.ndarray, prev: np.ndarray) -> None:
+        """Count entries: bucket-local latents, values (any float dtype), token and preceding ids."""
+        if not self.plan.profile_top:
+            return
+        local, values = np.asarray(local, np.int64), np.asarray(values, np.float64)
+        self.count += np.bincount(local, minlength=self.count.size)
+        self.mass += np.bincount(local, weights=values, minlength=self.mass.size)
+        ones = np.ones(local.size, np.int64)
+        self.tokens = _merged(self.tokens, _group(local, [tok], ones, values))
+        has = prev >= 0
+        self.bigrams = _merged(self.bigrams, _group(local[has], [prev[has], tok[has]], ones[has], values[has]))
+
+    def absorb(self, other: BucketProfile) -> None:
+        """Add a profile counted over other keys (a hash partition of (latent, token) pairs: none
+        of its tokens or bigrams is counted here), keeping only each latent's top of both."""
+        top = self.plan.profile_top
+        self.count += other.count
+        self.mass += other.mass
+        self.tokens = _trimmed(_merged(self.tokens, _trimmed(other.tokens, top)), top)
+        self.bigrams = _trimmed(_merged(self.bigrams, _trimmed(other.bigrams, top)), top)
+
+    def write(self, store: Store) -> None:
+        """Write the bucket's latents' rows of the profile arrays."""
+        if not self.plan.profile_top:
+            return
+        tokens = _top_per_latent(self.tokens, len(self.lats), self.plan.profile_top)
+        bigrams = _top_per_latent(self.bigrams, len(self.lats), self.plan.profile_top)
+        rows = {
+            "count": self.count, "mass": self.mass,
+            "token_id": tokens.keys[0], "token_count": tokens.counts, "token_mass": tokens.masses,
+            "bigram_prev": bigrams.keys[0], "bigram_id": bigrams.keys[1], "bigram_count": bigrams.counts,
+            "bigram_mass": bigrams.masses,
+        }
+        for name, data in rows.items():
+            store.array(f"{profile_group(self.plan.sae)}/{name}")[self.lats.start : self.lats.stop] = data
 
 
 def _bigram_key(prev: np.ndarray, tok: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ from collections import Counter
 
 import numpy as np
 
-from actstore.store.layout import FLAG_BOS, FLAG_PAD, NOT_TEXT, code_array, token_array
+from actstore.store.codes import read_codes
+from actstore.store.layout import FLAG_BOS, FLAG_PAD, NOT_TEXT, token_array
 from actstore.store.store import Store
 
 __all__ = ["occurrences_reference", "profile_reference"]
@@ -19,7 +20,8 @@ def occurrences_reference(store: Store, sae: str, *, exclude_flags: int = NOT_TE
     for unit in store.units_done(store.sae_stage(sae)):
         rows = store.grid.contexts(unit)
         sl = slice(rows.start, rows.stop)
-        idx, val = store.read(code_array(sae, "idx"), sl), store.read(code_array(sae, "val"), sl)
+        idx, val = read_codes(store, sae, sl)
+        assert idx is not None and val is not None
         flags = store.read(token_array("flags"), sl)
         for c in range(idx.shape[0]):
             for p in range(ctx_len):
@@ -42,7 +44,9 @@ def profile_reference(store: Store, sae: str, *, exclude_flags: int = FLAG_BOS |
     for unit in store.units_done(store.sae_stage(sae)):
         rows = store.grid.contexts(unit)
         sl = slice(rows.start, rows.stop)
-        idx, ids, flags = store.read(code_array(sae, "idx"), sl), store.read(token_array("ids"), sl), store.read(token_array("flags"), sl)
+        idx = read_codes(store, sae, sl, values=False).idx
+        assert idx is not None
+        ids, flags = store.read(token_array("ids"), sl), store.read(token_array("flags"), sl)
         for c in range(idx.shape[0]):
             for p in range(ctx_len):
                 if flags[c, p] & exclude_flags:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from actstore.store.codes import code_parts
 from actstore.store.layout import code_array
 
 __all__ = ["CofiringSample", "cofiring_sample"]
@@ -40,7 +41,7 @@ def cofiring_sample(latents: Any, tokens: np.ndarray, *, max_rows: int | None, s
     tokens = np.sort(np.asarray(tokens, np.int64))
     ctx_len = latents.store.meta.ctx_len
     ctxs = np.unique(tokens // ctx_len)
-    rows = int(latents.store.array(code_array(latents.name, "idx")).chunks[0])  # contexts per (inner) chunk
+    rows = int(latents.store.array(code_array(latents.name, code_parts(latents.store.meta.format_version)[0])).chunks[0])  # contexts per (inner) chunk
     chunks = np.unique(ctxs // rows)
     budget = None if max_rows is None else max(int(max_rows) // (rows * ctx_len), 1)
     if budget is None or chunks.size <= budget:

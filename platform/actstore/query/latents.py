@@ -24,13 +24,14 @@ import polars as pl
 
 from actstore.errors import ConfigError, IndexNotFoundError
 from actstore.index.layout import INDEX_ATTRIBUTE, IndexPlan, bucket_array, index_group
+from actstore.index.postings import read_postings
 from actstore.query.cofiring import cofiring_sample
 from actstore.query.filters import DocumentSet, Where, resolve_where
 from actstore.query.logits import output_logits
 from actstore.query.scan import scan_codes, set_totals
 from actstore.query.windows import WINDOW_SCHEMA, decode_tokens, windows
-from actstore.store.dtypes import from_storage
-from actstore.store.layout import NOT_TEXT, code_array, token_array
+from actstore.store.codes import read_codes
+from actstore.store.layout import NOT_TEXT, token_array
 from actstore.store.stats import HIST_EDGES, current_totals
 
 if TYPE_CHECKING:
@@ -113,17 +114,9 @@ class SaeLatents:
         """(flat token index, value as float32) of a latent's occurrences, value descending,
         leaving out the first ``skip``."""
         bucket, start, stop = self._bounds(latent)
-        start = min(start + max(int(skip), 0), stop)
-        if limit is not None:
-            stop = min(stop, start + max(int(limit), 0))
-        value_arr = self.store.array(bucket_array(self.name, bucket, "value"))
-        logical = str(value_arr.attrs.get("logical_dtype", value_arr.dtype))
-        values = from_storage(np.asarray(value_arr[start:stop]), logical).astype(np.float32)
-        if min_value is not None:  # values descend: the cut is a binary search
-            stop = start + int(np.searchsorted(-values, -np.float32(min_value), side="right"))
-            values = values[: stop - start]
-        tokens = np.asarray(self.store.array(bucket_array(self.name, bucket, "token"))[start:stop])
-        return tokens, values
+        first = max(int(skip), 0)
+        last = stop - start if limit is None else first + max(int(limit), 0)
+        return read_postings(self.store, self.index, bucket, (start, stop), (first, last), min_value)
 
     def all_postings(self, latent: int, *, where: Where | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`postings` of every occurrence (value descending), in the documents ``where``
@@ -388,8 +381,10 @@ class SaeLatents:
         """One code array (``idx`` [n, cap], or ``val`` as float32) at flat token indices."""
         ctx_len = self.store.meta.ctx_len
         ctxs, inverse = np.unique(flat // ctx_len, return_inverse=True)
-        rows = self.store.read_contexts(code_array(self.name, part), ctxs)[inverse, flat % ctx_len]
-        return rows if part == "idx" else rows.astype(np.float32)
+        rows = read_codes(self.store, self.name, ctxs, ids=part == "idx", values=part == "val")[part == "val"]
+        assert rows is not None
+        picked = rows[inverse, flat % ctx_len]
+        return picked if part == "idx" else picked.astype(np.float32)
 
     def cofiring(self, latent: int, *, top: int = 20, limit: int | None = None, max_rows: int | None = None,
                  block: int = 4096, where: Where | None = None) -> pl.DataFrame:

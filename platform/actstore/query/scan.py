@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actstore.query.filters import DocumentSet
-from actstore.store.layout import FLAG_SPECIAL, code_array, token_array
+from actstore.store.codes import read_codes
+from actstore.store.layout import FLAG_SPECIAL, token_array
 from actstore.store.stats import HIST_EDGES
 
 if TYPE_CHECKING:
@@ -49,8 +50,10 @@ def scan_codes(store: Store, sae: str, docs: DocumentSet, *, values: bool = True
     for part in np.split(contexts, np.flatnonzero(np.diff(units)) + 1) if contexts.size else []:
         slots = docs.slots(part)
         keep = (slots >= 0) & ((store.read_contexts(token_array("flags"), part) & FLAG_SPECIAL) == 0)  # chat markers out
-        idx = store.read_contexts(code_array(sae, "idx"), part)[keep]
-        val = store.read_contexts(code_array(sae, "val"), part)[keep].astype(np.float32) if values else None
+        codes = read_codes(store, sae, part, values=values)
+        assert codes.idx is not None
+        idx = codes.idx[keep]
+        val = codes.val[keep].astype(np.float32) if codes.val is not None else None
         flat = part[:, None] * ctx_len + np.arange(ctx_len)[None, :]
         yield CodeBlock(doc=slots[keep], ctx=np.broadcast_to(part[:, None], keep.shape)[keep], flat=flat[keep],
                         idx=idx, val=val)

@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["LogicalDtype", "from_storage", "numpy_dtype", "storage_dtype", "to_storage"]
 
-LogicalDtype = Literal["bfloat16", "float16", "float32", "float64", "int32", "int64", "uint8", "uint16"]
+LogicalDtype = Literal["bfloat16", "float16", "float32", "float64", "int32", "int64", "uint8", "uint16", "uint32"]
 
 _STORAGE = {"bfloat16": np.dtype(np.uint16)}
 _LOGICAL = {"bfloat16": np.dtype(ml_dtypes.bfloat16)}

@@ -59,7 +59,8 @@ TARGET_INNER_CHUNK_BYTES = 4 * 2**20
 # shuffle (the i-th byte of every value together: bfloat16's sign+exponent bytes apart from its
 # mantissa bytes) then zstd level 1 over 1 MiB blocks: on real SmolLM2 activations 1.45x smaller
 # than raw for bfloat16 and 1.18x for float32, where zstd alone gives 1.28x and 1.08x
-# (benchmarks/bench_codecs.py measures every chain).
+# (benchmarks/bench_codecs.py measures every chain). Format 3 SAE codes and index arrays use
+# ``shuffle-zstd`` too (benchmarks/bench_code_bytes.py measures the choices on codes).
 Compression = Literal["none", "zstd", "shuffle-zstd"]
 CODECS: tuple[Compression, ...] = get_args(Compression)
 SHUFFLE_BLOCK_BYTES = 2**20
@@ -153,5 +154,6 @@ def activation_array(site: str) -> str:
 
 
 def code_array(sae: str, part: str) -> str:
-    """Path of an SAE's code arrays: ``idx`` and ``val`` ``[n_ctx, ctx_len, cap]``, ``l0`` ``[n_ctx, ctx_len]``."""
+    """Path of an SAE's code arrays: ``latent`` and ``value`` ``[n_ctx, ctx_len, cap]`` (``idx`` and ``val``
+    before format 3), ``l0`` ``[n_ctx, ctx_len]``; ``actstore.store.codes`` reads them."""
     return f"codes/{sae}/{part}"

@@ -2,10 +2,11 @@
 attribute, parsed with an explicit format-version check first.
 
 Versions: 1, the first format; 2 adds the tokenizer inside the store (``tokenizer.file``,
-``tokenizer/tokenizer.json``); 3 records where each SAE's files are (``saes[].origin``,
-``revision``) and keeps a copy of small local ones inside the store (``saes[].file``,
-``saes/<name>/``). Older stores are still read (their tokenizer and SAEs are loaded from the
-recorded sources) and ``actstore upgrade`` turns them into version 3.
+``tokenizer/tokenizer.json``); 3 stores codes and indexes in a compact layout (``store/codes.py``,
+``index/layout.py``), records where each SAE's files are (``saes[].origin``, ``revision``) and
+keeps a copy of small local ones inside the store (``saes[].file``, ``saes/<name>/``). Older
+stores are still read (their tokenizer and SAEs are loaded from the recorded sources) and
+``actstore upgrade`` turns them into version 3.
 """
 
 from __future__ import annotations
