@@ -29,7 +29,7 @@ def _filled(store: Store, plan, unit: int) -> UnitBuffers:
         stats.count = int(store.read(site_stats_path(site.name, "count"), unit))
         stats.sum, stats.sumsq = row(site_stats_path(site.name, "sum")), row(site_stats_path(site.name, "sumsq"))
     for sae in plan.saes:
-        buf.idx[sae.name][...], buf.val[sae.name][...] = raw(code_array(sae.name, "idx")), raw(code_array(sae.name, "val"))
+        buf.idx[sae.name][...], buf.val[sae.name][...] = raw(code_array(sae.name, "latent")), raw(code_array(sae.name, "value"))
         buf.l0[sae.name][...] = raw(code_array(sae.name, "l0"))
         stats = buf.sae_stats[sae.name]
         stats.tokens = int(store.read(sae_stats_path(sae.name, "tokens"), unit))
