@@ -2,7 +2,7 @@
 
 One unit's host buffers are filled as a GPU worker's are after its device-to-host copies (64
 contexts x 1024 tokens; 3 residual sites in bfloat16, d = 2304 for 2B, 3584 for 9B, Gaussian
-values; 3 JumpReLU-like SAEs of 16,384 latents at a mean L0 of ~80 (code cap 256, float32 values, the
+values; 3 JumpReLU-like SAEs of 16,384 latents at a mean L0 of ~80 (code cap 256, bfloat16 values, the
 default), Zipf-distributed latents with
 exponential values). The codes and statistics are made by the worker's own functions
 (``encode_codes``: code packing and statistics, which run on the device in a GPU worker) from

@@ -7,7 +7,7 @@
    their token profiles (exact, kept with the index);
 5. explain a mid-density one and the three latents most specific to asyncio (two) and to json
    (one) with the local SmolLM2-135M-Instruct and score that and their token profiles (embedding
-   scorer, LLM judges, each checked against a shuffled baseline), add one manual label, and
+   scorer, the LLM detection judge, each checked against a shuffled baseline), add one manual label, and
    search the explanations and by example;
 6. contrast the asyncio modules with the json package: latents firing more in one, tested per
    context (json has five documents), with their labels and q-values.
