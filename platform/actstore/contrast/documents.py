@@ -40,7 +40,7 @@ from actstore.query.scan import scan_codes
 if TYPE_CHECKING:
     from actstore.query.latents import SaeLatents
 
-__all__ = ["CONTRAST_SCHEMA", "MIN_DOCUMENTS", "Contrast", "ContrastSide", "Unit", "contrast_documents"]
+__all__ = ["CONTRAST_SCHEMA", "MIN_DOCUMENTS", "Contrast", "ContrastSide", "Unit", "contrast_documents", "ranked_latents"]
 
 MIN_DOCUMENTS = 10  # fewer documents on a side and the unit becomes the context
 LATENT_CHUNK = 1024  # latents whose statistics are computed together (bounds memory)
@@ -126,17 +126,23 @@ def contrast_documents(latents: SaeLatents, a: Where, b: Where | None = None, *,
             raise ConfigError(f"side {name} has {units.size} {chosen}s with committed codes; a test needs at least two")
     if min(units_a.size, units_b.size) < MIN_UNITS:
         why += f"; fewer than {MIN_UNITS} units on a side: p-values are rough"
-    frame = _frame(side_a, side_b, d_sae, prior=prior, level=level)
-    if labels is not None:
-        frame = frame.drop("label").join(labels.select("latent", "label"), on="latent", how="left")
-    frame = frame.sort(["p", "abs", "latent"], descending=[False, True, False]).with_columns(
-        rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(CONTRAST_SCHEMA)).cast(CONTRAST_SCHEMA)
+    frame = ranked_latents(_frame(side_a, side_b, d_sae, prior=prior, level=level), labels, CONTRAST_SCHEMA)
     test = (f"two-sided Mann-Whitney U on per-{chosen} firing rates (normal approximation, tie- and continuity-"
             f"corrected); q: Benjamini-Hochberg over all {d_sae:,} latents; effect: log2 rate ratio with a prior of "
             f"{prior:g} pseudo-event{'' if prior == 1 else 's'}, {level:.0%} interval from the {chosen}-clustered variance")
     sides = [ContrastSide(s.where, int(s.docs.size), int(units.size), int(units.sum()))
              for s, units in ((set_a, units_a), (set_b, units_b))]
     return Contrast(latents.name, sides[0], sides[1], chosen, why, test, frame)
+
+
+def ranked_latents(frame: pl.DataFrame, labels: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame:
+    """A contrast's per-latent ``frame`` (with ``p`` and ``abs``, the effect's size) with the
+    current ``labels`` joined in, most significant first (then larger effects), ``rank`` from 0,
+    as ``schema``."""
+    if labels is not None:
+        frame = frame.drop("label").join(labels.select("latent", "label"), on="latent", how="left")
+    return frame.sort(["p", "abs", "latent"], descending=[False, True, False]).with_columns(
+        rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(schema)).cast(schema)
 
 
 def _complement(docs: DocumentSet) -> DocumentSet:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
-from actstore.contrast.documents import MIN_DOCUMENTS, Unit
+from actstore.contrast.documents import MIN_DOCUMENTS, Unit, ranked_latents
 from actstore.contrast.stats import MIN_UNITS, bh_qvalues, mean_difference, signed_rank_test
 from actstore.errors import ConfigError
 from actstore.models.sites import parse_site
@@ -168,11 +168,7 @@ def contrast_models(store: Store, sae: str, a: str, b: str, *, where: Where | No
         sums.add(*block)
     if sums.units < 2:
         raise ConfigError(f"{sums.units} {chosen}s hold tokens both models' codes cover; a test needs at least two")
-    frame = sums.frame(level)
-    if labels is not None:
-        frame = frame.drop("label").join(labels.select("latent", "label"), on="latent", how="left")
-    frame = frame.sort(["p", "abs", "latent"], descending=[False, True, False]).with_columns(
-        rank=pl.int_range(pl.len(), dtype=pl.Int64)).select(list(MODELS_SCHEMA)).cast(MODELS_SCHEMA)
+    frame = ranked_latents(sums.frame(level), labels, MODELS_SCHEMA)
     test = (f"two-sided Wilcoxon signed-rank over {chosen}s of each {chosen}'s mean change B - A (normal approximation, "
             f"tie- and continuity-corrected); q: Benjamini-Hochberg over all {info_a.d_sae:,} latents; effect: mean "
             f"per-{chosen} change, {level:.0%} normal interval")
