@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from playwright.sync_api import expect
 
 import actstore
 from tests.coded_store import SAE
@@ -299,8 +300,9 @@ def test_steering_page_shows_tokens_while_the_model_draws_them(web_store: Path, 
         page.goto(f"http://127.0.0.1:{port}/sae/{SAE}/latent/{latent}/steer?prompt=the+future&strength=8&strengths="
                   f"&max_new_tokens={n}&seed=1", wait_until="commit")
         assert held.wait(120)
-        page.wait_for_function("document.querySelectorAll('section.steered .gen').length == 1 && "
-                               "document.querySelector('section.steered .gen').textContent.length > 0")
+        # locator assertions poll without eval, which the page's Content-Security-Policy forbids
+        expect(page.locator("section.steered .gen")).to_have_count(1)
+        expect(page.locator("section.steered .gen")).not_to_have_text("")
         partial = {side: page.locator(f"section.{side} .gen").inner_text() for side in ("default", "steered")}
         assert page.locator("p.summary, p.done").count() == 0  # the rest is not there yet
         _shot(page, "steering-in-progress")
