@@ -11,8 +11,8 @@ checks (yes-rate, spread, the baseline's number, informative) as the table's
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "score_text"]
 
 WINDOWS_KEPT = 4  # jobs whose window embeddings a worker keeps (a latent's auto and profile jobs share windows)
+T = TypeVar("T")
 JUDGED_KEPT = 8  # judge passes a worker keeps: a latent's auto and profile jobs judge the same baseline on the same windows
 
 
@@ -61,29 +62,25 @@ class Worker:
 
     def similarities(self, windows: Sequence[str], text: str) -> np.ndarray:
         """Cosine similarity of ``text`` to each window (window embeddings kept for a few jobs)."""
-        key = hash(tuple(windows))
-        found = self._windows.get(key)
-        if found is None:
-            found = self.embedder.embed(list(windows))
-            with self._lock:
-                while len(self._windows) >= WINDOWS_KEPT:
-                    self._windows.pop(next(iter(self._windows)), None)
-                self._windows[key] = found
+        found = self._kept(self._windows, hash(tuple(windows)), WINDOWS_KEPT, lambda: self.embedder.embed(list(windows)))
         return found @ self.embedder.embed([text])[0]
 
     def judged(self, scorer: str, text: str, windows: Sequence[str]) -> list[tuple[int | None, float | None]]:
         """The ``scorer`` judge's (answer, P(1)) for ``text`` on each window; the last few passes
         are kept, so the baseline a latent's jobs share is judged once (greedy: the same answers)."""
-        key = (scorer, text, hash(tuple(windows)))
-        found = self._judged.get(key)
-        if found is None:
-            found = [self.chat.judge(judge_messages(scorer, text, window)) for window in windows]
-            with self._lock:
-                while len(self._judged) >= JUDGED_KEPT:
-                    self._judged.pop(next(iter(self._judged)), None)
-                self._judged[key] = found
-        return found
+        return self._kept(self._judged, (scorer, text, hash(tuple(windows))), JUDGED_KEPT,
+                          lambda: [self.chat.judge(judge_messages(scorer, text, window)) for window in windows])
 
+    def _kept(self, kept: dict[Any, T], key: Any, limit: int, compute: Callable[[], T]) -> T:
+        """``kept[key]``, computed on a miss; the oldest entries leave beyond ``limit``."""
+        found = kept.get(key)
+        if found is None:
+            found = compute()
+            with self._lock:
+                while len(kept) >= limit:
+                    kept.pop(next(iter(kept)), None)
+                kept[key] = found
+        return found
 
 def _scored(worker: Worker, job: Job, scorer: str, text: str) -> tuple[Scores, list[int | None] | None, list[float | None]]:
     """One scorer's metrics of ``text`` on ``job``'s windows, its 0/1 answers (None for the
